@@ -1,0 +1,5 @@
+"""``python -m tapearc``."""
+
+from tapearc.cli import main
+
+main()

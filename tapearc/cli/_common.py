@@ -1,0 +1,88 @@
+"""What every command shares: the run state, logging set-up, and table/JSON output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from tapearc.config import Settings
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+@dataclass
+class State:
+    """Per-invocation options from the root callback; settings are loaded on first use."""
+
+    config_path: Path | None
+    debug: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        """Load and validate the configuration (exit 78 on any problem)."""
+        if self._settings is None:
+            from tapearc.config import load_settings
+
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> State:
+    """The ``State`` of this invocation (a default one when a command is called in isolation)."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, State):
+        return obj
+    new = State(config_path=None)
+    ctx.find_root().obj = new
+    return new
+
+
+def setup_logging(verbose: int, debug: bool) -> None:
+    """One line per event on stderr; the package logs nothing by default except warnings."""
+    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tapearc")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def print_json(doc: Any) -> None:
+    """Print one JSON document (the stable interface for scripts and monitoring)."""
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Print a human table with rich (plain text when stdout is not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

@@ -1,0 +1,170 @@
+"""Catalog schema as numbered migrations, applied in order and tracked in ``PRAGMA user_version``.
+
+A migration is never edited once released; a change is a new migration at the end. Each runs in
+one transaction with the version bump, so a crash leaves the catalog at the old or new version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+V1 = """
+CREATE TABLE sources (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL DEFAULT 'folder',
+    last_scan TEXT
+);
+CREATE TABLE studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT,
+    patient_name TEXT,
+    accession TEXT,
+    study_date TEXT,
+    description TEXT,
+    modalities TEXT NOT NULL DEFAULT '',
+    instances INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    first_seen TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX idx_studies_patient_id ON studies(patient_id);
+CREATE INDEX idx_studies_accession ON studies(accession);
+CREATE INDEX idx_studies_study_date ON studies(study_date);
+CREATE TABLE series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT,
+    series_number INTEGER,
+    description TEXT
+);
+CREATE INDEX idx_series_study ON series(study_uid);
+CREATE INDEX idx_series_modality ON series(modality);
+CREATE TABLE instances (
+    id INTEGER PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    sop_class TEXT,
+    transfer_syntax TEXT,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    source_path TEXT,
+    mtime_ns INTEGER,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    UNIQUE (sop_uid, version)
+);
+CREATE INDEX idx_instances_study ON instances(study_uid);
+CREATE INDEX idx_instances_series ON instances(series_uid);
+CREATE TABLE files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    instance_id INTEGER REFERENCES instances(id),
+    skip_reason TEXT
+);
+CREATE TABLE cartridges (
+    barcode TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    media TEXT NOT NULL,
+    site TEXT NOT NULL,
+    block_size INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'appendable'
+        CHECK (state IN ('blank','appendable','full','retired','lost','error','suspect')),
+    location TEXT NOT NULL DEFAULT 'onsite',
+    bytes_used INTEGER NOT NULL DEFAULT 0,
+    capacity INTEGER,
+    labelled_at TEXT NOT NULL,
+    closed_at TEXT,
+    last_verified TEXT,
+    note TEXT
+);
+CREATE INDEX idx_cartridges_pool ON cartridges(pool, state);
+CREATE TABLE archives (
+    id INTEGER PRIMARY KEY,
+    archive_uuid TEXT NOT NULL UNIQUE,
+    barcode TEXT NOT NULL REFERENCES cartridges(barcode),
+    data_file INTEGER NOT NULL,
+    start_block INTEGER NOT NULL,
+    data_blocks INTEGER NOT NULL,
+    index_bytes INTEGER NOT NULL,
+    block_size INTEGER NOT NULL,
+    plaintext_bytes INTEGER NOT NULL,
+    header BLOB NOT NULL,
+    key_ids TEXT NOT NULL,
+    created TEXT NOT NULL,
+    run_id INTEGER,
+    verified_at TEXT,
+    verify_result TEXT,
+    UNIQUE (barcode, data_file)
+);
+CREATE TABLE copies (
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    archive_id INTEGER NOT NULL REFERENCES archives(id),
+    member TEXT NOT NULL,
+    data_offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (instance_id, archive_id)
+) WITHOUT ROWID;
+CREATE INDEX idx_copies_archive ON copies(archive_id, data_offset);
+CREATE TABLE locations (
+    id INTEGER PRIMARY KEY,
+    barcode TEXT NOT NULL REFERENCES cartridges(barcode),
+    location TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX idx_locations_barcode ON locations(barcode, id);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    result TEXT,
+    exit_code INTEGER,
+    summary TEXT
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.executescript("BEGIN;" + V1 + "PRAGMA user_version = 1; COMMIT;")
+
+
+#: Migration n (1-based) brings the catalog from version n-1 to n.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every pending migration; return the resulting version."""
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > SCHEMA_VERSION:
+        from tapearc.errors import CatalogError
+
+        raise CatalogError(
+            f"the catalog is schema version {current}, newer than this tapearc ({SCHEMA_VERSION})",
+            hint="upgrade tapearc",
+        )
+    for version in range(current, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+    return SCHEMA_VERSION

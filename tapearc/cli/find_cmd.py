@@ -1,0 +1,66 @@
+"""``tapearc find``: look studies up in the catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table, state
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to ``app``."""
+    app.command("find")(find)
+
+
+def find(
+    ctx: typer.Context,
+    study_uid: Annotated[str | None, typer.Option("--study-uid", help="Study Instance UID.")] = None,
+    patient_id: Annotated[str | None, typer.Option("--patient-id", help="Patient ID.")] = None,
+    accession: Annotated[str | None, typer.Option("--accession", help="Accession number.")] = None,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="Study date from (YYYYMMDD or YYYY-MM-DD).")
+    ] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Study date to (inclusive).")] = None,
+    modality: Annotated[str | None, typer.Option("--modality", help="e.g. CT, MR, CR.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many studies.")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Find studies by UID, patient ID, accession, date range or modality."""
+    from tapearc.catalog import StudyFilter, open_catalog
+
+    flt = StudyFilter(
+        study_uid=study_uid, patient_id=patient_id, accession=accession,
+        date_from=_date(date_from), date_to=_date(date_to),
+        modality=modality.upper() if modality else None, limit=limit,
+    )
+    with open_catalog(state(ctx).settings().catalog_path) as catalog:
+        studies = catalog.find_studies(flt)
+    if as_json:
+        print_json({"studies": studies})
+        return
+    pools = sorted({p for s in studies for p in s["copies"]})
+    print_table(
+        f"{len(studies)} studies",
+        ["study UID", "patient ID", "accession", "date", "modalities", "instances", "size",
+         *[f"pool {p}" for p in pools]],
+        (
+            [s["study_uid"], s["patient_id"], s["accession"], s["study_date"],
+             ",".join(s["modalities"]), s["instances"], human_bytes(s["bytes"]),
+             *[" ".join(s["copies"].get(p, [])) or "-" for p in pools]]
+            for s in studies
+        ),
+    )
+
+
+def _date(value: str | None) -> str | None:
+    """Accept YYYY-MM-DD as well as DICOM's YYYYMMDD."""
+    if value is None:
+        return None
+    digits = value.replace("-", "")
+    if len(digits) != 8 or not digits.isdigit():
+        from tapearc.errors import UsageError
+
+        raise UsageError(f"date {value!r} is not YYYYMMDD or YYYY-MM-DD")
+    return digits

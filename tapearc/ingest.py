@@ -1,0 +1,312 @@
+"""Find the DICOM instances a PACS stored since the last run and put them in the catalog.
+
+Walks source folders of any layout (Orthanc's extensionless UUID names, dcm4chee date/hash trees,
+DICOMDIR media). Each new or changed file is read once: its SHA-256 fixity checksum and its
+header (pydicom, ``stop_before_pixels``) come from the same bytes. A file is catalogued only when
+it is a complete DICOM instance with Study, Series and SOP Instance UIDs; everything else is
+reported with the reason. Known files with the same size and mtime are not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import stat
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tapearc.catalog.db import NewInstance
+
+if TYPE_CHECKING:
+    from tapearc.catalog.db import Catalog
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
+PIXEL_DATA_TAG_BE = b"\x7f\xe0\x00\x10"
+BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
+IMPLICIT_TS = "1.2.840.10008.1.2"
+DEFLATED_TS = ("1.2.840.10008.1.2.1.99",)
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+BATCH = 2000
+
+#: Reasons that do not change while the file stays the same: remembered, not re-read.
+PERMANENT_REASONS = ("not DICOM", "DICOMDIR")
+
+
+class Skip(Exception):
+    """A file that is not (yet) a complete DICOM instance; ``str`` is the reason."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run found."""
+
+    scanned: int = 0
+    known: int = 0
+    new_instances: int = 0
+    new_versions: int = 0
+    duplicates: int = 0
+    new_bytes: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    known_skipped: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``ingest --json`` document."""
+        return {
+            "scanned": self.scanned,
+            "known": self.known,
+            "new_instances": self.new_instances,
+            "new_versions": self.new_versions,
+            "duplicates": self.duplicates,
+            "new_bytes": self.new_bytes,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "known_skipped": self.known_skipped,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        """One line for cron mail."""
+        return (
+            f"ingest: {self.new_instances} new instances ({self.new_bytes} bytes), "
+            f"{self.new_versions} new versions, {self.known} known, "
+            f"{len(self.skipped)} skipped, {self.scanned} files in {self.seconds:.1f} s"
+        )
+
+
+def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every regular file under ``root`` (symlinks not followed), with its lstat."""
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror)
+            continue
+        subdirs = []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(entry.path)
+            elif stat.S_ISREG(st.st_mode):
+                yield entry.path, st
+        stack.extend(reversed(subdirs))
+
+
+def read_instance(path: str, st: os.stat_result) -> NewInstance:
+    """Read one file and return it as a catalog instance, or raise ``Skip`` with the reason."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise Skip(f"unreadable: {exc.strerror}") from None
+    if len(data) != st.st_size:
+        raise Skip("still being written (size changed while reading)")
+    if len(data) == 0:
+        raise Skip("not DICOM (empty file)")
+    has_preamble = data[128:132] == b"DICM"
+    if not has_preamble and not _plausible_raw_dataset(data):
+        raise Skip("not DICOM")
+    buf = io.BytesIO(data)
+    try:
+        ds = dcmread(buf, stop_before_pixels=True, force=not has_preamble)
+    except (InvalidDicomError, ValueError, EOFError, struct.error, OverflowError) as exc:
+        raise Skip(f"not DICOM ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on hostile input
+        raise Skip(f"unreadable DICOM header ({type(exc).__name__})") from None
+    pixel_offset = buf.tell()
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+        raise Skip("DICOMDIR")
+    uids = {}
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = str(ds.get(keyword, "") or "").strip()
+        if not value or len(value) > 64 or not UID_RE.fullmatch(value):
+            raise Skip(f"missing or invalid {keyword}")
+        uids[keyword] = value
+    transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not transfer_syntax:
+        transfer_syntax = IMPLICIT_TS  # a raw dataset without meta is implicit VR little endian
+    _check_pixel_data(ds, data, pixel_offset, transfer_syntax)
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
+                                                    if meta is not None else ""))
+    series_number = ds.get("SeriesNumber")
+    return NewInstance(
+        sop_uid=uids["SOPInstanceUID"],
+        series_uid=uids["SeriesInstanceUID"],
+        study_uid=uids["StudyInstanceUID"],
+        sop_class=sop_class,
+        transfer_syntax=transfer_syntax,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        source_path=path,
+        mtime_ns=st.st_mtime_ns,
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        accession=_text(ds, "AccessionNumber"),
+        study_date=_text(ds, "StudyDate"),
+        study_description=_text(ds, "StudyDescription"),
+        modality=_text(ds, "Modality"),
+        series_number=_int_or_none(series_number),
+        series_description=_text(ds, "SeriesDescription"),
+    )
+
+
+def _text(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # noqa: BLE001 - a malformed value must not sink the whole file
+        return ""
+    return "" if value is None else str(value).strip()
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _plausible_raw_dataset(data: bytes) -> bool:
+    """A file without preamble may still be a raw dataset: its first tag is (0008,xxxx)."""
+    return len(data) >= 8 and data[0:2] == b"\x08\x00"
+
+
+def _check_pixel_data(ds: Any, data: bytes, offset: int, transfer_syntax: str) -> None:
+    """Raise ``Skip`` when the pixel data is shorter than its header says (a truncated file)."""
+    if transfer_syntax in DEFLATED_TS:
+        return  # offsets refer to the inflated stream; pydicom already inflated it whole
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    if offset >= len(data):
+        if rows and cols:
+            raise Skip("truncated: image attributes but no pixel data")
+        return  # a non-image object (SR, KO, PR, ...)
+    big = transfer_syntax == BIG_ENDIAN_TS
+    tag = data[offset:offset + 4]
+    if tag != (PIXEL_DATA_TAG_BE if big else PIXEL_DATA_TAG_LE):
+        return  # stopped at another pixel-like element (float/double pixel data): not checked
+    explicit = transfer_syntax != IMPLICIT_TS
+    order = ">" if big else "<"
+    try:
+        if explicit:
+            (length,) = struct.unpack_from(order + "I", data, offset + 8)
+            value_start = offset + 12
+        else:
+            (length,) = struct.unpack_from(order + "I", data, offset + 4)
+            value_start = offset + 8
+    except struct.error:
+        raise Skip("truncated: inside the pixel data element header") from None
+    if length == 0xFFFFFFFF:  # encapsulated (compressed) frames end with a sequence delimiter
+        if not data.rstrip(b"\0").endswith(SEQUENCE_DELIMITER) and \
+                SEQUENCE_DELIMITER not in data[-64:]:
+            raise Skip("truncated: encapsulated pixel data has no end delimiter")
+        return
+    if value_start + length > len(data):
+        raise Skip(
+            f"truncated: pixel data has {len(data) - value_start} of {length} bytes"
+        )
+    expected = _native_pixel_bytes(ds)
+    if expected is not None and length < expected:
+        raise Skip(f"truncated: pixel data has {length} of {expected} bytes")
+
+
+def _native_pixel_bytes(ds: Any) -> int | None:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (rows * cols * samples * frames * bits + 7) // 8
+
+
+def ingest(
+    catalog: Catalog,
+    roots: Sequence[Path],
+    *,
+    quiet_seconds: float,
+    now: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Catalog every new complete instance under ``roots``; report what was skipped and why.
+
+    A file modified less than ``quiet_seconds`` ago is skipped (the PACS may still be writing it)
+    and picked up by a later run.
+    """
+    started = time.monotonic()
+    clock = time.time() if now is None else now
+    report = IngestReport()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            from tapearc.errors import ConfigError
+
+            raise ConfigError(f"source folder {root} does not exist or is not a folder",
+                              hint="fix ingest.sources in the config, or mount the PACS storage")
+        prefix = str(root.resolve())
+        known = catalog.known_files(prefix)
+        batch: list[NewInstance] = []
+        permanent: list[tuple[str, int, int, str]] = []
+        for path, st in walk_files(root.resolve()):
+            report.scanned += 1
+            if progress is not None:
+                progress(st.st_size)
+            seen = known.get(path)
+            if seen is not None and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
+                if seen[2]:
+                    report.known_skipped += 1
+                else:
+                    report.known += 1
+                continue
+            age = clock - st.st_mtime
+            if age < quiet_seconds:
+                report.skipped.append((path, f"still being written (modified {age:.0f} s ago)"))
+                continue
+            try:
+                batch.append(read_instance(path, st))
+            except Skip as why:
+                reason = str(why)
+                report.skipped.append((path, reason))
+                if reason.startswith(PERMANENT_REASONS):
+                    permanent.append((path, st.st_size, st.st_mtime_ns, reason))
+                continue
+            if len(batch) >= BATCH:
+                _flush(catalog, batch, report)
+        _flush(catalog, batch, report)
+        if permanent:
+            catalog.record_skipped(permanent)
+        catalog.touch_source(prefix)
+    report.seconds = time.monotonic() - started
+    for path, reason in report.skipped:
+        log.info("skipped %s: %s", path, reason)
+    return report
+
+
+def _flush(catalog: Catalog, batch: list[NewInstance], report: IngestReport) -> None:
+    if not batch:
+        return
+    new, versions = catalog.add_instances(batch)
+    report.new_instances += new
+    report.new_versions += versions
+    report.duplicates += len(batch) - new - versions
+    report.new_bytes += sum(f.size for f in batch)
+    batch.clear()

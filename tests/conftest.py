@@ -1,0 +1,23 @@
+"""Shared fixtures: a clean environment for every test, and the tool/rig gates.
+
+Tests that need an external program call ``tests.support.need_tool``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No TAPEARC_* setting leaks in from the shell; HOME and XDG dirs point into tmp_path."""
+    for key in list(os.environ):
+        if key.startswith("TAPEARC_") and key != "TAPEARC_REQUIRE_TOOLS":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+    yield

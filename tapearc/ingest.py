@@ -17,6 +17,7 @@ import re
 import stat
 import struct
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,14 @@ PIXEL_DATA_TAG_BE = b"\x7f\xe0\x00\x10"
 BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
 IMPLICIT_TS = "1.2.840.10008.1.2"
 DEFLATED_TS = ("1.2.840.10008.1.2.1.99",)
-SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+ITEM_TAG_LE, ITEM_TAG_BE = b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00"
+DELIM_TAG_LE, DELIM_TAG_BE = b"\xfe\xff\xdd\xe0", b"\xff\xfe\xe0\xdd"
+EXPLICIT_PIXEL_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN")
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 BATCH = 2000
 
 #: Reasons that do not change while the file stays the same: remembered, not re-read.
-PERMANENT_REASONS = ("not DICOM", "DICOMDIR")
+PERMANENT_REASONS = ("not DICOM", "DICOMDIR", "missing or invalid")
 
 
 class Skip(Exception):
@@ -110,6 +113,12 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 
 def read_instance(path: str, st: os.stat_result) -> NewInstance:
     """Read one file and return it as a catalog instance, or raise ``Skip`` with the reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on odd values; the file is judged here
+        return _read_instance(path, st)
+
+
+def _read_instance(path: str, st: os.stat_result) -> NewInstance:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
@@ -130,7 +139,7 @@ def read_instance(path: str, st: os.stat_result) -> NewInstance:
         ds = dcmread(buf, stop_before_pixels=True, force=not has_preamble)
     except (InvalidDicomError, ValueError, EOFError, struct.error, OverflowError) as exc:
         raise Skip(f"not DICOM ({type(exc).__name__})") from None
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on hostile input
+    except Exception as exc:
         raise Skip(f"unreadable DICOM header ({type(exc).__name__})") from None
     pixel_offset = buf.tell()
     meta = getattr(ds, "file_meta", None)
@@ -173,7 +182,7 @@ def read_instance(path: str, st: os.stat_result) -> NewInstance:
 def _text(ds: Any, keyword: str) -> str:
     try:
         value = ds.get(keyword, "")
-    except Exception:  # noqa: BLE001 - a malformed value must not sink the whole file
+    except Exception:
         return ""
     return "" if value is None else str(value).strip()
 
@@ -194,38 +203,45 @@ def _check_pixel_data(ds: Any, data: bytes, offset: int, transfer_syntax: str) -
     """Raise ``Skip`` when the pixel data is shorter than its header says (a truncated file)."""
     if transfer_syntax in DEFLATED_TS:
         return  # offsets refer to the inflated stream; pydicom already inflated it whole
-    rows, cols = ds.get("Rows"), ds.get("Columns")
     if offset >= len(data):
-        if rows and cols:
+        if ds.get("Rows") and ds.get("Columns"):
             raise Skip("truncated: image attributes but no pixel data")
         return  # a non-image object (SR, KO, PR, ...)
     big = transfer_syntax == BIG_ENDIAN_TS
     tag = data[offset:offset + 4]
     if tag != (PIXEL_DATA_TAG_BE if big else PIXEL_DATA_TAG_LE):
         return  # stopped at another pixel-like element (float/double pixel data): not checked
-    explicit = transfer_syntax != IMPLICIT_TS
     order = ">" if big else "<"
-    try:
-        if explicit:
-            (length,) = struct.unpack_from(order + "I", data, offset + 8)
-            value_start = offset + 12
-        else:
-            (length,) = struct.unpack_from(order + "I", data, offset + 4)
-            value_start = offset + 8
-    except struct.error:
-        raise Skip("truncated: inside the pixel data element header") from None
-    if length == 0xFFFFFFFF:  # encapsulated (compressed) frames end with a sequence delimiter
-        if not data.rstrip(b"\0").endswith(SEQUENCE_DELIMITER) and \
-                SEQUENCE_DELIMITER not in data[-64:]:
-            raise Skip("truncated: encapsulated pixel data has no end delimiter")
+    # The VR is in the bytes when explicit; some files disagree with their meta header, so read
+    # the element as it is written, as pydicom does.
+    explicit = data[offset + 4:offset + 6] in EXPLICIT_PIXEL_VRS
+    header = 12 if explicit else 8
+    if offset + header > len(data):
+        raise Skip("truncated: inside the pixel data element header")
+    (length,) = struct.unpack_from(order + "I", data, offset + header - 4)
+    value_start = offset + header
+    if length == 0xFFFFFFFF:
+        _check_fragments(data, value_start, order)
         return
     if value_start + length > len(data):
-        raise Skip(
-            f"truncated: pixel data has {len(data) - value_start} of {length} bytes"
-        )
+        raise Skip(f"truncated: pixel data has {len(data) - value_start} of {length} bytes")
     expected = _native_pixel_bytes(ds)
     if expected is not None and length < expected:
         raise Skip(f"truncated: pixel data has {length} of {expected} bytes")
+
+
+def _check_fragments(data: bytes, pos: int, order: str) -> None:
+    """Walk encapsulated items to the sequence delimiter; a file that ends first is truncated."""
+    item, delimiter = (ITEM_TAG_BE, DELIM_TAG_BE) if order == ">" else (ITEM_TAG_LE, DELIM_TAG_LE)
+    while pos + 8 <= len(data):
+        tag = data[pos:pos + 4]
+        (length,) = struct.unpack_from(order + "I", data, pos + 4)
+        if tag == delimiter:
+            return
+        if tag != item or length == 0xFFFFFFFF:
+            raise Skip("corrupt: bad item in encapsulated pixel data")
+        pos += 8 + length
+    raise Skip("truncated: encapsulated pixel data has no end delimiter")
 
 
 def _native_pixel_bytes(ds: Any) -> int | None:
@@ -234,9 +250,13 @@ def _native_pixel_bytes(ds: Any) -> int | None:
         bits = int(ds.BitsAllocated)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+        photometric = str(ds.get("PhotometricInterpretation", ""))
     except (AttributeError, TypeError, ValueError):
         return None
-    return (rows * cols * samples * frames * bits + 7) // 8
+    total_bits = rows * cols * samples * frames * bits
+    if photometric.endswith("_422"):  # chroma subsampled: two of three samples are halved
+        total_bits = total_bits * 2 // 3
+    return (total_bits + 7) // 8
 
 
 def ingest(
@@ -304,9 +324,9 @@ def ingest(
 def _flush(catalog: Catalog, batch: list[NewInstance], report: IngestReport) -> None:
     if not batch:
         return
-    new, versions = catalog.add_instances(batch)
+    new, versions, added_bytes = catalog.add_instances(batch)
     report.new_instances += new
     report.new_versions += versions
     report.duplicates += len(batch) - new - versions
-    report.new_bytes += sum(f.size for f in batch)
+    report.new_bytes += added_bytes
     batch.clear()

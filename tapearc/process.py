@@ -8,6 +8,7 @@ errors: a missing program becomes ``ToolMissing`` naming the package to install,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -118,8 +119,6 @@ def run_tool(
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.communicate()

@@ -50,7 +50,7 @@ def generate_studies(
     ``"flat"`` (Orthanc-like: two-level hash folders and extensionless UUID-ish names).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     rng = random.Random(seed)
     studies: list[SynthStudy] = []
@@ -74,10 +74,10 @@ def generate_studies(
             series_index = i % series_per_study
             sop_uid = generate_uid(entropy_srcs=[f"sop-{seed}-{s}-{i}"])
             meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPClassUID = UID(sop_class)
             meta.MediaStorageSOPInstanceUID = sop_uid
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1543.1"
+            meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1543.1")
             ds = Dataset()
             ds.file_meta = meta
             ds.SOPClassUID = sop_class

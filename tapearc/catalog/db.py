@@ -133,15 +133,15 @@ class Catalog:
         )
         return {p: (s, m, bool(skipped)) for p, s, m, skipped in rows}
 
-    def add_instances(self, found: Iterable[NewInstance]) -> tuple[int, int]:
-        """Catalog a batch in one transaction; return (new instances, new versions).
+    def add_instances(self, found: Iterable[NewInstance]) -> tuple[int, int, int]:
+        """Catalog a batch in one transaction; return (new instances, new versions, their bytes).
 
         The same SOP UID with the same checksum is the same instance (its last-seen and source
         path are refreshed). The same SOP UID with a different checksum is a new version, kept
         beside the old one: nothing is silently dropped.
         """
         now = utcnow()
-        new = versions = 0
+        new = versions = added = 0
         with self.transaction() as c:
             for f in found:
                 self._upsert_study(c, f, now)
@@ -173,6 +173,7 @@ class Catalog:
                         " updated = ? WHERE study_uid = ?",
                         (f.size, now, f.study_uid),
                     )
+                    added += f.size
                     if version == 1:
                         new += 1
                     else:
@@ -182,7 +183,7 @@ class Catalog:
                     " VALUES (?,?,?,?,NULL)",
                     (f.source_path, f.size, f.mtime_ns, instance_id),
                 )
-        return new, versions
+        return new, versions, added
 
     @staticmethod
     def _upsert_study(c: sqlite3.Connection, f: NewInstance, now: str) -> None:

@@ -72,7 +72,7 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as err:  # noqa: BLE001 - the last line of defence: no traceback by default
+    except Exception as err:
         import click
 
         if isinstance(err, click.exceptions.ClickException):

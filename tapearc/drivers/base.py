@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from tapearc.errors import FormatError
@@ -174,6 +174,10 @@ class Driver(ABC):
     name: ClassVar[str]
     #: External programs this driver calls; checked by ``check_available``.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: Data blocks and bytes read from the medium by this driver since it was built (label,
+    #: index and data reads): lets tests prove that a positioned read read only what it needed.
+    blocks_read: int = 0
+    bytes_read: int = 0
 
     def __init__(self, drive: str, block_size: int) -> None:
         self.drive = drive
@@ -260,5 +264,5 @@ class Driver(ABC):
     def read_index(self, position: ArchivePosition) -> bytes:
         """Return the archive's index blob exactly as committed."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most drivers hold nothing open
         """Release the device (file handles, locks). Does not eject."""

@@ -1,0 +1,116 @@
+"""Ingest on real DICOM files (pydicom's own test data) and on hostile files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pydicom.data
+import pytest
+
+from tapearc.catalog import Catalog, StudyFilter, create_catalog
+from tapearc.ingest import ingest
+from tapearc.synth import generate_studies
+
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+DICOMDIR_TESTS = TEST_FILES / "dicomdirtests"
+
+
+@pytest.fixture
+def cat(tmp_path: Path) -> Catalog:
+    return create_catalog(tmp_path / "cat.sqlite")
+
+
+def reasons(report: object) -> dict[str, str]:
+    return {Path(p).name: r for p, r in report.skipped}  # type: ignore[attr-defined]
+
+
+def test_dicomdir_sample_tree_catalogues_every_instance(cat: Catalog) -> None:
+    report = ingest(cat, [DICOMDIR_TESTS], quiet_seconds=0)
+    # 7 studies, 3 patients, 81 instances (pydicom's README for this folder)
+    assert report.new_instances == 81
+    studies = cat.find_studies(StudyFilter())
+    assert len(studies) == 7
+    assert len({s["patient_id"] for s in studies}) == 3
+    assert sum(s["instances"] for s in studies) == 81
+    skipped = reasons(report)
+    assert skipped["DICOMDIR"] == "DICOMDIR"
+    assert all(r in ("DICOMDIR", "not DICOM") for r in skipped.values()), skipped
+
+
+def test_whole_pydicom_test_tree_never_crashes(cat: Catalog) -> None:
+    report = ingest(cat, [TEST_FILES], quiet_seconds=0)
+    skipped = reasons(report)
+    assert skipped["MR_truncated.dcm"].startswith("truncated")
+    assert "CT_small.dcm" not in skipped
+    # compressed instances are archived as bytes: their fragment lists are walked, not decoded
+    assert "MR_small_jp2klossless.dcm" not in skipped
+    assert "MR_small_RLE.dcm" not in skipped
+    rows = cat.query("SELECT COUNT(*) AS n FROM instances")
+    assert rows[0]["n"] == report.new_instances + report.new_versions > 100
+
+
+def test_hostile_files_are_skipped_with_reasons(cat: Catalog, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    good = src / "good"
+    shutil.copy(TEST_FILES / "CT_small.dcm", good)
+    (src / "random").write_bytes(os.urandom(4096))
+    (src / "text").write_text("hello, this is not an image\n" * 20)
+    (src / "empty").write_bytes(b"")
+    data = (TEST_FILES / "CT_small.dcm").read_bytes()
+    (src / "truncated_pixels").write_bytes(data[: len(data) - 1000])
+    (src / "truncated_header").write_bytes(data[:700])
+    (src / "preamble_only").write_bytes(data[:132])
+    (src / "no_preamble_garbage").write_bytes(b"\x08\x00" + os.urandom(300))
+    shutil.copy(TEST_FILES / "no_meta.dcm", src / "no_meta")  # a raw dataset: readable
+    report = ingest(cat, [src], quiet_seconds=0)
+    skipped = reasons(report)
+    assert skipped["random"].startswith("not DICOM")
+    assert skipped["text"].startswith("not DICOM")
+    assert skipped["empty"].startswith("not DICOM")
+    assert skipped["truncated_pixels"].startswith("truncated")
+    assert skipped["truncated_header"].startswith(("truncated", "missing"))
+    assert skipped["preamble_only"].startswith("missing")
+    assert "no_preamble_garbage" in skipped
+    assert "good" not in skipped
+    paths = {Path(r["source_path"]).name for r in cat.query("SELECT source_path FROM instances")}
+    assert "good" in paths
+    assert not paths & set(skipped), "a skipped file was catalogued"
+
+
+def test_quiet_period_and_rescan_by_stat(cat: Catalog, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    generate_studies(src, 2, instances_per_study=3, pixel_bytes=2048, layout="flat")
+    fresh = ingest(cat, [src], quiet_seconds=3600)
+    assert fresh.new_instances == 0
+    assert all(r.startswith("still being written") for _, r in fresh.skipped)
+    assert len(fresh.skipped) == 6
+    later = ingest(cat, [src], quiet_seconds=3600, now=time.time() + 7200)
+    assert later.new_instances == 6
+    again = ingest(cat, [src], quiet_seconds=0)
+    assert (again.known, again.new_instances) == (6, 0)
+
+
+def test_changed_content_becomes_a_new_version(cat: Catalog, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    [study] = generate_studies(src, 1, instances_per_study=1, pixel_bytes=1024)
+    ingest(cat, [src], quiet_seconds=0)
+    path = study.files[0]
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # same SOP UID, different pixel content
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(1, 2_000_000_000))
+    report = ingest(cat, [src], quiet_seconds=0)
+    assert report.new_versions == 1
+    rows = cat.query("SELECT version FROM instances ORDER BY version")
+    assert [r["version"] for r in rows] == [1, 2]
+
+
+def test_missing_source_folder_is_a_config_error(cat: Catalog, tmp_path: Path) -> None:
+    from tapearc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ingest\.sources"):
+        ingest(cat, [tmp_path / "absent"], quiet_seconds=0)

@@ -290,6 +290,22 @@ class Catalog:
         # a pool counts only when its cartridges together hold every instance (a spanned study)
         return {pool: codes for pool, codes in copies.items() if per_pool[pool] >= wanted}
 
+    def copy_rows(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every live copy of the study's current instances (latest version of each SOP UID),
+        with the archive's position and the cartridge's pool, location and state."""
+        return self.query(
+            "SELECT i.id AS instance_id, i.sop_uid, i.series_uid, i.study_uid, i.version,"
+            " i.size, c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id,"
+            " a.barcode, a.data_file, a.start_block, a.data_blocks, a.index_bytes, a.header,"
+            " a.key_ids, k.pool, k.location, k.state FROM instances i"
+            " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
+            " JOIN cartridges k ON k.barcode = a.barcode"
+            f" WHERE i.study_uid = ? AND k.state IN ({_marks(LIVE_STATES)})"
+            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            " ORDER BY a.barcode, a.data_file, c.data_offset",
+            (study_uid, *LIVE_STATES),
+        )
+
     def pending_instances(self, pool: str) -> list[dict[str, Any]]:
         """Instances with no copy on a live cartridge of ``pool``, grouped by study (oldest first)."""
         return self.query(
@@ -370,6 +386,16 @@ class Catalog:
             self._audit(c, "cartridge.state", barcode,
                         {"from": old[0], "to": state, "reason": reason})
 
+    def reset_cartridge(self, barcode: str, pool: str, reason: str) -> None:
+        """Forget a relabelled cartridge's archives (their copies are gone) and make it appendable."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM copies WHERE archive_id IN "
+                      "(SELECT id FROM archives WHERE barcode = ?)", (barcode,))
+            c.execute("DELETE FROM archives WHERE barcode = ?", (barcode,))
+            c.execute("UPDATE cartridges SET state = 'appendable', pool = ?, bytes_used = 0,"
+                      " closed_at = NULL WHERE barcode = ?", (pool, barcode))
+            self._audit(c, "cartridge.reset", barcode, {"pool": pool, "reason": reason})
+
     def move_cartridge(self, barcode: str, location: str, reason: str, who: str | None = None,
                        extra: dict[str, Any] | None = None) -> None:
         """Record a cartridge's new location (history row + audit row, one transaction)."""
@@ -412,13 +438,14 @@ class Catalog:
         """
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO archives (archive_uuid, barcode, data_file, start_block, data_blocks,"
-                " index_bytes, block_size, plaintext_bytes, header, key_ids, created, run_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (archive["archive_uuid"], archive["barcode"], archive["data_file"],
-                 archive["start_block"], archive["data_blocks"], archive["index_bytes"],
-                 archive["block_size"], archive["plaintext_bytes"], archive["header"],
-                 json.dumps(archive["key_ids"]), archive["created"], run_id),
+                "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
+                " data_blocks, index_bytes, block_size, plaintext_bytes, header, cipher_sha256,"
+                " key_ids, created, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (archive["archive_uuid"], archive["barcode"], archive.get("kind", "studies"),
+                 archive["data_file"], archive["start_block"], archive["data_blocks"],
+                 archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
+                 archive["header"], archive.get("cipher_sha256"), json.dumps(archive["key_ids"]),
+                 archive["created"], run_id),
             )
             archive_id = int(cur.lastrowid or 0)
             c.executemany(
@@ -433,6 +460,74 @@ class Catalog:
                         {"archive": archive["archive_uuid"], "instances": len(copies),
                          "data_file": archive["data_file"]})
         return archive_id
+
+    def import_archive(self, archive: dict[str, Any], studies: Sequence[dict[str, Any]],
+                       series: Sequence[dict[str, Any]], instances: Sequence[dict[str, Any]]) -> bool:
+        """Re-create an archive and what it holds from its index (catalog rebuild).
+
+        Returns False if the archive was already catalogued. Instances are matched on
+        (SOP UID, checksum); an unknown checksum of a known SOP UID becomes a new version.
+        """
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM archives WHERE archive_uuid = ?",
+                         (archive["archive_uuid"],)).fetchone():
+                return False
+            now = archive["created"]
+            for st in studies:
+                c.execute(
+                    "INSERT INTO studies (study_uid, patient_id, patient_name, accession,"
+                    " study_date, description, modalities, first_seen, updated)"
+                    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
+                    (st["study_uid"], st.get("patient_id"), st.get("patient_name"),
+                     st.get("accession"), st.get("study_date"), st.get("description"),
+                     st.get("modalities") or "", now, now),
+                )
+            for se in series:
+                c.execute(
+                    "INSERT INTO series (series_uid, study_uid, modality, series_number,"
+                    " description) VALUES (?,?,?,?,?) ON CONFLICT(series_uid) DO NOTHING",
+                    (se["series_uid"], se["study_uid"], se.get("modality"),
+                     se.get("series_number"), se.get("description")),
+                )
+            cur = c.execute(
+                "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
+                " data_blocks, index_bytes, block_size, plaintext_bytes, header, key_ids, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (archive["archive_uuid"], archive["barcode"], archive["kind"],
+                 archive["data_file"], archive["start_block"], archive["data_blocks"],
+                 archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
+                 archive["header"], json.dumps(archive["key_ids"]), now),
+            )
+            archive_id = cur.lastrowid
+            for inst in instances:
+                row = c.execute("SELECT id FROM instances WHERE sop_uid = ? AND sha256 = ?",
+                                (inst["sop_uid"], inst["sha256"])).fetchone()
+                if row is None:
+                    top = c.execute("SELECT MAX(version) FROM instances WHERE sop_uid = ?",
+                                    (inst["sop_uid"],)).fetchone()[0]
+                    cur = c.execute(
+                        "INSERT INTO instances (sop_uid, version, series_uid, study_uid, size,"
+                        " sha256, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?)",
+                        (inst["sop_uid"], (top or 0) + 1, inst["series_uid"], inst["study_uid"],
+                         inst["length"], inst["sha256"], now, now),
+                    )
+                    instance_id = cur.lastrowid
+                    c.execute("UPDATE studies SET instances = instances + 1, bytes = bytes + ?"
+                              " WHERE study_uid = ?", (inst["length"], inst["study_uid"]))
+                else:
+                    instance_id = row[0]
+                c.execute(
+                    "INSERT OR REPLACE INTO copies (instance_id, archive_id, member, data_offset,"
+                    " length, sha256) VALUES (?,?,?,?,?,?)",
+                    (instance_id, archive_id, inst["member"], inst["data_offset"],
+                     inst["length"], inst["sha256"]),
+                )
+            used = archive["data_blocks"] * archive["block_size"] + archive["index_bytes"]
+            c.execute("UPDATE cartridges SET bytes_used = bytes_used + ? WHERE barcode = ?",
+                      (used, archive["barcode"]))
+            self._audit(c, "archive.import", archive["barcode"],
+                        {"archive": archive["archive_uuid"], "instances": len(instances)})
+        return True
 
     def record_verify(self, archive_id: int, result: str) -> None:
         """Store the outcome and date of a read-back check of one archive."""

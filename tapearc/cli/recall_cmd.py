@@ -1,0 +1,71 @@
+"""``tapearc recall`` and ``tapearc verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table, state
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command("recall")(recall)
+    app.command("verify")(verify)
+
+
+def recall(
+    ctx: typer.Context,
+    study_uids: Annotated[list[str], typer.Argument(help="Study Instance UIDs.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write the DICOM files into.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Bring studies back from their cartridges into a folder, checksums verified."""
+    from tapearc.catalog import open_catalog
+    from tapearc.jobs.recall_job import raise_for
+    from tapearc.jobs.recall_job import recall as run_recall
+
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        results = run_recall(settings, catalog, study_uids, to)
+    if as_json:
+        print_json({"studies": [r.as_json() for r in results]})
+    else:
+        print_table(None, ["study UID", "cartridge", "instances", "size", "read", "verified",
+                           "note"],
+                    ([r.study_uid, r.cartridge, r.instances, human_bytes(r.bytes),
+                      human_bytes(r.bytes_read), "yes" if r.verified else "no",
+                      r.needs or "; ".join(r.errors)] for r in results))
+    raise_for(results)
+
+
+def verify(
+    ctx: typer.Context,
+    cartridge: Annotated[str, typer.Argument(help="Barcode of a loaded cartridge.")],
+    sample: Annotated[int | None, typer.Option("--sample", help="Check N random archives.")] = None,
+    keyless: Annotated[bool, typer.Option(
+        "--keyless", help="Compare ciphertext digests only (no private key needed).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Read a cartridge back and check every tag and checksum against the catalog."""
+    from tapearc.catalog import open_catalog
+    from tapearc.errors import IntegrityError
+    from tapearc.jobs.verify_job import verify_cartridge
+
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        report = verify_cartridge(settings, catalog, cartridge.upper(), sample=sample,
+                                  keyless=keyless)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        typer.echo(f"{report.barcode}: {report.checked} archives, {report.instances} instances, "
+                   f"{human_bytes(report.bytes_read)} read: "
+                   f"{'ok' if not report.failures else 'FAILED'}")
+        for failure in report.failures:
+            typer.echo(f"  {failure}")
+    if report.failures:
+        raise IntegrityError(f"cartridge {report.barcode}: {len(report.failures)} problems found",
+                             hint="recall affected studies from the other pool; retire it")

@@ -1,0 +1,82 @@
+"""Cartridge operations for the operator: label, load, eject, close, retire, move."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tapearc.catalog.db import Catalog, utcnow
+from tapearc.config import Settings
+from tapearc.errors import UsageError, WrongMedium
+from tapearc.jobs.common import open_drive, pool_drive
+
+BARCODE_RE = re.compile(r"[A-Z0-9]{1,16}")
+
+
+def check_barcode(barcode: str) -> str:
+    """Barcodes are what a scanner reads off the cartridge: 1-16 uppercase letters and digits."""
+    code = barcode.strip().upper()
+    if not BARCODE_RE.fullmatch(code):
+        raise UsageError(f"barcode {barcode!r} is not 1-16 letters and digits")
+    return code
+
+
+def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: str, *,
+                    drive: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Load ``barcode`` (virtual drives: create it) in the pool's drive, label it, catalog it."""
+    from tapearc.drivers.base import Label
+
+    barcode = check_barcode(barcode)
+    if pool not in settings.pools:
+        raise UsageError(f"no pool {pool!r} in the config",
+                         hint=f"configured: {', '.join(sorted(settings.pools))}")
+    driver = open_drive(settings, drive) if drive else pool_drive(settings, pool)
+    try:
+        driver.load(barcode)
+        existing = driver.read_label()
+        if existing is not None and not force:
+            raise WrongMedium(
+                f"cartridge in drive {driver.drive} already has label {existing.barcode} "
+                f"(pool {existing.pool}, site {existing.site}); nothing was written",
+                hint="use --force to erase it (its archives are lost)",
+            )
+        media = settings.pools[pool].media
+        label = Label(barcode=barcode, pool=pool, site=settings.site, media=media,
+                      block_size=settings.block_size, created=utcnow())
+        driver.write_label(label, force=force)
+        capacity = driver.capabilities.capacity_bytes
+    finally:
+        driver.close()
+    known = catalog.query("SELECT barcode FROM cartridges WHERE barcode = ?", (barcode,))
+    if known and force:
+        catalog.reset_cartridge(barcode, pool, "relabelled with --force")
+    else:
+        catalog.add_cartridge(barcode, pool, media, settings.site, settings.block_size, capacity)
+    return catalog.cartridge(barcode)
+
+
+def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
+                   drive: str | None) -> dict[str, Any]:
+    """Put a known cartridge in a drive (its pool's by default) and check its label."""
+    barcode = check_barcode(barcode)
+    cart = catalog.cartridge(barcode)
+    driver = open_drive(settings, drive) if drive else pool_drive(settings, cart["pool"])
+    try:
+        driver.load(barcode)
+        label = driver.read_label()
+        if label is None or label.barcode != barcode:
+            raise WrongMedium(
+                f"drive {driver.drive} holds {label.barcode if label else 'a blank cartridge'}, "
+                f"not {barcode}", hint=f"insert {barcode}")
+    finally:
+        driver.close()
+    return {"barcode": barcode, "drive": driver.drive}
+
+
+def eject_drive(settings: Settings, drive: str) -> None:
+    """Unload whatever is in ``drive``."""
+    driver = open_drive(settings, drive)
+    try:
+        driver.eject()
+    finally:
+        driver.close()

@@ -1,0 +1,242 @@
+"""Recall: bring studies back from cartridges into a folder, reading only their blocks.
+
+A batch is grouped by cartridge and sorted by position, so each cartridge is read once, in
+order. For each study on an archive, the driver positions at the first block holding it and
+reads through the last; every instance's SHA-256 is checked before its file is written
+(atomically, under a safe UID-only name inside the target folder). Every recall is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tapearc.catalog.db import Catalog, actor
+from tapearc.config import Settings
+from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded
+from tapearc.jobs.common import load_identities_for, open_drive, safe_output_path
+
+if TYPE_CHECKING:
+    from tapearc.drivers.base import ArchivePosition, Driver
+    from tapearc.format.reader import ArchiveReader
+    from tapearc.keys import Identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecalledStudy:
+    """The outcome for one study (the ``recall --json`` entry)."""
+
+    study_uid: str
+    cartridge: str | None = None
+    instances: int = 0
+    bytes: int = 0
+    bytes_read: int = 0
+    verified: bool = False
+    files: list[Path] = field(default_factory=list)
+    needs: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """Stable fields for scripts."""
+        return {"study_uid": self.study_uid, "cartridge": self.cartridge,
+                "instances": self.instances, "bytes": self.bytes, "bytes_read": self.bytes_read,
+                "verified": self.verified, "needs": self.needs, "errors": self.errors}
+
+
+class BlockCursor:
+    """One sequential read of blocks that several member reads share.
+
+    Consecutive members often share a block; the cursor hands the last block read to the next
+    member instead of reading it from the medium again, so each block crosses the drive once.
+    """
+
+    def __init__(self, blocks: Iterable[bytes], first: int) -> None:
+        self._it = iter(blocks)
+        self._next = first
+        self._last: bytes | None = None
+        self._last_no = -1
+        self.bytes_read = 0
+
+    def from_block(self, number: int) -> Iterator[bytes]:
+        """Blocks from ``number`` on (``number`` is the last block read or the next one)."""
+        if number == self._last_no and self._last is not None:
+            yield self._last
+        elif number != self._next:
+            raise ValueError(f"block {number} is behind the cursor (next is {self._next})")
+        for block in self._it:
+            self._last, self._last_no = block, self._next
+            self._next += 1
+            self.bytes_read += len(block)
+            yield block
+
+
+def drives_by_barcode(settings: Settings) -> dict[str, str]:
+    """Barcode -> drive name for every configured drive that has a cartridge loaded."""
+    loaded: dict[str, str] = {}
+    for name in settings.drives:
+        driver = open_drive(settings, name)
+        try:
+            status = driver.status()
+        finally:
+            driver.close()
+        if status.loaded and status.barcode:
+            loaded.setdefault(status.barcode, name)
+    return loaded
+
+
+def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> str:
+    """The cartridge to read a study from: one that holds the most of it, loaded, then onsite."""
+    per: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for row in rows:
+        per[row["barcode"]] = per.get(row["barcode"], 0) + 1
+        where[row["barcode"]] = row["location"]
+
+    def rank(barcode: str) -> tuple[int, int, int, str]:
+        return (-per[barcode], barcode not in loaded, where[barcode] != "onsite", barcode)
+
+    return min(per, key=rank)
+
+
+def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest: Path, *,
+           identities: Sequence[Identity] | None = None) -> list[RecalledStudy]:
+    """Recall ``study_uids`` into ``dest``; studies whose cartridge is not loaded get ``needs``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    loaded = drives_by_barcode(settings)
+    results: dict[str, RecalledStudy] = {}
+    plan: dict[str, list[dict[str, Any]]] = {}
+    for uid in dict.fromkeys(study_uids):
+        result = results[uid] = RecalledStudy(uid)
+        rows = catalog.copy_rows(uid)
+        if not rows:
+            if not catalog.query("SELECT 1 FROM studies WHERE study_uid = ?", (uid,)):
+                raise NotFound(f"study {uid} is not in the catalog", hint="tapearc find")
+            result.needs = "no archived copy yet (run tapearc write)"
+            continue
+        barcode = choose_cartridge(rows, loaded)
+        chosen = _complete_from(rows, barcode)
+        result.cartridge = barcode
+        result.instances = len(chosen)
+        result.bytes = sum(r["length"] for r in chosen)
+        missing_cartridges = sorted({r["barcode"] for r in chosen} - set(loaded))
+        if missing_cartridges:
+            locs = {r["barcode"]: r["location"] for r in chosen}
+            result.needs = "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)
+            continue
+        for row in chosen:
+            plan.setdefault(row["barcode"], []).append(row)
+    if plan:
+        wanted = {bytes.fromhex(k) for rows in plan.values() for r in rows
+                  for k in json.loads(r["key_ids"])}
+        ids = list(identities) if identities is not None else load_identities_for(settings, wanted)
+        for barcode in sorted(plan, key=lambda b: loaded[b]):
+            _read_cartridge(settings, loaded[barcode], plan[barcode], dest, ids, results)
+    catalog.audit("recall", None, {
+        "who": actor(), "to": str(dest), "studies": list(results),
+        "recalled": [u for u, r in results.items() if r.verified],
+    })
+    return list(results.values())
+
+
+def _complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str, Any]]:
+    """One copy per instance: from ``barcode`` where it has one, else from its pool's others."""
+    pool = next(r["pool"] for r in rows if r["barcode"] == barcode)
+    best: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        current = best.get(row["instance_id"])
+        score = (row["barcode"] == barcode, row["pool"] == pool)
+        if current is None or score > (current["barcode"] == barcode, current["pool"] == pool):
+            best[row["instance_id"]] = row
+    return sorted(best.values(), key=lambda r: (r["barcode"], r["data_file"], r["data_offset"]))
+
+
+def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], dest: Path,
+                    identities: Sequence[Identity], results: dict[str, RecalledStudy]) -> None:
+    from tapearc.format.reader import ArchiveReader
+
+    driver = open_drive(settings, drive)
+    try:
+        by_archive: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_archive.setdefault(row["archive_id"], []).append(row)
+        for members in sorted(by_archive.values(), key=lambda m: m[0]["data_file"]):
+            reader = ArchiveReader(members[0]["header"], identities)
+            for run in _contiguous(members):
+                _read_run(driver, reader, run, dest, results)
+    finally:
+        driver.close()
+    for result in results.values():
+        if result.cartridge is not None and result.needs is None and not result.errors:
+            result.verified = len(result.files) == result.instances
+
+
+def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Split an archive's members (sorted by offset) into runs of the same study."""
+    run: list[dict[str, Any]] = []
+    for m in sorted(members, key=lambda r: r["data_offset"]):
+        if run and m["study_uid"] != run[-1]["study_uid"]:
+            yield run
+            run = []
+        run.append(m)
+    if run:
+        yield run
+
+
+def _position(row: dict[str, Any]) -> ArchivePosition:
+    from tapearc.drivers.base import ArchivePosition
+
+    return ArchivePosition(row["data_file"], row["start_block"], row["data_blocks"],
+                           row["index_bytes"])
+
+
+def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], dest: Path,
+              results: dict[str, RecalledStudy]) -> None:
+    start = run[0]["data_offset"]
+    end = run[-1]["data_offset"] + run[-1]["length"]
+    first, count = reader.span(start, max(1, end - start))
+    cursor = BlockCursor(driver.read_blocks(_position(run[0]), first, count), first)
+    total = run[0]["data_blocks"]
+    result = results[run[0]["study_uid"]]
+    for m in run:
+        m_first, _ = reader.span(m["data_offset"], max(1, m["length"]))
+        data = reader.read_range(cursor.from_block(m_first), m_first, m["data_offset"],
+                                 m["length"], total) if m["length"] else b""
+        if hashlib.sha256(data).hexdigest() != m["sha256"]:
+            result.errors.append(f"{m['sop_uid']}: checksum mismatch")
+            log.error("checksum mismatch for instance %s on %s", m["sop_uid"], m["barcode"])
+            continue
+        target = safe_output_path(dest, m["member"])
+        _write_atomic(target, data)
+        result.files.append(target)
+    result.bytes_read += cursor.bytes_read
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def raise_for(results: Sequence[RecalledStudy]) -> None:
+    """Turn a recall's problems into the command's exit: 65 for bad data, 75 for a cartridge."""
+    bad = [r for r in results if r.errors]
+    if bad:
+        raise IntegrityError(
+            f"{sum(len(r.errors) for r in bad)} instances failed their checksum in "
+            f"{len(bad)} studies; they were not written",
+            hint="recall them from the other pool's copy")
+    waiting = [r for r in results if r.needs]
+    if waiting:
+        raise OperatorActionNeeded("; ".join(f"{r.study_uid}: {r.needs}" for r in waiting))

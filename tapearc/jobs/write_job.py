@@ -92,8 +92,9 @@ def plan_archive(
 ) -> tuple[list[dict[str, Any]], int]:
     """Take the next archive's instances from the front of ``studies`` (which it shortens).
 
-    Whole studies while they fit in ``min(free, max_archive)``; a study larger than a whole
-    cartridge (``capacity``) is cut at an instance boundary to fill the space (it spans). Returns
+    Whole studies while they fit in ``min(free, max_archive)``; a study larger than
+    ``max_archive`` that fits the free space goes alone; a study larger than a whole cartridge
+    (``capacity``) is cut at an instance boundary to fill the space (it spans). Returns
     (instances, number of whole or partial studies taken); no instances means the cartridge is
     full for the next study.
     """
@@ -110,6 +111,12 @@ def plan_archive(
             studies.pop(0)
             count += 1
             continue
+        if not taken and (free is None or used + need <= free):
+            # larger than an archive should be, but it fits the cartridge: it goes alone
+            taken.extend(study)
+            studies.pop(0)
+            count += 1
+            break
         too_big_for_any = capacity is not None and need > capacity * (1 - SAFETY)
         if too_big_for_any and free is not None and used + block_size < limit:
             part: list[dict[str, Any]] = []

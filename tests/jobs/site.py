@@ -1,0 +1,86 @@
+"""A throw-away site on virtual tape drives for job tests: config, catalog, keys, samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapearc.catalog import Catalog, create_catalog, open_catalog
+from tapearc.config import Settings, load_settings
+from tapearc.jobs.cartridge_job import label_cartridge
+from tapearc.keys import Identity, generate_keypair, load_identity
+
+PASSPHRASE = "correct horse battery staple"
+
+CONFIG = """
+[site]
+name = "testsite"
+[ingest]
+sources = ["pacs"]
+quiet_seconds = 0
+[keys]
+recipients = ["keys/site.pub", "keys/escrow.pub"]
+identities = ["keys/site.key"]
+[archive]
+block_size = "{block_size}"
+max_archive_bytes = "{max_archive}"
+read_rate = {read_rate}
+[verify]
+after_write = "{verify}"
+[drives.da]
+driver = "vtape"
+path = "vtapes"
+capacity = "{capacity}"
+[drives.db]
+driver = "vtape"
+path = "vtapes"
+capacity = "{capacity}"
+[pools.A]
+drive = "da"
+vault = "north"
+[pools.B]
+drive = "db"
+vault = "south"
+"""
+
+
+@dataclass
+class Site:
+    """A ready site: its folder, settings, the site private key."""
+
+    root: Path
+    settings: Settings
+    identity: Identity
+
+    @property
+    def config(self) -> Path:
+        return self.root / "tapearc.toml"
+
+    @property
+    def pacs(self) -> Path:
+        return self.root / "pacs"
+
+    def catalog(self) -> Catalog:
+        return open_catalog(self.settings.catalog_path)
+
+    def label(self, barcode: str, pool: str) -> None:
+        with self.catalog() as cat:
+            label_cartridge(self.settings, cat, barcode, pool)
+
+
+def make_site(root: Path, *, block_size: str = "64 KiB", max_archive: str = "1 GiB",
+              capacity: str = "256 MiB", read_rate: int = 0, verify: str = "all") -> Site:
+    """Create the site folder with keys made by the real key code (cheap scrypt for tests)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pacs").mkdir(exist_ok=True)
+    (root / "tapearc.toml").write_text(CONFIG.format(
+        block_size=block_size, max_archive=max_archive, capacity=capacity,
+        read_rate=read_rate, verify=verify))
+    keys = root / "keys"
+    keys.mkdir(mode=0o700)
+    for name in ("site", "escrow"):
+        generate_keypair(keys, name, PASSPHRASE, scrypt_log2n=12)
+    create_catalog(root / "catalog.sqlite").close()
+    settings = load_settings(root / "tapearc.toml")
+    identity = load_identity(keys / "site.key", PASSPHRASE)
+    return Site(root, settings, identity)

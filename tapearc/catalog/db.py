@@ -15,10 +15,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tapearc import clock  # one settable clock, so tests can simulate weeks
 from tapearc.catalog.schema import migrate
 from tapearc.errors import CatalogError, NotFound
 
@@ -33,7 +34,7 @@ LIVE_STATES = ("appendable", "full", "suspect")
 
 def utcnow() -> str:
     """The current time as an ISO 8601 UTC string (the catalog's only time format)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return clock.now().astimezone(UTC).isoformat(timespec="seconds")
 
 
 def actor() -> str:
@@ -439,12 +440,12 @@ class Catalog:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
-                " data_blocks, index_bytes, block_size, plaintext_bytes, header, cipher_sha256,"
+                " data_blocks, index_bytes, block_size, plaintext_bytes, header, medium_checksum,"
                 " key_ids, created, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (archive["archive_uuid"], archive["barcode"], archive.get("kind", "studies"),
                  archive["data_file"], archive["start_block"], archive["data_blocks"],
                  archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
-                 archive["header"], archive.get("cipher_sha256"), json.dumps(archive["key_ids"]),
+                 archive["header"], archive.get("medium_checksum"), json.dumps(archive["key_ids"]),
                  archive["created"], run_id),
             )
             archive_id = int(cur.lastrowid or 0)

@@ -95,7 +95,7 @@ CREATE TABLE archives (
     block_size INTEGER NOT NULL,
     plaintext_bytes INTEGER NOT NULL,
     header BLOB NOT NULL,
-    cipher_sha256 TEXT,
+    medium_checksum TEXT,
     key_ids TEXT NOT NULL,
     created TEXT NOT NULL,
     run_id INTEGER,
@@ -152,8 +152,30 @@ def _v1(conn: sqlite3.Connection) -> None:
     conn.executescript("BEGIN;" + V1 + "PRAGMA user_version = 1; COMMIT;")
 
 
+BRING_BACK = """
+CREATE TABLE bring_back (
+    id INTEGER PRIMARY KEY,
+    barcode TEXT NOT NULL REFERENCES cartridges(barcode),
+    reason TEXT NOT NULL,
+    detail TEXT,
+    requested_at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'done', 'cancelled')),
+    done_at TEXT
+);
+CREATE INDEX idx_bring_back_open ON bring_back(state, barcode);
+"""
+
+
+def _bring_back(conn: sqlite3.Connection) -> None:
+    """Rotation: cartridges a recall (or the operator) asked to have back from the vault."""
+    # the version is this migration's place in the list, so it stays right if others land first
+    version = MIGRATIONS.index(_bring_back) + 1
+    conn.executescript(f"BEGIN;{BRING_BACK}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _bring_back]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -72,15 +72,17 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            print("error: aborted", file=sys.stderr)
-            sys.exit(1)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as err:  # usage errors: bad option, missing argument (exit 2)
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"error: {err}", file=sys.stderr)
+        sys.exit(int(getattr(err, "exit_code", 2)))
+    except Exception as err:  # the last line of defence: no traceback by default
         if debug:
             raise
         print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for details)",

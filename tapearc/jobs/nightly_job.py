@@ -18,6 +18,7 @@ from tapearc.config import Settings
 from tapearc.errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, OperatorActionNeeded
 from tapearc.ingest import IngestReport, ingest
 from tapearc.jobs.common import pool_drive, run_lock
+from tapearc.jobs.rotation_job import nightly_warnings
 from tapearc.jobs.verify_job import verify_cartridge
 from tapearc.jobs.write_job import PoolResult, loaded_cartridge, write_catalog_copy, write_pool
 
@@ -103,6 +104,7 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     _copy_catalog(settings, catalog, run_id, report)
     report.pending = len({r["id"] for pool in settings.pools
                           for r in catalog.pending_instances(pool)})
+    report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
     if report.verify_failures:
         report.exit_code = EXIT_DATAERR
         report.needs.append("verify failed: see verify_failures; do not ship these cartridges")

@@ -21,6 +21,8 @@ from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded
 from tapearc.jobs.common import load_identities_for, open_drive, safe_output_path
+from tapearc.jobs.rotation_job import recall_needs
+from tapearc.rotation import parse_location
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import ArchivePosition, Driver
@@ -101,7 +103,8 @@ def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> 
         where[row["barcode"]] = row["location"]
 
     def rank(barcode: str) -> tuple[int, int, int, str]:
-        return (-per[barcode], barcode not in loaded, where[barcode] != "onsite", barcode)
+        onsite = parse_location(where[barcode], strict=False).onsite
+        return (-per[barcode], barcode not in loaded, not onsite, barcode)
 
     return min(per, key=rank)
 
@@ -129,7 +132,9 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
         missing_cartridges = sorted({r["barcode"] for r in chosen} - set(loaded))
         if missing_cartridges:
             locs = {r["barcode"]: r["location"] for r in chosen}
-            result.needs = "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)
+            # all copies offsite: name the vaults and put the cartridge on the bring-back list
+            result.needs = recall_needs(catalog, uid, rows, missing_cartridges) or \
+                "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)
             continue
         for row in chosen:
             plan.setdefault(row["barcode"], []).append(row)

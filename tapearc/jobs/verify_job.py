@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import random
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -146,14 +147,16 @@ def _position(archive: dict[str, Any]) -> Any:
 
 def verify_medium(driver: Driver, archive: dict[str, Any], report: VerifyReport) -> list[str]:
     """Keyless check: the medium returns exactly the blocks written, and the index is intact."""
-    if not archive["cipher_sha256"]:
+    if not archive["medium_checksum"]:
         return ["no ciphertext digest recorded (rebuilt catalog): run a full verify with the key"]
+    from tapearc.jobs.write_job import medium_checksum
+
     pos = _position(archive)
-    digest = hashlib.sha256()
+    crc = 0
     blocks = 0
     try:
         for block in _counted(driver.read_blocks(pos, 0, archive["data_blocks"]), report):
-            digest.update(block)
+            crc = zlib.crc32(block, crc)
             blocks += 1
         index = driver.read_index(pos)
     except TapearcError as exc:
@@ -163,7 +166,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any], report: VerifyReport)
     problems = []
     if blocks != archive["data_blocks"]:
         problems.append(f"read {blocks} blocks of {archive['data_blocks']}")
-    elif digest.hexdigest() != archive["cipher_sha256"]:
+    elif medium_checksum(crc) != archive["medium_checksum"]:
         problems.append("the blocks read back differ from the blocks written")
     if len(index) != archive["index_bytes"]:
         problems.append("the index file is damaged")

@@ -111,6 +111,7 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
     """Write an encrypted copy of the catalog to ``target`` (a TAE1 stream of the snapshot)."""
     import tempfile
 
+    from tapearc.format.tae import Content
     from tapearc.format.writer import seal_bytes
     from tapearc.jobs.common import load_recipients
     from tapearc.jobs.write_job import snapshot_catalog
@@ -121,6 +122,7 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
     with open_catalog(settings.catalog_path) as catalog, \
             tempfile.TemporaryDirectory(prefix="tapearc-backup-") as tmp:
         snap = snapshot_catalog(catalog, Path(tmp))
-        sealed = seal_bytes(snap.read_bytes(), recipients, settings.block_size)
+        sealed = seal_bytes(snap.read_bytes(), recipients, settings.block_size,
+                            content=Content.CATALOG)
     target.write_bytes(sealed)
     return target

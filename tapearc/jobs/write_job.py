@@ -312,6 +312,7 @@ def write_archive(
     On a full medium the partial archive is abandoned (never catalogued), the cartridge is
     marked full, and ``MediumFull`` (75) propagates: the studies stay pending.
     """
+    from tapearc.format.tae import Content
     from tapearc.format.writer import ArchiveWriter, seal_bytes
 
     sink = driver.append_archive(label, last_position(catalog, label.barcode))
@@ -358,7 +359,8 @@ def write_archive(
             series=_series_rows(catalog, batch), instances=entries,
         )
         # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
-        sealed = seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE)
+        sealed = seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE,
+                            content=Content.INDEX)
         position = sink.commit(sealed)
     except MediumFull:
         _abandon(writer, pump, sink)

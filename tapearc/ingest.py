@@ -41,6 +41,19 @@ DELIM_TAG_LE, DELIM_TAG_BE = b"\xfe\xff\xdd\xe0", b"\xff\xfe\xe0\xdd"
 EXPLICIT_PIXEL_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN")
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 BATCH = 2000
+#: Tags of the attributes ingest reads (group << 16 | element).
+_TAGS = {
+    "SOPClassUID": 0x00080016, "SOPInstanceUID": 0x00080018, "StudyDate": 0x00080020,
+    "AccessionNumber": 0x00080050, "Modality": 0x00080060, "StudyDescription": 0x00081030,
+    "SeriesDescription": 0x0008103E, "PatientName": 0x00100010, "PatientID": 0x00100020,
+    "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E, "SeriesNumber": 0x00200011,
+    "MediaStorageSOPClassUID": 0x00020002, "TransferSyntaxUID": 0x00020010,
+    "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
+    "NumberOfFrames": 0x00280008, "Rows": 0x00280010, "Columns": 0x00280011,
+    "BitsAllocated": 0x00280100,
+}
+#: Attributes whose raw bytes are not plain ASCII text: decoded by pydicom.
+_CONVERTED = frozenset({"PatientName"})
 
 #: Reasons that do not change while the file stays the same: remembered, not re-read.
 PERMANENT_REASONS = ("not DICOM", "DICOMDIR", "missing or invalid")
@@ -143,21 +156,21 @@ def _read_instance(path: str, st: os.stat_result) -> NewInstance:
         raise Skip(f"unreadable DICOM header ({type(exc).__name__})") from None
     pixel_offset = buf.tell()
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+    if meta is not None and _text(meta, "MediaStorageSOPClassUID") == DICOMDIR_SOP_CLASS:
         raise Skip("DICOMDIR")
     uids = {}
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        value = str(ds.get(keyword, "") or "").strip()
+        value = _text(ds, keyword)
         if not value or len(value) > 64 or not UID_RE.fullmatch(value):
             raise Skip(f"missing or invalid {keyword}")
         uids[keyword] = value
-    transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    transfer_syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
     if not transfer_syntax:
         transfer_syntax = IMPLICIT_TS  # a raw dataset without meta is implicit VR little endian
     _check_pixel_data(ds, data, pixel_offset, transfer_syntax)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
-                                                    if meta is not None else ""))
-    series_number = ds.get("SeriesNumber")
+    sop_class = _text(ds, "SOPClassUID") or (
+        _text(meta, "MediaStorageSOPClassUID") if meta is not None else "")
+    series_number = _text(ds, "SeriesNumber")
     return NewInstance(
         sop_uid=uids["SOPInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
@@ -180,11 +193,24 @@ def _read_instance(path: str, st: os.stat_result) -> NewInstance:
 
 
 def _text(ds: Any, keyword: str) -> str:
+    """A text attribute's value, decoded straight from the raw element.
+
+    pydicom's value conversion is most of the per-file cost of ingest; the attributes read here
+    are ASCII by definition (UI, CS, DA, IS, SH, LO) except names, which go through pydicom so
+    that the Specific Character Set is honoured.
+    """
     try:
-        value = ds.get(keyword, "")
-    except Exception:
+        tag = _TAGS[keyword]
+        if tag not in ds:
+            return ""
+        elem = ds.get_item(tag)
+        if keyword in _CONVERTED or not isinstance(getattr(elem, "value", None), bytes):
+            value = ds[tag].value
+            return "" if value is None else str(value).strip()
+        raw: bytes = elem.value
+        return raw.decode("latin-1").strip(" \0")
+    except Exception:  # a malformed value must not sink the whole file
         return ""
-    return "" if value is None else str(value).strip()
 
 
 def _int_or_none(value: object) -> int | None:
@@ -204,7 +230,7 @@ def _check_pixel_data(ds: Any, data: bytes, offset: int, transfer_syntax: str) -
     if transfer_syntax in DEFLATED_TS:
         return  # offsets refer to the inflated stream; pydicom already inflated it whole
     if offset >= len(data):
-        if ds.get("Rows") and ds.get("Columns"):
+        if _text(ds, "Rows") and _text(ds, "Columns"):
             raise Skip("truncated: image attributes but no pixel data")
         return  # a non-image object (SR, KO, PR, ...)
     big = transfer_syntax == BIG_ENDIAN_TS
@@ -225,7 +251,7 @@ def _check_pixel_data(ds: Any, data: bytes, offset: int, transfer_syntax: str) -
         return
     if value_start + length > len(data):
         raise Skip(f"truncated: pixel data has {len(data) - value_start} of {length} bytes")
-    expected = _native_pixel_bytes(ds)
+    expected = _native_pixel_bytes(ds, big)
     if expected is not None and length < expected:
         raise Skip(f"truncated: pixel data has {length} of {expected} bytes")
 
@@ -244,19 +270,32 @@ def _check_fragments(data: bytes, pos: int, order: str) -> None:
     raise Skip("truncated: encapsulated pixel data has no end delimiter")
 
 
-def _native_pixel_bytes(ds: Any) -> int | None:
+def _native_pixel_bytes(ds: Any, big: bool) -> int | None:
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(str(ds.get("NumberOfFrames", 1) or 1))
-        photometric = str(ds.get("PhotometricInterpretation", ""))
-    except (AttributeError, TypeError, ValueError):
+        rows, cols = _ushort(ds, "Rows", big), _ushort(ds, "Columns", big)
+        bits = _ushort(ds, "BitsAllocated", big)
+        samples = _ushort(ds, "SamplesPerPixel", big) or 1
+        frames = int(_text(ds, "NumberOfFrames") or 1)
+        photometric = _text(ds, "PhotometricInterpretation")
+    except (TypeError, ValueError):
+        return None
+    if not (rows and cols and bits):
         return None
     total_bits = rows * cols * samples * frames * bits
     if photometric.endswith("_422"):  # chroma subsampled: two of three samples are halved
         total_bits = total_bits * 2 // 3
     return (total_bits + 7) // 8
+
+
+def _ushort(ds: Any, keyword: str, big: bool) -> int:
+    """An US attribute's value (0 when absent), decoded from the raw element when it is raw."""
+    tag = _TAGS[keyword]
+    if tag not in ds:
+        return 0
+    raw = getattr(ds.get_item(tag), "value", None)
+    if isinstance(raw, bytes) and len(raw) >= 2:
+        return int(struct.unpack_from(">H" if big else "<H", raw)[0])
+    return int(ds[tag].value or 0)
 
 
 def ingest(

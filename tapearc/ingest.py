@@ -355,8 +355,14 @@ def ingest(
             catalog.record_skipped(permanent)
         catalog.touch_source(prefix)
     report.seconds = time.monotonic() - started
-    for path, reason in report.skipped:
-        log.info("skipped %s: %s", path, reason)
+    # paths of ad-hoc trees may hold patient names: the log gets counts by reason, the caller's
+    # report (for the administrator) gets the paths
+    reasons: dict[str, int] = {}
+    for _, reason in report.skipped:
+        key = reason.split(":")[0].split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        log.info("skipped %d files: %s", count, reason)
     return report
 
 

@@ -204,9 +204,9 @@ class BlockPump:
 def loaded_cartridge(driver: Driver, catalog: Catalog, settings: Settings, pool: str) -> Label:
     """The label of the cartridge in ``driver``, checked to be an appendable one of ``pool``."""
     status = driver.status()
+    wanted = suggest_cartridge(catalog, pool)
     if not status.loaded:
-        raise NoMedium(f"no cartridge in drive {driver.drive} for pool {pool}",
-                       hint=f"load an appendable pool {pool} cartridge (tapearc cartridge load)")
+        raise NoMedium(f"no cartridge in drive {driver.drive} for pool {pool}", hint=wanted)
     label = driver.read_label()
     if label is None:
         raise NoMedium(f"the cartridge in drive {driver.drive} is blank",
@@ -215,16 +215,25 @@ def loaded_cartridge(driver: Driver, catalog: Catalog, settings: Settings, pool:
         raise WrongMedium(
             f"drive {driver.drive} holds {label.barcode} of pool {label.pool} site {label.site}, "
             f"not a pool {pool} cartridge of site {settings.site}; nothing was written",
-            hint=f"load a pool {pool} cartridge",
+            hint=wanted,
         )
     cart = catalog.cartridge(label.barcode)
     if cart["state"] != "appendable":
         raise MediumFull(f"cartridge {label.barcode} in drive {driver.drive} is {cart['state']}",
-                         hint=f"load an appendable pool {pool} cartridge or label a new one")
+                         hint=suggest_cartridge(catalog, pool, but=label.barcode))
     if not writable_location(cart["location"], driver.drive):  # never append while offsite
         raise WrongMedium(f"cartridge {label.barcode} is recorded at {cart['location']}, not onsite",
                           hint="receive it first (tapearc rotation receive) or load another")
     return label
+
+
+def suggest_cartridge(catalog: Catalog, pool: str, but: str | None = None) -> str:
+    """What the operator should load for ``pool``: an appendable onsite cartridge, or a new one."""
+    for cart in catalog.cartridges(pool):
+        if cart["state"] == "appendable" and cart["location"] == "onsite" \
+                and cart["barcode"] != but:
+            return f"load cartridge {cart['barcode']} (pool {pool}, appendable, onsite)"
+    return f"label and load a new pool {pool} cartridge: tapearc cartridge label BARCODE --pool {pool}"
 
 
 def last_position(catalog: Catalog, barcode: str) -> ArchivePosition | None:
@@ -238,12 +247,21 @@ def last_position(catalog: Catalog, barcode: str) -> ArchivePosition | None:
                            row["index_bytes"])
 
 
+#: Asked for the next medium when the loaded one is full: (driver, full label, why) -> the label
+#: of the medium now loaded and labelled, or None to stop (tapearc.jobs.disc_set has the prompt).
+NextMedium = Callable[["Driver", "Label", str], "Label | None"]
+
+
 def write_pool(
     settings: Settings, catalog: Catalog, pool: str, *, run_id: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, next_medium: NextMedium | None = None,
 ) -> PoolResult:
     """Write every pending study of ``pool`` to its loaded cartridge; never raises for the
-    operator-action cases (no, wrong or full cartridge): they go into ``needs`` with exit 75."""
+    operator-action cases (no, wrong or full cartridge): they go into ``needs`` with exit 75.
+
+    When the cartridge is full, ``next_medium`` (interactive runs) gets the next one inserted
+    and labelled and the write goes on; without it the need names the pool's set and the next
+    barcode to label."""
     result = PoolResult(pool)
     pending = catalog.pending_instances(pool)
     if not pending:
@@ -262,10 +280,20 @@ def write_pool(
                                            cart["capacity"], settings.block_size)
             if not batch:
                 catalog.set_cartridge_state(label.barcode, "full", "no room for the next study")
-                raise MediumFull(f"cartridge {label.barcode} (pool {pool}) is full",
-                                 hint=f"load a new pool {pool} cartridge and run again")
-            written = write_archive(settings, catalog, driver, label, batch, recipients,
-                                    run_id=run_id, throttle=throttle, progress=progress)
+                full = MediumFull(f"cartridge {label.barcode} (pool {pool}) is full",
+                                  hint=f"load a new pool {pool} cartridge and run again")
+                label = _next_medium(next_medium, driver, label, full)
+                result.barcode = label.barcode
+                studies = group_by_study(catalog.pending_instances(pool))
+                continue
+            try:
+                written = write_archive(settings, catalog, driver, label, batch, recipients,
+                                        run_id=run_id, throttle=throttle, progress=progress)
+            except MediumFull as full:
+                label = _next_medium(next_medium, driver, label, full)
+                result.barcode = label.barcode
+                studies = group_by_study(catalog.pending_instances(pool))
+                continue
             result.archives += 1
             result.studies += nstudies
             result.instances += written.instances
@@ -274,12 +302,25 @@ def write_pool(
             if label.barcode not in result.written:
                 result.written.append(label.barcode)
     except OperatorActionNeeded as exc:
-        result.needs.append(str(exc))
+        need = str(exc)
+        if isinstance(exc, MediumFull):
+            from tapearc.jobs.disc_set import describe_set
+
+            need += f"; {describe_set(catalog, pool)}"
+        result.needs.append(need)
         result.exit_code = exc.exit_code
     finally:
         driver.close()
     result.pending = len(catalog.pending_instances(pool))
     return result
+
+
+def _next_medium(ask: NextMedium | None, driver: Driver, label: Label, full: MediumFull) -> Label:
+    """The next medium's label from ``ask``, or ``full`` raised when there is none."""
+    new = ask(driver, label, str(full)) if ask is not None else None
+    if new is None:
+        raise full
+    return new
 
 
 def _free_bytes(driver: Driver, cart: dict[str, Any]) -> int | None:

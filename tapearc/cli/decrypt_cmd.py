@@ -1,0 +1,118 @@
+"""``tapearc decrypt [FILE]``: decrypt one archive stream to stdout, e.g. ``| tar tvf -``.
+
+Reads a whole TAE1 stream (a ``NNNNNN.data`` or ``NNNNNN.index`` file of a disk volume, or
+``dd if=/dev/nst0 bs=1M`` of one tape file) and writes its plaintext. The small framing header a
+driver puts in front of a data or index file (``tapearc.drivers.layout``) is skipped. Only the
+private keys the header names are opened, so only their passphrases are asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, BinaryIO
+
+import typer
+
+from tapearc.cli._common import state
+
+if TYPE_CHECKING:
+    from tapearc.keys import Identity
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to ``app``."""
+    app.command("decrypt")(decrypt)
+
+
+def decrypt(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(help="Encrypted stream file, or - for stdin.", allow_dash=True, metavar="FILE")
+    ] = Path("-"),
+    identity: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            metavar="KEYFILE",
+            help="Private key file, repeatable (default: keys.identities).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Decrypt an archive stream (data, index or catalog copy) to stdout."""
+    from tapearc.errors import UsageError
+    from tapearc.format.reader import decrypt_stream
+    from tapearc.keys import load_identities
+
+    paths = identity if identity else state(ctx).settings().identity_files
+    if not paths:
+        raise UsageError("no private key: pass --identity FILE or set keys.identities")
+    if output is None and sys.stdout.isatty():
+        raise UsageError("refusing to write binary data to a terminal; pipe it, e.g. | tar tvf -")
+
+    def identities_for(key_ids: list[bytes]) -> list[Identity]:
+        return load_identities(paths, wanted=key_ids)
+
+    raw = sys.stdin.buffer if str(source) == "-" else _open_in(source)
+    with raw:
+        src = _skip_framing(raw)
+        if output is not None:
+            try:
+                with output.open("wb") as dst:
+                    decrypt_stream(src, dst, identities_for)
+            except BaseException:
+                output.unlink(missing_ok=True)  # no half-decrypted file left behind
+                raise
+            return
+        try:
+            decrypt_stream(src, sys.stdout.buffer, identities_for)
+        except BrokenPipeError:
+            # The reader (e.g. `| head`) went away: not an error of ours. Silence the final
+            # flush at exit, which would raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
+
+
+def _open_in(path: Path) -> BinaryIO:
+    from tapearc.errors import NotFound
+
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _skip_framing(src: BinaryIO) -> BinaryIO:
+    """Drop a driver's data (``TADA``) or index (``TAIX``) header in front of the stream."""
+    from typing import cast
+
+    from tapearc.drivers.layout import INDEX_MAGIC, IndexHeader, data_header, is_data_header
+
+    head = src.read(IndexHeader.SIZE)
+    if is_data_header(head):
+        head = head[len(data_header(0)) :]
+    elif head.startswith(INDEX_MAGIC):
+        IndexHeader.from_bytes(head)  # FormatError for an unknown layout version
+        head = b""
+    return cast(BinaryIO, _Prefixed(head, src))
+
+
+class _Prefixed:
+    """``src`` with ``head`` put back in front; only ``readinto`` (what decrypt_stream uses)."""
+
+    def __init__(self, head: bytes, src: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._src = src
+
+    def readinto(self, buf: memoryview) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._src.readinto(buf)  # type: ignore[attr-defined, no-any-return]

@@ -1,8 +1,4 @@
-"""``tapearc keys generate|list``: the X25519 keys archives are encrypted to and opened with.
-
-``keys verify`` (can the configured private keys open every archive in the catalog?) is built on
-``tapearc.format.reader.can_open`` by the write/verify jobs and registered on the same group.
-"""
+"""``tapearc keys generate|list|verify``: the X25519 keys archives are encrypted to and opened with."""
 
 from __future__ import annotations
 
@@ -14,13 +10,14 @@ import typer
 
 from tapearc.cli._common import JsonOption, print_json, print_table, state
 
-keys_app = typer.Typer(help="Generate and list encryption keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Generate, list and verify encryption keys.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` group to ``app``."""
     keys_app.command("generate")(generate)
     keys_app.command("list")(list_keys)
+    keys_app.command("verify")(verify)
     app.add_typer(keys_app, name="keys")
 
 
@@ -154,3 +151,36 @@ def _archive_counts(catalog_path: Path) -> dict[str, int] | None:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else ""
+
+
+def verify(
+    ctx: typer.Context,
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Private key file (default: the first of keys.identities).")] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Archives to open.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """The decrypt drill: prove a private key opens a sample of the archives encrypted to it."""
+    from tapearc.catalog import open_catalog
+    from tapearc.errors import ConfigError, IntegrityError
+    from tapearc.jobs.keydrill_job import key_drill
+    from tapearc.keys import passphrase_from_env_or_prompt
+
+    settings = state(ctx).settings()
+    path = key or (settings.identity_files[0] if settings.identity_files else None)
+    if path is None:
+        raise ConfigError("no private key to verify", hint="pass --key or set keys.identities")
+    passphrase = passphrase_from_env_or_prompt(f"Passphrase for {path.name}: ")
+    with open_catalog(settings.catalog_path) as catalog:
+        report = key_drill(settings, catalog, path, passphrase, sample=sample)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        typer.echo(f"key {report.key} ({report.key_id}): {report.opened} of "
+                   f"{report.archives_using_key} archives opened, {report.read_from_medium} "
+                   f"read from a loaded cartridge")
+        for failure in report.failures:
+            typer.echo(f"  FAILED {failure}")
+    if report.failures or not report.opened:
+        raise IntegrityError(f"key {report.key} could not open the archives it should",
+                             hint="use the escrow key and investigate before the next nightly")

@@ -15,9 +15,11 @@ from tapearc.errors import ConfigError
 
 #: driver name (config ``driver = "..."``) -> "module:Class"
 REGISTRY: dict[str, str] = {
-    "vtape": "tapearc.drivers.vtape:VirtualTapeDriver",
+    "vtape": "tapearc.drivers.tape:VirtualTapeDriver",
     "tape": "tapearc.drivers.tape:TapeDriver",
     "disk": "tapearc.drivers.disk:DiskDriver",
+    "optical": "tapearc.drivers.optical:OpticalDriver",
+    "ltfs": "tapearc.drivers.ltfs:LtfsDriver",
 }
 
 

@@ -11,11 +11,16 @@ def register(app: typer.Typer) -> None:
         cartridge_cmd,
         catalog_cmd,
         decrypt_cmd,
+        drives_cmd,
         find_cmd,
         ingest_cmd,
         init_cmd,
         keys_cmd,
+        pull_cmd,
         recall_cmd,
+        receive_cmd,
+        rotation_cmd,
+        status_cmd,
         write_cmd,
     )
 
@@ -24,7 +29,12 @@ def register(app: typer.Typer) -> None:
     write_cmd.register(app)
     find_cmd.register(app)
     recall_cmd.register(app)
+    drives_cmd.register(app)
     cartridge_cmd.register(app)
     catalog_cmd.register(app)
     keys_cmd.register(app)
     decrypt_cmd.register(app)
+    pull_cmd.register(app)
+    receive_cmd.register(app)
+    rotation_cmd.register(app)
+    status_cmd.register(app)

@@ -56,8 +56,14 @@ def write(
         total = sum(r["size"] for p in pools for r in catalog.pending_instances(p))
         with _progress(total) as progress:
             for name in pools:
+                # at a terminal a full disc or cartridge prompts for the next; under cron: exit 75
+                ask = None
+                if sys.stdin.isatty() and not as_json:
+                    from tapearc.jobs.disc_set import prompt_next_medium
+
+                    ask = prompt_next_medium(settings, catalog, name)
                 results.append(write_pool(settings, catalog, name, run_id=run_id,
-                                          progress=progress))
+                                          progress=progress, next_medium=ask))
         code = max((r.exit_code for r in results), default=0)
         catalog.finish_run(run_id, "ok" if code == 0 else "action-needed", code,
                            {"pools": [r.as_json() for r in results]})

@@ -1,0 +1,1 @@
+"""Drive discovery tests: classification on captured udev properties, pyudev under umockdev."""

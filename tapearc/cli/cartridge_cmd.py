@@ -128,6 +128,30 @@ def retire(ctx: typer.Context, barcode: Barcode,
     _set_state(ctx, barcode, "retired", reason)
 
 
+@cartridge_app.command("move")
+def move(
+    ctx: typer.Context,
+    barcode: Barcode,
+    location: Annotated[str, typer.Argument(
+        help="onsite, drive:NAME, transit-to:VAULT, vault:VAULT, transit-back:VAULT, retired, "
+             "destroyed or lost.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (in the history).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Override a rotation rule (needs --reason; audited).")] = False,
+) -> None:
+    """Record that a cartridge moved (who, when, why), checked against the rotation rules."""
+    from tapearc.catalog import open_catalog
+    from tapearc.jobs import rotation_job
+
+    settings = state(ctx).settings()
+    loaded = rotation_job.loaded_drives(settings)
+    with open_catalog(settings.catalog_path) as catalog:
+        done = rotation_job.move(settings, catalog, barcode, location, reason=reason,
+                                 force=force, scanned=barcode, loaded=loaded)
+    forced = " (FORCED: " + "; ".join(done.forced) + ")" if done.forced else ""
+    typer.echo(f"{done.barcode}: {done.src} -> {done.dst}{forced}")
+
+
 def _set_state(ctx: typer.Context, barcode: str, new: str, reason: str) -> None:
     from tapearc.catalog import open_catalog
 

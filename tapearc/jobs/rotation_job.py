@@ -81,13 +81,15 @@ def cartridge_facts(catalog: Catalog | sqlite3.Connection,
     loaded = loaded or {}
     offsite_like = " OR ".join(f"location LIKE '{k}:%'" for k in rotation.OFFSITE_KINDS)
     history: dict[str, dict[str, Any]] = {}
-    for barcode, since, last_off_id, last_off_at in conn.execute(
+    # when it came to where it is, and when it last was offsite (data written after that has
+    # never left the building)
+    for barcode, since, last_off_at in conn.execute(
         "SELECT barcode, (SELECT at FROM locations m WHERE m.barcode = l.barcode"
         "  ORDER BY id DESC LIMIT 1),"
-        f" MAX(CASE WHEN {offsite_like} THEN id END), MAX(CASE WHEN {offsite_like} THEN at END)"
-        " FROM locations l GROUP BY barcode"
+        f" MAX(CASE WHEN {offsite_like} THEN at END) FROM locations l GROUP BY barcode"
     ):
-        history[barcode] = {"since": since, "off_id": last_off_id, "off_at": last_off_at}
+        history[barcode] = {"since": since, "off_at": last_off_at}
+    # the first arrival back onsite after the last time offsite
     arrivals: dict[str, str] = {}
     for barcode, at in conn.execute(
         "SELECT l.barcode, MIN(l.at) FROM locations l WHERE (l.location = 'onsite'"
@@ -136,19 +138,23 @@ def unsafe_studies(catalog: Catalog) -> list[dict[str, Any]]:
     cartridge is still live (lost, destroyed or retired copies do not count; a cartridge brought
     back for a recall still does: it is in the site's custody and goes back).
     """
+    # the (archive, vault) pairs that protect are few (archives x vault arrivals): worked out
+    # once, then one pass over the copies in primary-key order groups them per instance
     return catalog.query(
-        "WITH cur AS (SELECT i.id, i.study_uid, i.size, i.first_seen FROM instances i"
-        "  WHERE NOT EXISTS (SELECT 1 FROM instances j WHERE j.sop_uid = i.sop_uid"
-        "   AND j.version > i.version)),"
-        " prot AS (SELECT c.instance_id AS id, l.location AS vault FROM copies c"
-        "  JOIN archives a ON a.id = c.archive_id JOIN cartridges k ON k.barcode = a.barcode"
+        "WITH pa AS MATERIALIZED (SELECT DISTINCT a.id AS archive_id, l.location AS vault"
+        "  FROM archives a JOIN cartridges k ON k.barcode = a.barcode"
         "  JOIN locations l ON l.barcode = a.barcode AND l.location LIKE 'vault:%'"
         "   AND l.at >= a.created"
         f"  WHERE a.verify_result = 'ok' AND a.verified_at <= l.at AND k.state IN ({_LIVE})"
         "   AND k.location NOT IN ('lost', 'destroyed', 'retired')),"
-        " safe AS (SELECT id FROM prot GROUP BY id HAVING COUNT(DISTINCT vault) >= 2)"
-        " SELECT study_uid, SUM(size) AS bytes, MIN(first_seen) AS since FROM cur"
-        " WHERE id NOT IN (SELECT id FROM safe) GROUP BY study_uid ORDER BY since"
+        " safe AS (SELECT c.instance_id AS id FROM copies c"
+        "  JOIN pa ON pa.archive_id = c.archive_id"
+        "  GROUP BY c.instance_id HAVING COUNT(DISTINCT pa.vault) >= 2)"
+        " SELECT i.study_uid, SUM(i.size) AS bytes, MIN(i.first_seen) AS since FROM instances i"
+        " WHERE i.id NOT IN (SELECT id FROM safe)"
+        "  AND NOT EXISTS (SELECT 1 FROM instances j WHERE j.sop_uid = i.sop_uid"
+        "   AND j.version > i.version)"
+        " GROUP BY i.study_uid ORDER BY since"
     )
 
 
@@ -167,9 +173,31 @@ def open_requests(catalog: Catalog) -> list[Request]:
 def build_plan(settings: Settings, catalog: Catalog,
                loaded: Mapping[str, str] | None = None) -> Plan:
     """Today's rotation plan (by the settable clock)."""
-    policy = load_policy(settings)
-    return rotation.make_plan(cartridge_facts(catalog, loaded), open_requests(catalog), policy,
+    return _plan(catalog, load_policy(settings), loaded)
+
+
+def _plan(catalog: Catalog, policy: Policy, loaded: Mapping[str, str] | None) -> Plan:
+    """The pure plan, with the rules that need the studies on each cartridge checked too."""
+    plan = rotation.make_plan(cartridge_facts(catalog, loaded), open_requests(catalog), policy,
                               clock.now(), current_exposure(catalog, policy))
+    for item in plan.ship:
+        clash = clash_studies(catalog.conn, item.barcode, item.pool, item.vault or "")
+        if clash:
+            _block(item, f"{clash} studies on it already have their other copy at or going to "
+                         f"vault {item.vault}")
+    for item in plan.bring_back:
+        orphans = orphan_studies(catalog.conn, item.barcode)
+        if orphans:
+            _block(item, f"{orphans} studies on it would have no copy left offsite: wait until "
+                         "the other pool's copy is in its vault")
+    if any(i.blocked for i in plan.bring_back):
+        plan.todo += [f"bring-back of {i.barcode} waits: {i.blocked}"
+                      for i in plan.bring_back if i.blocked]
+    return plan
+
+
+def _block(item: rotation.PlanItem, why: str) -> None:
+    item.blocked = f"{item.blocked}; {why}" if item.blocked else why
 
 
 def nightly_warnings(settings: Settings, catalog: Catalog) -> list[str]:
@@ -191,18 +219,17 @@ def nightly_warnings(settings: Settings, catalog: Catalog) -> list[str]:
 
 @dataclass
 class MoveResult:
-    """One recorded move (or an arrival that was already recorded)."""
+    """One recorded move; ``forced`` lists the rules ``--force`` overrode."""
 
     barcode: str
     src: str
     dst: str
     forced: list[str] = field(default_factory=list)
-    note: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Stable fields."""
         return {"barcode": self.barcode, "from": self.src, "to": self.dst,
-                "forced": self.forced, "note": self.note}
+                "forced": self.forced}
 
 
 #: The studies with a copy on cartridge ``?`` (as CTE ``s``).
@@ -339,12 +366,13 @@ def ship(settings: Settings, catalog: Catalog, barcodes: Sequence[str] | None = 
     else:
         if to:
             raise UsageError("--to needs barcodes: today's plan ships each pool to its vault")
-        plan = rotation.make_plan(cartridge_facts(catalog, loaded), open_requests(catalog),
-                                  policy, clock.now(), current_exposure(catalog, policy))
+        # what a rule keeps here stays (the plan says why); --force takes it anyway
+        plan = _plan(catalog, policy, loaded)
         moves += [(i.barcode, None, reason or f"shipped per plan: {i.reason}", None)
                   for i in plan.ship if force or not i.blocked]
         moves += [(i.barcode, Location(rotation.TRANSIT_BACK, i.vault or ""),
-                   reason or f"bring back per plan: {i.reason}", None) for i in plan.bring_back]
+                   reason or f"bring back per plan: {i.reason}", None)
+                  for i in plan.bring_back if force or not i.blocked]
     done: list[MoveResult] = []
     refused: list[str] = []
     with catalog.transaction() as c:
@@ -393,8 +421,8 @@ def receive(settings: Settings, catalog: Catalog, scanned: Iterable[str], *,
             reason: str | None = None, force: bool = False,
             who: str | None = None) -> ReceiveResult:
     """Record arrivals, one scanned barcode a line (blank lines and repeats are ignored):
-    a cartridge in transit to a vault is now in it (the vault's receipt); one in transit back,
-    or in a vault, is now onsite (a return not announced is recorded as transit + arrival).
+    a cartridge in transit to a vault is now in it (the vault's receipt); one in transit back
+    is now onsite. A scan of a cartridge recorded in a vault is refused as ambiguous.
 
     Each barcode is its own transaction: one bad scan does not stop the box.
     """
@@ -435,20 +463,21 @@ def _receive_one(catalog: Catalog, code: str, line: str, policy: Policy, reason:
         elif loc.kind == rotation.TRANSIT_BACK:
             steps = [(Location(rotation.ONSITE), f"received back from vault {loc.place}")]
         elif loc.kind == rotation.VAULT:
-            steps = [(Location(rotation.TRANSIT_BACK, loc.place),
-                      f"came back from vault {loc.place} (return not recorded)"),
-                     (Location(rotation.ONSITE), f"received back from vault {loc.place}")]
+            # a second vault receipt, or a return nobody recorded: too ambiguous to guess
+            raise PolicyRefused(
+                f"{code} is recorded in vault {loc.place}; nothing was recorded",
+                hint=f"if it is here, it came back unannounced: 'tapearc cartridge move {code} "
+                     f"transit-back:{loc.place}', then receive it")
         elif loc.onsite:
             result.already.append(f"{code} is already {loc}")
             return
         else:
             steps = [(Location(rotation.ONSITE), "received onsite")]
         for dst, why in steps:
-            # an arrival is a fact: only the rule against storing both copies in one vault
-            # (and the state machine) can refuse it
+            # an arrival is a fact: only the state machine and the rule against storing both
+            # copies in one vault can refuse it
             now_cart = _facts(c, code, None)
             problems = _problems(c, now_cart, dst, policy)
-            problems = [p for p in problems if "no copy left offsite" not in p]
             if problems and not force:
                 raise PolicyRefused("; ".join(problems),
                                     hint="not recorded; --force --reason WHY overrides (audited)")
@@ -527,9 +556,10 @@ def status_report(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     today = plan.todo[:] if plan else [f"fix the configuration: {problem}"]
     if plan:
         today = [f"ship {i.barcode} (pool {i.pool}) to vault {i.vault}: {i.reason}"
+                 + (f" ({i.prepare} first)" if i.prepare else "")
                  for i in plan.ship if not i.blocked] + \
                 [f"bring back {i.barcode} from vault {i.vault}: {i.reason}"
-                 for i in plan.bring_back] + today
+                 for i in plan.bring_back if not i.blocked] + today
     if nightly and nightly["result"] != "ok":
         today += [f"last nightly: {n}" for n in nightly["needs"]]
     return {

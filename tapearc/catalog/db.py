@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 
 GENESIS_HASH = "0" * 64
 CARTRIDGE_STATES = ("blank", "appendable", "full", "retired", "lost", "error", "suspect")
-#: States whose archives still count as copies of a study.
-LIVE_STATES = ("appendable", "full", "suspect")
+#: States whose archives count as copies of a study (for pending work, find and exposure).
+#: A suspect cartridge (TapeAlert media warning) is not one: its studies are copied again.
+COUNTED_STATES = ("appendable", "full")
+#: States whose archives recall may still read.
+READABLE_STATES = ("appendable", "full", "suspect")
 
 
 def utcnow() -> str:
@@ -276,9 +279,9 @@ class Catalog:
             "SELECT k.pool, k.barcode, COUNT(DISTINCT c.instance_id) FROM instances i"
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
-            f" WHERE i.study_uid = ? AND k.state IN ({_marks(LIVE_STATES)})"
+            f" WHERE i.study_uid = ? AND k.state IN ({_marks(COUNTED_STATES)})"
             " GROUP BY k.pool, k.barcode ORDER BY k.pool, k.barcode",
-            (study_uid, *LIVE_STATES),
+            (study_uid, *COUNTED_STATES),
         ).fetchall()
         wanted = self.conn.execute(
             "SELECT COUNT(*) FROM instances WHERE study_uid = ?", (study_uid,)
@@ -301,10 +304,10 @@ class Catalog:
             " a.key_ids, k.pool, k.location, k.state FROM instances i"
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
-            f" WHERE i.study_uid = ? AND k.state IN ({_marks(LIVE_STATES)})"
+            f" WHERE i.study_uid = ? AND k.state IN ({_marks(READABLE_STATES)})"
             " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
             " ORDER BY a.barcode, a.data_file, c.data_offset",
-            (study_uid, *LIVE_STATES),
+            (study_uid, *READABLE_STATES),
         )
 
     def pending_instances(self, pool: str) -> list[dict[str, Any]]:
@@ -314,9 +317,9 @@ class Catalog:
             " i.source_path, i.mtime_ns FROM instances i JOIN studies s USING (study_uid)"
             " WHERE NOT EXISTS (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
             "  JOIN cartridges k ON k.barcode = a.barcode"
-            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({_marks(LIVE_STATES)}))"
+            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({_marks(COUNTED_STATES)}))"
             " ORDER BY s.first_seen, i.study_uid, i.series_uid, i.id",
-            (pool, *LIVE_STATES),
+            (pool, *COUNTED_STATES),
         )
 
     def study_meta(self, study_uids: Sequence[str]) -> list[dict[str, Any]]:

@@ -90,6 +90,8 @@ def nightly(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json(report.as_json())
     else:
         typer.echo(report.summary())
+        for alert in report.alerts:
+            typer.echo(f"ALERT: {alert}")
         for need in report.needs:
             typer.echo(f"ACTION: {need}")
         for failure in report.verify_failures:

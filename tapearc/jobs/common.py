@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from tapearc.keys import Identity, Recipient
 
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: ``[drives.NAME]`` keys for the drive session (tapearc.jobs.session), not for the driver.
+SESSION_KEYS = ("changer_drive", "sg_device", "sg_logs")
 
 
 def open_drive(settings: Settings, drive: str) -> Driver:
@@ -33,7 +35,9 @@ def open_drive(settings: Settings, drive: str) -> Driver:
     except KeyError:
         raise ConfigError(f"no drive {drive!r} in the config",
                           hint=f"configured: {', '.join(sorted(settings.drives)) or 'none'}") from None
-    return make_driver(cfg.driver, drive, cfg.options, settings.base_dir, settings.block_size)
+    # keys the drive session reads (library slot, TapeAlert device), not the driver
+    options = {k: v for k, v in cfg.options.items() if k not in SESSION_KEYS}
+    return make_driver(cfg.driver, drive, options, settings.base_dir, settings.block_size)
 
 
 def pool_drive(settings: Settings, pool: str) -> Driver:

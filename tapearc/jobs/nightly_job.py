@@ -19,6 +19,7 @@ from tapearc.errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, OperatorActionN
 from tapearc.ingest import IngestReport, ingest
 from tapearc.jobs.common import pool_drive, run_lock
 from tapearc.jobs.rotation_job import nightly_warnings
+from tapearc.jobs.session import SessionNotes, pool_session
 from tapearc.jobs.verify_job import verify_cartridge
 from tapearc.jobs.write_job import PoolResult, loaded_cartridge, write_catalog_copy, write_pool
 
@@ -34,6 +35,7 @@ class NightlyReport:
     verified: int = 0
     verify_failures: list[str] = field(default_factory=list)
     catalog_copies: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
     pending: int = 0
     exit_code: int = EXIT_OK
@@ -58,6 +60,7 @@ class NightlyReport:
             "verify_failures": self.verify_failures,
             "catalog_copies": self.catalog_copies,
             "skipped_files": len(self.ingest.skipped) if self.ingest else 0,
+            "alerts": self.alerts,
             "needs": self.needs,
             "exit_code": self.exit_code,
         }
@@ -96,12 +99,21 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
          progress: Callable[[int], None] | None) -> None:
     if settings.sources:
         report.ingest = ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+    notes = SessionNotes()
     for pool in settings.pools:
-        result = write_pool(settings, catalog, pool, run_id=run_id, progress=progress)
-        report.pools[pool] = result
-        report.needs += [f"pool {pool}: {n}" for n in result.needs]
-    _verify_written(settings, catalog, run_id, report)
-    _copy_catalog(settings, catalog, run_id, report)
+        try:
+            with pool_session(settings, catalog, pool, notes) as usable:
+                if not usable:
+                    continue
+                result = write_pool(settings, catalog, pool, run_id=run_id, progress=progress)
+                report.pools[pool] = result
+                report.needs += [f"pool {pool}: {n}" for n in result.needs]
+                _verify_written(settings, catalog, run_id, report, pool)
+                _copy_catalog(settings, catalog, run_id, report, pool)
+        except OperatorActionNeeded as exc:  # the library could not load a cartridge
+            report.needs.append(f"pool {pool}: {exc}")
+    report.alerts += notes.alerts
+    report.needs += notes.needs
     report.pending = len({r["id"] for pool in settings.pools
                           for r in catalog.pending_instances(pool)})
     report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
@@ -113,29 +125,25 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
 
 
 def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
-                    report: NightlyReport) -> None:
+                    report: NightlyReport, pool: str) -> None:
     if settings.verify_mode == "none":
         return
-    for pool, result in report.pools.items():
-        for barcode in result.written:
-            ids = [r["id"] for r in catalog.query(
-                "SELECT id FROM archives WHERE barcode = ? AND run_id = ? AND kind = 'studies'",
-                (barcode, run_id))]
-            if settings.verify_mode == "sample" and len(ids) > settings.verify_sample:
-                ids = random.sample(ids, settings.verify_sample)
-            drive = settings.pools[pool].drive
-            checked = verify_cartridge(settings, catalog, barcode, drive=drive,
-                                       archive_ids=ids, keyless=True)
-            report.verified += checked.checked
-            report.verify_failures += [f"{barcode} {f}" for f in checked.failures]
+    for barcode in report.pools[pool].written:
+        ids = [r["id"] for r in catalog.query(
+            "SELECT id FROM archives WHERE barcode = ? AND run_id = ? AND kind = 'studies'",
+            (barcode, run_id))]
+        if settings.verify_mode == "sample" and len(ids) > settings.verify_sample:
+            ids = random.sample(ids, settings.verify_sample)
+        checked = verify_cartridge(settings, catalog, barcode, drive=settings.pools[pool].drive,
+                                   archive_ids=ids, keyless=True)
+        report.verified += checked.checked
+        report.verify_failures += [f"{barcode} {f}" for f in checked.failures]
 
 
 def _copy_catalog(settings: Settings, catalog: Catalog, run_id: int,
-                  report: NightlyReport) -> None:
-    """An encrypted catalog copy onto every cartridge written tonight (disaster recovery)."""
-    for pool, result in report.pools.items():
-        if not result.written:
-            continue
+                  report: NightlyReport, pool: str) -> None:
+    """An encrypted catalog copy onto the cartridge written tonight (disaster recovery)."""
+    if report.pools[pool].written:
         driver = pool_drive(settings, pool)
         try:
             label = loaded_cartridge(driver, catalog, settings, pool)

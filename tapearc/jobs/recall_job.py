@@ -94,6 +94,28 @@ def drives_by_barcode(settings: Settings) -> dict[str, str]:
     return loaded
 
 
+def load_from_library(settings: Settings, barcode: str, pool: str) -> str | None:
+    """With a tape library, have the robot put ``barcode`` in its pool's drive; the drive's name,
+    or None when there is no library, the drive is not in it, or the library lacks the cartridge."""
+    from tapearc.changer import ensure_loaded
+    from tapearc.jobs.session import library
+
+    changer = library(settings)
+    drive = settings.pools[pool].drive if pool in settings.pools else None
+    index = settings.drives[drive].options.get("changer_drive") if drive else None
+    if changer is None or drive is None or index is None:
+        return None
+    if changer.inventory().find(barcode) is None:
+        return None
+    ensure_loaded(changer, barcode, int(index))
+    driver = open_drive(settings, drive)
+    try:
+        driver.load(barcode)
+    finally:
+        driver.close()
+    return drive
+
+
 def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> str:
     """The cartridge to read a study from: one that holds the most of it, loaded, then onsite."""
     per: dict[str, int] = {}
@@ -130,6 +152,12 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
         result.instances = len(chosen)
         result.bytes = sum(r["length"] for r in chosen)
         missing_cartridges = sorted({r["barcode"] for r in chosen} - set(loaded))
+        for barcode in list(missing_cartridges):
+            pool = next(r["pool"] for r in chosen if r["barcode"] == barcode)
+            drive = load_from_library(settings, barcode, pool)
+            if drive is not None:
+                loaded[barcode] = drive
+                missing_cartridges.remove(barcode)
         if missing_cartridges:
             locs = {r["barcode"]: r["location"] for r in chosen}
             # all copies offsite: name the vaults and put the cartridge on the bring-back list

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc import clock, rotation
-from tapearc.catalog.db import LIVE_STATES, Catalog, actor, utcnow
+from tapearc.catalog.db import COUNTED_STATES, Catalog, actor, utcnow
 from tapearc.config import Settings
 from tapearc.errors import (
     ConfigError,
@@ -29,7 +29,7 @@ from tapearc.rotation import CartridgeFacts, Location, Plan, Policy, Request, pa
 
 log = logging.getLogger(__name__)
 
-_LIVE = ",".join(f"'{s}'" for s in LIVE_STATES)
+_LIVE = ",".join(f"'{s}'" for s in COUNTED_STATES)
 
 
 def load_policy(settings: Settings) -> Policy:

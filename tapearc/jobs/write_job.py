@@ -154,9 +154,11 @@ class BlockPump:
     def __init__(self, write_block: Callable[[memoryview], None], block_size: int,
                  buffer_bytes: int) -> None:
         self._write = write_block
+        self._block_size = block_size
+        # buffers are made as the drive falls behind, up to the configured total: a small
+        # archive does not pay for zeroing the whole buffer
+        self._spare = max(2, buffer_bytes // block_size)
         self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(max(2, buffer_bytes // block_size)):
-            self._free.put(bytearray(block_size))
         self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._crc = 0
@@ -166,7 +168,14 @@ class BlockPump:
     def __call__(self, block: memoryview) -> None:
         if self._error is not None:
             raise self._error
-        buf = self._free.get()
+        try:
+            buf = self._free.get_nowait()
+        except queue.Empty:
+            if self._spare > 0:
+                self._spare -= 1
+                buf = bytearray(self._block_size)
+            else:
+                buf = self._free.get()
         if self._error is not None:
             self._free.put(buf)
             raise self._error

@@ -59,7 +59,7 @@ def test_bad_config_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_usage_error_is_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = run(["find", "--no-such-option"], capsys)
     assert code == 2
-    code, _, err = run(["--config", "/nonexistent", "find", "--from", "yesterday"], capsys)
+    code, _, _ = run(["--config", "/nonexistent", "find", "--from", "yesterday"], capsys)
     assert code in (2, 78)
 
 

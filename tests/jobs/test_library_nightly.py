@@ -1,0 +1,105 @@
+"""Nightly with a tape library (fake mtx keeping a real inventory) and TapeAlert (fake sg_logs
+replaying recorded pages): the robot loads by barcode, both pools are written, nothing is left
+in the drives, and a media error leaves the cartridge suspect with its studies pending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapearc.config import load_settings
+from tapearc.jobs.cartridge_job import eject_drive
+from tapearc.jobs.nightly_job import run_nightly
+from tapearc.synth import generate_studies
+from tests.changer.library import STATEFUL_MTX, FakeLibrary
+from tests.changer.recorded import FAKES, fixture_path
+from tests.jobs.site import Site, make_site
+
+
+def configure(site: Site, extra_a: str = "", extra_b: str = "", tail: str = "") -> None:
+    text = site.config.read_text()
+    text = text.replace('[drives.da]\n', f'[drives.da]\n{extra_a}')
+    text = text.replace('[drives.db]\n', f'[drives.db]\n{extra_b}')
+    site.config.write_text(text + tail)
+    site.settings = load_settings(site.config)
+
+
+def test_library_loads_by_barcode_writes_both_pools_and_unloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = make_site(tmp_path / "site")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    eject_drive(site.settings, "da")
+    eject_drive(site.settings, "db")
+    lib = FakeLibrary(tmp_path, monkeypatch, drives=2, slots=["B00001", "CLN001", "A00001", None],
+                      ie=1)
+    configure(site, extra_a="changer_drive = 0\n", extra_b="changer_drive = 1\n",
+              tail=f'\n[changer]\ndevice = "/dev/sg7"\nmtx = "{STATEFUL_MTX}"\n')
+    generate_studies(site.pacs, 3, instances_per_study=2, pixel_bytes=20_000)
+    report = run_nightly(site.settings)
+    assert report.exit_code == 0, report.as_json()
+    assert report.pending == 0
+    assert report.pools["A"].written == ["A00001"] and report.pools["B"].written == ["B00001"]
+    moves = lib.moves()
+    assert any("load 3 0" in m for m in moves), moves  # A00001 from slot 3 into drive 0
+    assert any("load 1 1" in m for m in moves), moves  # B00001 from slot 1 into drive 1
+    assert lib.in_drive(0) is None and lib.in_drive(1) is None  # put back after the night
+    assert lib.slot_of("A00001") == 3 and lib.slot_of("B00001") == 1
+    again = run_nightly(site.settings)
+    assert again.exit_code == 0 and again.as_json()["written"] == {"A": 0, "B": 0}
+
+
+def test_tapealert_media_error_leaves_the_cartridge_suspect_and_studies_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = make_site(tmp_path / "site")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    fake = FAKES / "sg_logs" / "sg_logs"
+    monkeypatch.setenv("FAKE_SG_LOGS_OUTPUT", str(fixture_path("sg_logs", "generated-media.txt")))
+    monkeypatch.setenv("FAKE_SG_LOGS_LOG", str(tmp_path / "sg_logs.log"))
+    configure(site, extra_a=f'sg_device = "/dev/sg1"\nsg_logs = "{fake}"\n')
+    generate_studies(site.pacs, 2, instances_per_study=2, pixel_bytes=20_000)
+    report = run_nightly(site.settings)
+    assert report.exit_code == 75
+    assert any("A00001 is suspect" in a for a in report.alerts), report.alerts
+    assert any("retire cartridge A00001" in n for n in report.needs), report.needs
+    assert (tmp_path / "sg_logs.log").read_text().count("-p 0x2e /dev/sg1") == 2  # before, after
+    with site.catalog() as cat:
+        assert cat.cartridge("A00001")["state"] == "suspect"
+        assert len(cat.pending_instances("A")) == 4  # queued for another pool A cartridge
+        assert cat.pending_instances("B") == []
+        assert [r["action"] for r in cat.query(
+            "SELECT action FROM audit WHERE action LIKE 'drive.%'")] == ["drive.tapealert"]
+    # the operator labels a new pool A cartridge: the next night copies the studies there
+    site.label("A00002", "A")
+    monkeypatch.setenv("FAKE_SG_LOGS_OUTPUT",
+                       str(fixture_path("sg_logs", "ibm-ult3580-tda-clear.txt")))
+    again = run_nightly(site.settings)
+    assert again.exit_code == 0, again.as_json()
+    assert again.pools["A"].written == ["A00002"]
+
+
+def test_recall_has_the_robot_fetch_the_cartridge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tapearc.jobs.recall_job import recall
+
+    site = make_site(tmp_path / "site")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    eject_drive(site.settings, "da")
+    eject_drive(site.settings, "db")
+    lib = FakeLibrary(tmp_path, monkeypatch, drives=2, slots=["A00001", "B00001"])
+    configure(site, extra_a="changer_drive = 0\n", extra_b="changer_drive = 1\n",
+              tail=f'\n[changer]\ndevice = "/dev/sg7"\nmtx = "{STATEFUL_MTX}"\n')
+    [study] = generate_studies(site.pacs, 1, instances_per_study=3, pixel_bytes=20_000)
+    assert run_nightly(site.settings).exit_code == 0
+    assert lib.in_drive(0) is None
+    with site.catalog() as cat:
+        [result] = recall(site.settings, cat, [study.study_uid], tmp_path / "out",
+                          identities=[site.identity])
+    assert result.verified and result.needs is None
+    assert lib.in_drive(0) == "A00001"

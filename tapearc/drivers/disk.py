@@ -1,0 +1,507 @@
+"""Disk volumes: a folder is a cartridge (a NAS share, a USB disk carried offsite).
+
+A volume holds the same files as a tape, as named files:
+
+    label.json           the label (``Label.to_bytes()``)
+    000001.data          archive 1's data stream: its blocks back to back (all ``block_size``
+                         bytes but the last), so block i is at byte i * block_size
+    000001.index         the index header (``layout.IndexHeader``) then the index blob
+    000002.data ...
+
+Archive k is medium file ``2k-1`` (its index ``2k``), as on tape. Writes are atomic: data and
+index go to hidden temporary names, are fsynced, then renamed (data first, index last) and the
+folder fsynced. A data file without its index is an interrupted archive: ``append_archive``
+removes it and any temporary file, since nothing in the catalog can point at them.
+
+Config (``[drives.NAME]``): ``path`` (a folder of volumes, one sub-folder per barcode; or, with
+``single = true``, the volume itself, e.g. a USB disk's mount point), ``capacity`` (optional,
+e.g. ``"2 TB"``; the free space of the file system always applies too), ``require_mount``
+(``path`` must be a mount point; default true with ``single``, so an unplugged USB disk's empty
+mount point is never written to).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+from tapearc.drivers.base import (
+    ArchivePosition,
+    ArchiveSink,
+    Capabilities,
+    Driver,
+    DriveStatus,
+    Label,
+)
+from tapearc.drivers.layout import (
+    BlockRule,
+    DriveOptions,
+    FolderLock,
+    IndexHeader,
+    check_label,
+    fsync_dir,
+    write_atomic,
+)
+from tapearc.drivers.vtapedev import BARCODE_RE
+from tapearc.errors import (
+    DeviceError,
+    DeviceUnavailable,
+    FormatError,
+    MediumFull,
+    NoMedium,
+    OperatorActionNeeded,
+    TapearcError,
+    UsageError,
+    WriteProtected,
+    WrongMedium,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_FILE = "label.json"
+_ARCHIVE_RE = re.compile(r"^(\d{6})\.(data|index)$")
+#: Our temporary names only (a USB disk's root may hold the owner's own hidden files).
+_TEMP_RE = re.compile(r"^\.(\d{6}\.(data|index)|label\.json\.\d+)\.tmp$")
+
+
+def _name(k: int, kind: str) -> str:
+    return f"{k:06d}.{kind}"
+
+
+class DiskDriver(Driver):
+    """A folder as a cartridge (``driver = "disk"``)."""
+
+    name: ClassVar[str] = "disk"
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        drive: str,
+        block_size: int,
+        root: Path,
+        *,
+        single: bool = False,
+        capacity: int | None = None,
+        require_mount: bool = False,
+    ) -> None:
+        super().__init__(drive, block_size)
+        self.root = root
+        self.single = single
+        self.require_mount = require_mount
+        self.capacity = capacity
+        self.volume: Path | None = None
+        self._restored = False
+        self._label: Label | None = None
+
+    @classmethod
+    def from_config(
+        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
+    ) -> Driver:
+        opts = DriveOptions(drive, options)
+        root = base_dir / opts.string("path", "volumes")
+        single = opts.flag("single", False)
+        capacity = opts.size("capacity", None)
+        # A USB disk that is not plugged in leaves an empty mount point on the system disk:
+        # writing there would put the "offsite" copy on the server. Required by default for a
+        # single volume; a folder of volumes on a NAS share can ask for it too.
+        require_mount = opts.flag("require_mount", single)
+        opts.done()
+        return cls(drive, block_size, root, single=single, capacity=capacity, require_mount=require_mount)
+
+    def _present(self) -> bool:
+        """The volume folder is there (and mounted, when that is required)."""
+        return self.root.is_dir() and (not self.require_mount or os.path.ismount(self.root))
+
+    # --- which volume is loaded --------------------------------------------------------------
+
+    @property
+    def _state_file(self) -> Path:
+        return self.root / f".{self.drive}.loaded"
+
+    def _restore(self) -> None:
+        if self._restored or self.volume is not None:
+            return
+        self._restored = True
+        if self.single:
+            if self._present():
+                self.volume = self.root
+            return
+        try:
+            barcode = self._state_file.read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if barcode and (self.root / barcode).is_dir():
+            self.volume = self.root / barcode
+
+    def _vol(self) -> Path:
+        self._restore()
+        if self.volume is None or not self.volume.is_dir():
+            where = self.root if self.single else f"{self.root}/<barcode>"
+            raise NoMedium(
+                f"no disk volume loaded in {self.drive} ({where})",
+                hint="mount the disk, or load a volume by barcode",
+            )
+        return self.volume
+
+    def load(self, barcode: str | None = None) -> None:
+        self._label = None
+        self._restored = True
+        if self.single:
+            if not self._present():
+                raise NoMedium(
+                    f"disk volume {self.root} is not there or not mounted",
+                    hint="plug in and mount the disk, then run again",
+                )
+            self.volume = self.root
+            return
+        if barcode is None:
+            self.volume = None
+            self._restored = False
+            self._vol()
+            return
+        if not BARCODE_RE.match(barcode):
+            raise UsageError(f"barcode {barcode!r} is not usable as a volume folder name")
+        if not self._present():
+            raise DeviceUnavailable(
+                f"the volume folder {self.root} does not exist or is not mounted",
+                hint=f"mount the share, or fix drives.{self.drive}.path",
+            )
+        volume = self.root / barcode
+        volume.mkdir(exist_ok=True)  # a blank volume, as a new cartridge
+        self.volume = volume
+        write_atomic(self._state_file, (barcode + "\n").encode())
+
+    def eject(self) -> None:
+        self._label = None
+        self.volume = None
+        self._restored = True
+        if not self.single:
+            with contextlib.suppress(FileNotFoundError):
+                self._state_file.unlink()
+
+    def close(self) -> None:
+        self.volume = None
+        self._restored = False
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _used(self, vol: Path) -> int:
+        return sum(e.stat().st_size for e in os.scandir(vol) if e.is_file())
+
+    def _free(self, vol: Path) -> int:
+        st = os.statvfs(vol)
+        return st.f_bavail * st.f_frsize
+
+    def _read_only(self, vol: Path) -> bool:
+        return bool(os.statvfs(vol).f_flag & os.ST_RDONLY) or not os.access(vol, os.W_OK)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(random_access=True, appendable=True, worm=False, capacity_bytes=self.capacity)
+
+    def status(self) -> DriveStatus:
+        try:
+            vol = self._vol()
+        except NoMedium:
+            return DriveStatus(drive=self.drive, loaded=False, details={"path": str(self.root)})
+        remaining = self._free(vol)
+        if self.capacity is not None:
+            remaining = max(0, min(remaining, self.capacity - self._used(vol)))
+        return DriveStatus(
+            drive=self.drive,
+            loaded=True,
+            barcode=self._label.barcode if self._label else (None if self.single else vol.name),
+            write_protected=self._read_only(vol),
+            remaining_bytes=remaining,
+            details={"path": str(vol)},
+        )
+
+    def _archives(self, vol: Path) -> dict[int, set[str]]:
+        found: dict[int, set[str]] = {}
+        for entry in os.scandir(vol):
+            m = _ARCHIVE_RE.match(entry.name)
+            if m:
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+        return found
+
+    # --- contract ----------------------------------------------------------------------------
+
+    def read_label(self) -> Label | None:
+        vol = self._vol()
+        self._label = None
+        label = _parse_label(vol)
+        if label is None and self._archives(vol):
+            raise FormatError(f"the volume {vol} holds archives but no {LABEL_FILE}")
+        if label is not None:
+            self.blocks_read += 1
+            self.bytes_read += len(label.to_bytes())
+        self._label = label
+        return label
+
+    def write_label(self, label: Label, *, force: bool = False) -> None:
+        vol = self._vol()
+        try:
+            existing = self.read_label()
+            foreign = False
+        except FormatError:
+            existing, foreign = None, True
+        if (existing is not None or foreign) and not force:
+            what = (
+                f"is labelled {existing.barcode} (pool {existing.pool}, site {existing.site})"
+                if existing
+                else "holds a file that is not a tapearc label"
+            )
+            raise WrongMedium(
+                f"the volume {vol} {what}; nothing was written",
+                hint="use a blank volume, or relabel with --force to erase it",
+            )
+        self._check_writable(vol)
+        for k, kinds in self._archives(vol).items():
+            for kind in kinds:
+                (vol / _name(k, kind)).unlink()
+        self._remove_leftovers(vol)
+        try:
+            write_atomic(vol / LABEL_FILE, label.to_bytes())
+        except OSError as exc:
+            raise _os_error(exc, vol) from exc
+        self._label = label
+
+    def _check_writable(self, vol: Path) -> None:
+        if self._read_only(vol):
+            raise WriteProtected(
+                f"the volume {vol} is read-only", hint="remount it read-write or load another"
+            )
+
+    def _remove_leftovers(self, vol: Path) -> None:
+        """Delete temporary files and data files without an index (interrupted archives)."""
+        for entry in os.scandir(vol):
+            if _TEMP_RE.match(entry.name):
+                log.info("%s: removing leftover %s", self.drive, entry.name)
+                os.unlink(entry.path)
+        for k, kinds in self._archives(vol).items():
+            if kinds == {"data"}:
+                log.info("%s: removing interrupted archive %s", self.drive, _name(k, "data"))
+                (vol / _name(k, "data")).unlink()
+
+    def _header(self, vol: Path, k: int) -> IndexHeader:
+        with open(vol / _name(k, "index"), "rb") as fh:
+            return IndexHeader.from_bytes(fh.read(IndexHeader.SIZE))
+
+    def list_archives(self) -> list[ArchivePosition]:
+        vol = self._vol()
+        if self.read_label() is None:
+            raise WrongMedium(f"the volume {vol} is blank", hint="label it first")
+        found = []
+        for k, kinds in sorted(self._archives(vol).items()):
+            if kinds != {"data", "index"}:
+                continue
+            try:
+                header = self._header(vol, k)
+            except FormatError as exc:
+                log.warning("%s: %s skipped: %s", self.drive, _name(k, "index"), exc)
+                continue
+            if header.data_file != 2 * k - 1:
+                log.warning("%s: %s names another archive", self.drive, _name(k, "index"))
+                continue
+            found.append(header.position())
+        return found
+
+    def append_archive(self, expected: Label, after: ArchivePosition | None) -> ArchiveSink:
+        vol = self._vol()
+        label = self.read_label()
+        if label is None:
+            raise WrongMedium(f"the volume {vol} is blank", hint="label it first")
+        check_label(self.drive, label, expected)
+        self._check_writable(vol)
+        lock = FolderLock(vol, f"disk volume {vol}")
+        try:
+            return self._open_sink(vol, label, after, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _open_sink(
+        self, vol: Path, label: Label, after: ArchivePosition | None, lock: FolderLock
+    ) -> ArchiveSink:
+        archives = self._archives(vol)
+        complete = [k for k, kinds in archives.items() if "index" in kinds]
+        if after is not None:
+            k_after = (after.data_file + 1) // 2
+            try:
+                ok = self._header(vol, k_after).matches(after)
+            except (OSError, FormatError):
+                ok = False
+            if not ok:
+                raise WrongMedium(
+                    f"the volume {vol} does not hold the archive the catalog lists at file "
+                    f"{after.data_file}; nothing was written",
+                    hint="the volume was changed or is a different one: check it",
+                )
+        self._remove_leftovers(vol)
+        k = max(complete, default=0) + 1
+        used = self._used(vol) if self.capacity is not None else 0
+        return _DiskSink(self, vol, k, label.block_size, used, lock)
+
+    def _data_path(self, position: ArchivePosition) -> tuple[Path, int]:
+        vol = self._vol()
+        k = (position.data_file + 1) // 2
+        return vol, k
+
+    def read_blocks(self, position: ArchivePosition, first: int, count: int) -> Iterator[bytes]:
+        if first < 0 or count < 0:
+            raise ValueError("first and count must not be negative")
+        vol, k = self._data_path(position)
+        # Offsets follow the block size the volume was labelled with, not today's config. The
+        # label is metadata here: not counted as a medium read (tape knows it from its config).
+        label = self._label or _parse_label(vol)
+        bs = label.block_size if label else self.block_size
+        count = min(count, position.data_blocks - first)
+        if count <= 0:
+            return
+        try:
+            fd = os.open(vol / _name(k, "data"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FormatError(f"{vol / _name(k, 'data')} is missing") from None
+        try:
+            for i in range(first, first + count):
+                block = os.pread(fd, bs, i * bs)
+                if not block:
+                    return
+                self.blocks_read += 1
+                self.bytes_read += len(block)
+                yield block
+        finally:
+            os.close(fd)
+
+    def read_index(self, position: ArchivePosition) -> bytes:
+        vol, k = self._data_path(position)
+        path = vol / _name(k, "index")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FormatError(f"{path} is missing") from None
+        self.blocks_read += 1
+        self.bytes_read += len(data)
+        header = IndexHeader.from_bytes(data)
+        if not header.matches(position):
+            raise FormatError(f"{path} belongs to another archive")
+        return header.check(data[IndexHeader.SIZE :], str(path))
+
+
+class _DiskSink(ArchiveSink):
+    """An archive being written under temporary names."""
+
+    def __init__(
+        self, driver: DiskDriver, vol: Path, k: int, block_size: int, used: int, lock: FolderLock
+    ) -> None:
+        self.driver = driver
+        self._lock = lock
+        self.vol = vol
+        self.k = k
+        self.block_size = block_size
+        self.data_file = 2 * k - 1
+        self.position_start_block = 0
+        self._used = used
+        self._rule = BlockRule(block_size)
+        self._blocks = 0
+        self._tmp_data = vol / f".{_name(k, 'data')}.tmp"
+        self._tmp_index = vol / f".{_name(k, 'index')}.tmp"
+        self._state = "open"
+        try:
+            self._fd: int | None = os.open(
+                self._tmp_data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:
+            raise _os_error(exc, vol) from exc
+
+    def _room(self, nbytes: int) -> None:
+        capacity = self.driver.capacity
+        if capacity is not None and self._used + nbytes > capacity:
+            raise MediumFull(
+                f"disk volume {self.vol} reached its capacity",
+                hint="load another volume; this one is full",
+            )
+
+    def write_block(self, block: bytes | memoryview) -> None:
+        if self._state != "open" or self._fd is None:
+            raise ValueError(f"archive sink is {self._state}")
+        length = len(block)
+        self._rule.check(length)
+        try:
+            self._room(length)
+            view = memoryview(block)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self._state = "failed"
+            raise _os_error(exc, self.vol) from exc
+        except TapearcError:
+            self._state = "failed"
+            raise
+        self._used += length
+        self._blocks += 1
+
+    def commit(self, index: bytes) -> ArchivePosition:
+        if self._state != "open" or self._fd is None:
+            raise ValueError(f"archive sink is {self._state}")
+        self._state = "failed"
+        header = IndexHeader.for_index(self.data_file, 0, self._blocks, index)
+        try:
+            self._room(IndexHeader.SIZE + len(index))
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            with open(self._tmp_index, "xb") as fh:
+                fh.write(header.to_bytes())
+                fh.write(index)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # Data first, index last: a crash in between leaves an interrupted archive.
+            os.replace(self._tmp_data, self.vol / _name(self.k, "data"))
+            os.replace(self._tmp_index, self.vol / _name(self.k, "index"))
+            fsync_dir(self.vol)
+        except OSError as exc:
+            raise _os_error(exc, self.vol) from exc
+        self._state = "committed"
+        self._lock.release()
+        return header.position()
+
+    def abort(self) -> None:
+        if self._state == "committed":
+            raise ValueError("archive sink is committed")
+        self._state = "aborted"
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        for path in (self._tmp_data, self._tmp_index):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._lock.release()
+
+
+def _parse_label(vol: Path) -> Label | None:
+    """The volume's label, None if it has none; ``FormatError`` if it is not a tapearc label."""
+    try:
+        return Label.from_bytes((vol / LABEL_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _os_error(exc: OSError, vol: Path) -> TapearcError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MediumFull(f"disk volume {vol} is full", hint="load another volume")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WriteProtected(f"disk volume {vol} is not writable ({exc.strerror})")
+    if exc.errno == errno.EEXIST:
+        return OperatorActionNeeded(
+            f"another run is writing to disk volume {vol}", hint="wait for it to finish"
+        )
+    return DeviceError(f"disk volume {vol}: {exc.strerror}")

@@ -1,0 +1,231 @@
+"""The bytes the drivers add around an archive: the data header and the index header.
+
+Shared by the tape layout (``tape.py``) and disk volumes (``disk.py``) so that every medium
+describes itself the same way (docs/FORMAT.md):
+
+* data header: one small block at the start of each data file on tape, ``TADA`` magic, format
+  version, the archive's block size. It makes a data file recognisable when walking a tape
+  whose catalog is lost, including an interrupted archive that has no index after it.
+* index header (72 bytes) at the start of each index file: ``TAIX`` magic, version, then where
+  the data stream is (medium file number, first block address, block count), the index blob's
+  length and its SHA-256. A torn or tampered index is found before it is handed on.
+
+The first four bytes of both are the magic: the emulated scsi_debug tape keeps only four bytes
+per block, which is still enough to tell the kinds of file apart on the test rig.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapearc.drivers.base import ArchivePosition, Label
+from tapearc.errors import ConfigError, FormatError, IntegrityError, Locked, WrongMedium
+
+DATA_MAGIC = b"TADA"
+INDEX_MAGIC = b"TAIX"
+LAYOUT_VERSION = 1
+
+_DATA = struct.Struct("<4sHHI")  # magic, version, reserved, block size
+_INDEX = struct.Struct("<4sHHQQQQ32s")  # magic, version, reserved, file, start, blocks, len, sha
+
+
+def data_header(block_size: int) -> bytes:
+    """The block that opens a data file on tape."""
+    return _DATA.pack(DATA_MAGIC, LAYOUT_VERSION, 0, block_size)
+
+
+def is_data_header(block: bytes) -> bool:
+    """True if ``block`` opens a tapearc data file."""
+    return block[:4] == DATA_MAGIC
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """The fixed header in front of an index blob."""
+
+    data_file: int
+    start_block: int
+    data_blocks: int
+    index_bytes: int
+    sha256: bytes
+
+    SIZE = _INDEX.size
+
+    @classmethod
+    def for_index(cls, data_file: int, start_block: int, data_blocks: int, index: bytes) -> IndexHeader:
+        """Header describing ``index`` for the data stream at the given place."""
+        return cls(data_file, start_block, data_blocks, len(index), hashlib.sha256(index).digest())
+
+    def to_bytes(self) -> bytes:
+        """Pack as the 72-byte header."""
+        return _INDEX.pack(
+            INDEX_MAGIC,
+            LAYOUT_VERSION,
+            0,
+            self.data_file,
+            self.start_block,
+            self.data_blocks,
+            self.index_bytes,
+            self.sha256,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IndexHeader:
+        """Parse; ``FormatError`` if ``data`` does not start with an index header."""
+        if len(data) < _INDEX.size or data[:4] != INDEX_MAGIC:
+            raise FormatError("not a tapearc index header")
+        _magic, version, _, data_file, start, blocks, length, sha = _INDEX.unpack_from(data)
+        if version != LAYOUT_VERSION:
+            raise FormatError(f"index layout version {version} is not supported; upgrade tapearc")
+        return cls(data_file, start, blocks, length, sha)
+
+    def position(self) -> ArchivePosition:
+        """The archive position this header describes."""
+        return ArchivePosition(self.data_file, self.start_block, self.data_blocks, self.index_bytes)
+
+    def matches(self, position: ArchivePosition) -> bool:
+        """True if the header describes ``position``."""
+        return self.position() == position
+
+    def check(self, index: bytes, where: str) -> bytes:
+        """Return ``index`` if its length and SHA-256 match; ``IntegrityError`` otherwise."""
+        if len(index) != self.index_bytes or hashlib.sha256(index).digest() != self.sha256:
+            raise IntegrityError(
+                f"the index of the archive at {where} fails its checksum: damaged or tampered medium",
+                hint="rebuild from the other copy pool's cartridge",
+            )
+        return index
+
+
+def blocks_for(nbytes: int, block_size: int) -> int:
+    """Blocks needed for ``nbytes`` split into ``block_size`` pieces."""
+    return -(-nbytes // block_size)
+
+
+class BlockRule:
+    """Enforces the sink contract: blocks of at most ``block_size``, only the last shorter."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.short_seen = False
+
+    def check(self, length: int) -> None:
+        """Raise ``ValueError`` for a block the contract forbids."""
+        if length == 0 or length > self.block_size:
+            raise ValueError(f"block of {length} bytes; blocks are 1..{self.block_size} bytes")
+        if self.short_seen:
+            raise ValueError("a block follows a short block: only the last block may be short")
+        if length < self.block_size:
+            self.short_seen = True
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or creation in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a crash leaves the old file or the new one: temp, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class DriveOptions:
+    """Reads a ``[drives.NAME]`` table and rejects unknown keys (``ConfigError`` names them)."""
+
+    def __init__(self, drive: str, options: Mapping[str, object]) -> None:
+        self.drive = drive
+        self.options = dict(options)
+        self.used: set[str] = {"driver"}
+
+    def raw(self, key: str, default: object) -> object:
+        """The value of ``key`` as written, or ``default``."""
+        self.used.add(key)
+        return self.options.get(key, default)
+
+    def string(self, key: str, default: str) -> str:
+        """A non-empty string."""
+        value = self.raw(key, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"drives.{self.drive}.{key} must be a non-empty string")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        """A positive number (seconds)."""
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"drives.{self.drive}.{key} must be a positive number of seconds")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean."""
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"drives.{self.drive}.{key} must be true or false")
+        return value
+
+    def size(self, key: str, default: int | None) -> int | None:
+        """A size such as ``"1 GiB"`` (bytes), or ``default`` when absent."""
+        from tapearc.config import parse_size
+
+        value = self.raw(key, default)
+        return None if value is None else parse_size(value, f"drives.{self.drive}.{key}")
+
+    def done(self) -> None:
+        """Fail on keys nobody read (a misspelt option must not be ignored silently)."""
+        unknown = sorted(set(self.options) - self.used)
+        if unknown:
+            raise ConfigError(
+                f"drives.{self.drive}: unknown key(s) {', '.join(unknown)}",
+                hint="check the spelling against the driver's documented keys",
+            )
+
+
+def check_label(drive: str, found: Label, expected: Label) -> None:
+    """``WrongMedium`` unless the loaded cartridge is the one the catalog expects."""
+    for attr in ("barcode", "pool", "site"):
+        if getattr(found, attr) != getattr(expected, attr):
+            raise WrongMedium(
+                f"the cartridge in {drive} is {found.barcode} (pool {found.pool}, site "
+                f"{found.site}), expected {expected.barcode} (pool {expected.pool}, site "
+                f"{expected.site}); nothing was written",
+                hint=f"load cartridge {expected.barcode}",
+            )
+
+
+class FolderLock:
+    """An exclusive ``flock`` on a folder: one writer per volume or cartridge folder."""
+
+    def __init__(self, folder: Path, what: str) -> None:
+        import fcntl
+
+        self.fd: int | None = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise Locked(f"{what} is being written by another run", hint="wait for it to finish") from None
+
+    def __del__(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)

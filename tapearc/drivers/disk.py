@@ -45,6 +45,7 @@ from tapearc.drivers.layout import (
     FolderLock,
     IndexHeader,
     check_label,
+    complete_archives,
     fsync_dir,
     write_atomic,
 )
@@ -297,20 +298,8 @@ class DiskDriver(Driver):
         vol = self._vol()
         if self.read_label() is None:
             raise WrongMedium(f"the volume {vol} is blank", hint="label it first")
-        found = []
-        for k, kinds in sorted(self._archives(vol).items()):
-            if kinds != {"data", "index"}:
-                continue
-            try:
-                header = self._header(vol, k)
-            except FormatError as exc:
-                log.warning("%s: %s skipped: %s", self.drive, _name(k, "index"), exc)
-                continue
-            if header.data_file != 2 * k - 1:
-                log.warning("%s: %s names another archive", self.drive, _name(k, "index"))
-                continue
-            found.append(header.position())
-        return found
+        return complete_archives(self.drive, self._archives(vol),
+                                 lambda k: self._header(vol, k), _name)
 
     def append_archive(self, expected: Label, after: ArchivePosition | None) -> ArchiveSink:
         vol = self._vol()

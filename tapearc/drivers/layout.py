@@ -17,14 +17,17 @@ per block, which is still enough to tell the kinds of file apart on the test rig
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc.drivers.base import ArchivePosition, Label
 from tapearc.errors import ConfigError, FormatError, IntegrityError, Locked, WrongMedium
+
+log = logging.getLogger(__name__)
 
 DATA_MAGIC = b"TADA"
 INDEX_MAGIC = b"TAIX"
@@ -131,6 +134,34 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def complete_archives(
+    drive: str,
+    files: Mapping[int, set[str]],
+    read_header: Callable[[int], IndexHeader],
+    name: Callable[[int, str], str],
+) -> list[ArchivePosition]:
+    """Positions of the complete archives of a file volume (disk, disc), in order.
+
+    ``files`` maps archive number k to the kinds present (``data``, ``index``); an archive
+    without both, with an unreadable index header or one naming another archive, was
+    interrupted or damaged and is skipped with a warning.
+    """
+    found = []
+    for k, kinds in sorted(files.items()):
+        if kinds != {"data", "index"}:
+            continue
+        try:
+            header = read_header(k)
+        except FormatError as exc:
+            log.warning("%s: %s skipped: %s", drive, name(k, "index"), exc)
+            continue
+        if header.data_file != 2 * k - 1:
+            log.warning("%s: %s names another archive", drive, name(k, "index"))
+            continue
+        found.append(header.position())
+    return found
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -81,6 +81,7 @@ from tapearc.drivers.layout import (
     FolderLock,
     IndexHeader,
     check_label,
+    complete_archives,
     write_atomic,
 )
 from tapearc.drivers.vtapedev import BARCODE_RE
@@ -752,20 +753,8 @@ class OpticalDriver(Driver):
         disc = self._look()
         if self.read_label() is None:
             raise WrongMedium(f"the disc in drive {self.drive} is blank", hint="label it first")
-        found = []
-        for k, kinds in sorted(self._archives(disc).items()):
-            if kinds != {"data", "index"}:
-                continue
-            try:
-                header = self._header(disc, k)
-            except FormatError as exc:
-                log.warning("%s: %s skipped: %s", self.drive, _name(k, "index"), exc)
-                continue
-            if header.data_file != 2 * k - 1:
-                log.warning("%s: %s names another archive", self.drive, _name(k, "index"))
-                continue
-            found.append(header.position())
-        return found
+        return complete_archives(self.drive, self._archives(disc),
+                                 lambda k: self._header(disc, k), _name)
 
     def _header(self, disc: _Disc, k: int) -> IndexHeader:
         extents = self._file(disc, _name(k, "index"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
+from tapearc.drivers.layout import write_atomic
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded
 from tapearc.jobs.common import load_identities_for, open_drive, safe_output_path
 from tapearc.jobs.rotation_job import recall_needs
@@ -247,19 +247,10 @@ def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], 
             log.error("checksum mismatch for instance %s on %s", m["sop_uid"], m["barcode"])
             continue
         target = safe_output_path(dest, m["member"])
-        _write_atomic(target, data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data)
         result.files.append(target)
     result.bytes_read += cursor.bytes_read
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def raise_for(results: Sequence[RecalledStudy]) -> None:

@@ -25,18 +25,24 @@ def configure(site: Site, extra_a: str = "", extra_b: str = "", tail: str = "") 
     site.settings = load_settings(site.config)
 
 
-def test_library_loads_by_barcode_writes_both_pools_and_unloads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def library_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 slots: list[str | None]) -> tuple[Site, FakeLibrary]:
+    """A site whose two drives sit in a fake library holding ``slots``; the drives are empty."""
     site = make_site(tmp_path / "site")
     site.label("A00001", "A")
     site.label("B00001", "B")
     eject_drive(site.settings, "da")
     eject_drive(site.settings, "db")
-    lib = FakeLibrary(tmp_path, monkeypatch, drives=2, slots=["B00001", "CLN001", "A00001", None],
-                      ie=1)
+    lib = FakeLibrary(tmp_path, monkeypatch, drives=2, slots=slots, ie=1)
     configure(site, extra_a="changer_drive = 0\n", extra_b="changer_drive = 1\n",
               tail=f'\n[changer]\ndevice = "/dev/sg7"\nmtx = "{STATEFUL_MTX}"\n')
+    return site, lib
+
+
+def test_library_loads_by_barcode_writes_both_pools_and_unloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site, lib = library_site(tmp_path, monkeypatch, ["B00001", "CLN001", "A00001", None])
     generate_studies(site.pacs, 3, instances_per_study=2, pixel_bytes=20_000)
     report = run_nightly(site.settings)
     assert report.exit_code == 0, report.as_json()
@@ -87,14 +93,7 @@ def test_recall_has_the_robot_fetch_the_cartridge(
 ) -> None:
     from tapearc.jobs.recall_job import recall
 
-    site = make_site(tmp_path / "site")
-    site.label("A00001", "A")
-    site.label("B00001", "B")
-    eject_drive(site.settings, "da")
-    eject_drive(site.settings, "db")
-    lib = FakeLibrary(tmp_path, monkeypatch, drives=2, slots=["A00001", "B00001"])
-    configure(site, extra_a="changer_drive = 0\n", extra_b="changer_drive = 1\n",
-              tail=f'\n[changer]\ndevice = "/dev/sg7"\nmtx = "{STATEFUL_MTX}"\n')
+    site, lib = library_site(tmp_path, monkeypatch, ["A00001", "B00001"])
     [study] = generate_studies(site.pacs, 1, instances_per_study=3, pixel_bytes=20_000)
     assert run_nightly(site.settings).exit_code == 0
     assert lib.in_drive(0) is None

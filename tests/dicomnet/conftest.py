@@ -1,0 +1,96 @@
+"""Fixtures for the DICOM networking tests: a private network namespace, Orthanc, and data.
+
+Slow tests (marker ``slow``, e.g. the 30 s rate-limit run) are skipped unless
+``TAPEARC_RUN_SLOW=1`` or ``TAPEARC_REQUIRE_TOOLS=1`` (CI) is set, so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapearc.dicomnet.peer import Peer
+from tests.dicomnet.netns import can_unshare, is_isolated, private_netns
+from tests.dicomnet.orthanc import PACS_AET, Orthanc
+from tests.support import need_tool
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("TAPEARC_RUN_SLOW") == "1" or os.environ.get("TAPEARC_REQUIRE_TOOLS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set TAPEARC_RUN_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords and "dicomnet" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def netns() -> Iterator[None]:
+    """This test's thread in a private network namespace (or the run already is in one)."""
+    need_tool("ip")
+    if is_isolated():
+        yield
+        return
+    reason = can_unshare()
+    if reason is not None:
+        if os.environ.get("TAPEARC_REQUIRE_TOOLS") == "1":
+            pytest.fail(reason + " (TAPEARC_REQUIRE_TOOLS=1)")
+        pytest.skip(reason)
+    with private_netns():
+        yield
+
+
+@pytest.fixture
+def start_orthanc(netns: None, tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    """Start Orthanc servers with optional extra settings; all are killed after the test."""
+    need_tool("Orthanc")
+    started: list[Orthanc] = []
+
+    def start(name: str = "orthanc", **kwargs: Any) -> Orthanc:
+        o = Orthanc(tmp_path / name, **kwargs).start()
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        o.stop(kill=True)  # storage is thrown away: no need for the 3 s clean shutdown
+
+
+@pytest.fixture
+def orthanc(start_orthanc: Callable[..., Orthanc]) -> Orthanc:
+    """An empty Orthanc."""
+    return start_orthanc()
+
+
+@pytest.fixture
+def pacs(orthanc: Orthanc) -> Peer:
+    """The ``Peer`` of the ``orthanc`` fixture."""
+    return Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
+
+
+@pytest.fixture(scope="session")
+def synth_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 small synthetic studies (CT/MR/CR, 3-6 instances each, 8 KiB of pixels)."""
+    from tapearc.synth import generate_studies
+
+    root = tmp_path_factory.mktemp("synth24")
+    for k, n in enumerate((3, 4, 5, 6)):
+        generate_studies(root, 6, instances_per_study=n, series_per_study=2,
+                         pixel_bytes=8192, seed=10 + k)
+    return root
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Any:
+    """An empty catalog database with the journal tables."""
+    import sqlite_utils
+
+    from tapearc.restore import ensure_restore_tables
+
+    database = sqlite_utils.Database(tmp_path / "catalog.db")
+    ensure_restore_tables(database)
+    return database

@@ -1,0 +1,90 @@
+"""``tapearc pull`` and ``tapearc receive`` as a user runs them, against Orthanc and storescu."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tapearc.cli import app
+from tapearc.errors import UsageError
+from tapearc.process import run_tool
+from tapearc.synth import generate_studies
+from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
+from tests.support import need_tool
+
+runner = CliRunner()
+
+
+def test_pull_cli_then_since_last_run(orthanc: Orthanc, tmp_path: Path) -> None:
+    studies = generate_studies(tmp_path / "src", 2, instances_per_study=2, pixel_bytes=1024)
+    for s in studies:
+        for f in s.files:
+            orthanc.upload(f)
+    staging = tmp_path / "staging"
+    peer = f"{PACS_AET}@127.0.0.1:{orthanc.dicom_port}"
+    res = runner.invoke(app, ["pull", "--from", peer, "--since", "1900-01-01",
+                              "--staging", str(staging), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["result"] == "done" and doc["instances"] == 4
+    assert (staging / ".tapearc" / "pull-state.json").exists()
+    # the next run needs no --since: it asks from the last run's date (nothing that old here)
+    res = runner.invoke(app, ["pull", "--from", peer, "--staging", str(staging), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["date_range"].startswith(time.strftime("%Y%m%d"))
+
+
+def test_pull_cli_bad_input(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["pull", "--from", "nonsense", "--since", "20240101",
+                              "--staging", str(tmp_path)])
+    assert isinstance(res.exception, UsageError) and "AET@HOST:PORT" in str(res.exception)
+    res = runner.invoke(app, ["pull", "--from", "P@h:104", "--staging", str(tmp_path)])
+    assert isinstance(res.exception, UsageError) and "--since" in str(res.exception)
+    res = runner.invoke(app, ["pull", "--from", "P@h:104", "--since", "2024-13",
+                              "--staging", str(tmp_path)])
+    assert isinstance(res.exception, UsageError) and res.exception.exit_code == 2
+
+
+def test_pull_cli_pacs_down_exits_69(netns: None, tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "tapearc", "pull", "--from", f"X@127.0.0.1:{free_port()}",
+         "--since", "20240101", "--staging", str(tmp_path / "st")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 69, res.stderr
+    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+
+
+def test_receive_cli_until_sigterm(netns: None, tmp_path: Path) -> None:
+    need_tool("storescu")
+    from pydicom.data import get_testdata_file
+
+    port = free_port()
+    staging = tmp_path / "staging"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapearc", "receive", "--aet", "ARCHIVE", "--port", str(port),
+         "--bind", "127.0.0.1", "--staging", str(staging)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        assert "receiving as ARCHIVE" in proc.stderr.readline()
+        ct = str(get_testdata_file("CT_small.dcm", download=False))
+        run_tool(["storescu", "-aet", "MOD", "-aec", "ARCHIVE", "127.0.0.1", str(port), ct],
+                 timeout=30, env={"TCP_NODELAY": "1"})
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "receive: 1 instances" in out
+    assert len(list(staging.glob("*/*.dcm"))) == 1

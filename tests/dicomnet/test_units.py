@@ -1,0 +1,176 @@
+"""Pure parts: peer addresses, rate settings and windows, the pacing limiter, study order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import time as dtime
+
+import pytest
+
+from tapearc.dicomnet.limits import (
+    Limits,
+    RateLimiter,
+    RateSetting,
+    parse_setting,
+    parse_window,
+)
+from tapearc.dicomnet.peer import Peer, parse_peer
+from tapearc.errors import UsageError
+from tapearc.restore import StudyRef, order_studies
+
+
+def test_parse_peer_forms() -> None:
+    assert parse_peer("ORTHANC@pacs.example.org:104") == Peer("ORTHANC", "pacs.example.org", 104)
+    p = parse_peer("MY PACS@[::1]:11112")
+    assert (p.aet, p.host, p.port) == ("MY PACS", "::1", 11112)
+    assert str(p) == "MY PACS@[::1]:11112"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "PACS", "PACS@host", "@host:104", "PACS@host:0", "PACS@host:70000",
+     "A" * 17 + "@h:104", "BAD\\AET@h:104", "PACS@host:port", "PACS@[zz]:104", "   @h:1"],
+)
+def test_parse_peer_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_peer(text)
+
+
+def test_settings_and_windows() -> None:
+    assert parse_setting("5MB/s,20/s,c2") == RateSetting(5.0, 20.0, 2)
+    assert parse_setting("c3") == RateSetting(None, None, 3)
+    assert parse_setting("unlimited") == RateSetting()
+    for bad in ("5 GB/s", "c0", "-1/s", "0MB/s", "fast", "c33"):
+        with pytest.raises(UsageError):
+            parse_setting(bad)
+    day = parse_window("07:00-19:00=5MB/s,c1")
+    night = parse_window("22:00-06:00=c4")
+    limits = Limits(default=RateSetting(mb_per_s=50), windows=(day, night))
+    assert limits.at(datetime(2026, 1, 1, 12, 0)).mb_per_s == 5
+    assert limits.at(datetime(2026, 1, 1, 23, 30)).concurrency == 4
+    assert limits.at(datetime(2026, 1, 1, 3, 0)).concurrency == 4
+    assert limits.at(datetime(2026, 1, 1, 20, 0)).mb_per_s == 50
+    assert limits.at(datetime(2026, 1, 1, 19, 0)).mb_per_s == 50  # end is exclusive
+    for bad in ("7-19=c1", "25:00-01:00=c1", "07:00-19:00"):
+        with pytest.raises(UsageError):
+            parse_window(bad)
+    assert night.contains(dtime(0, 0)) and not night.contains(dtime(6, 0))
+
+
+def test_backoff_doubles_to_cap() -> None:
+    limits = Limits(backoff_s=0.5, backoff_max_s=3)
+    assert [limits.backoff(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 3, 3]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def test_limiter_holds_both_budgets_and_follows_windows() -> None:
+    clock = FakeClock()
+    hour = [12]
+    limits = Limits(
+        default=RateSetting(mb_per_s=1.0, instances_per_s=4),
+        windows=(parse_window("20:00-06:00=unlimited"),),
+    )
+    lim = RateLimiter(limits, clock=clock, sleep=clock.sleep,
+                      wallclock=lambda: datetime(2026, 1, 1, hour[0]), burst_s=0)
+    start = clock.t
+    for _ in range(100):  # 100 x 0.1 MB = 10 MB at 1 MB/s -> 10 s; 100 at 4/s -> 25 s
+        lim.acquire(100_000)
+    assert clock.t - start == pytest.approx(24.75, abs=0.01)  # the instance budget binds
+    start = clock.t
+    for _ in range(10):  # 10 x 0.5 MB at 1 MB/s: 5 s, the byte budget binds
+        lim.acquire(500_000)
+    assert clock.t - start == pytest.approx(4.5, abs=0.01)  # the 10th starts after 9 slots
+    hour[0] = 23  # the night window: no waiting at all
+    start = clock.t
+    for _ in range(50):
+        lim.acquire(10_000_000)
+    assert clock.t - start < 6  # only the slot already reserved before the switch
+
+
+def _ref(uid: str, date: str | None, cart: str, pos: int) -> StudyRef:
+    return StudyRef(uid, date, 1, cart, pos)
+
+
+def test_order_groups_by_cartridge_newest_first() -> None:
+    refs = [
+        _ref("a", "20200101", "C1", 3), _ref("b", "20240505", "C2", 2),
+        _ref("c", "20200102", "C1", 1), _ref("d", "20190101", "C2", 1),
+        _ref("e", None, "C3", 1), _ref("f", "20230101", "C4", 9), _ref("g", "20230101", "C4", 4),
+    ]
+    assert [r.study_uid for r in order_studies(refs)] == ["d", "b", "g", "f", "c", "a", "e"]
+    assert [r.study_uid for r in order_studies(refs, "oldest")] == [
+        "d", "b", "c", "a", "g", "f", "e"]
+    # each cartridge appears in one run
+    carts = [r.cartridge for r in order_studies(refs)]
+    assert carts == sorted(carts, key=carts.index)
+    with pytest.raises(UsageError):
+        order_studies(refs, "random")  # type: ignore[arg-type]
+
+
+def test_fast_meta_parse_agrees_with_pydicom() -> None:
+    """Every file in pydicom's test data: same identity as pydicom's reader, or both refuse."""
+    from pathlib import Path
+
+    import pydicom.data
+
+    from tapearc.dicomnet.sender import _read_info_pydicom, read_info
+
+    files = sorted((Path(pydicom.data.__file__).parent / "test_files").rglob("*"))
+    compared = 0
+    for f in (p for p in files if p.is_file()):
+        try:
+            slow = _read_info_pydicom(f, f.stat().st_size)
+        except ValueError:
+            slow = None
+        try:
+            fast = read_info(f)
+        except ValueError:
+            fast = None
+        if slow is None:
+            continue  # not Part-10 for pydicom either (no preamble, truncated, ...)
+        assert fast == slow, f.name
+        compared += 1
+    assert compared > 100
+
+
+def test_journal_tables_idempotent_on_the_real_catalog(tmp_path: object) -> None:
+    """The lead's catalog (sqlite3 + WAL) wrapped by sqlite_utils: tables created once, twice ok."""
+    from pathlib import Path
+
+    import sqlite_utils
+
+    from tapearc.catalog.db import create_catalog
+    from tapearc.restore import Journal, ensure_restore_tables
+
+    catalog = create_catalog(Path(str(tmp_path)) / "catalog.db")
+    db = sqlite_utils.Database(catalog.conn)
+    ensure_restore_tables(db)
+    ensure_restore_tables(db)
+    assert {"restore_jobs", "restore_items"} <= set(db.table_names())
+    first = Journal.create(db, kind="restore", peer="PACS@h:104")
+    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2)])
+    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2),
+               StudyRef("1.2.4", None, 1, "A00001L9", 5)])
+    assert set(first.items()) == {"1.2.3", "1.2.4"}
+    first.update("1.2.3", state="confirmed")
+    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2)])  # keeps the state
+    assert first.items()["1.2.3"]["state"] == "confirmed"
+    assert first.job()["studies"] == 2
+    assert Journal.latest(db, peer="PACS@h:104", kind="restore") == first.job_id
+    first.finish("done", {})
+    assert Journal.latest(db, peer="PACS@h:104", kind="restore") is None
+    assert Journal.latest(db, peer="PACS@h:104", kind="migrate") is None
+    from tapearc.errors import NotFound
+
+    with pytest.raises(NotFound):
+        Journal.open(db, 999)

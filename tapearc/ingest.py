@@ -101,7 +101,11 @@ class IngestReport:
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every regular file under ``root`` (symlinks not followed), with its lstat."""
+    """Every regular file under ``root`` (symlinks not followed), with its lstat.
+
+    Names starting with a dot are passed over: receivers and copy tools write in-progress files
+    and their state there (``.tmp/x.part``), and renaming into place is what publishes a file.
+    """
     stack = [str(root)]
     while stack:
         folder = stack.pop()
@@ -113,6 +117,8 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             continue
         subdirs = []
         for entry in entries:
+            if entry.name.startswith("."):
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
         pull_cmd,
         recall_cmd,
         receive_cmd,
+        restore_cmd,
         rotation_cmd,
         status_cmd,
         write_cmd,
@@ -36,5 +37,6 @@ def register(app: typer.Typer) -> None:
     decrypt_cmd.register(app)
     pull_cmd.register(app)
     receive_cmd.register(app)
+    restore_cmd.register(app)
     rotation_cmd.register(app)
     status_cmd.register(app)

@@ -19,11 +19,26 @@ def register(app: typer.Typer) -> None:
 def recall(
     ctx: typer.Context,
     study_uids: Annotated[list[str], typer.Argument(help="Study Instance UIDs.")],
-    to: Annotated[Path, typer.Option("--to", help="Folder to write the DICOM files into.")],
+    to: Annotated[Path | None, typer.Option("--to", help="Folder to write the DICOM files into.")]
+    = None,
+    to_pacs: Annotated[str | None, typer.Option(
+        "--to-pacs", help="Send them to a PACS instead, AET@HOST:PORT.")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="e.g. '20MB/s,50/s'.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Bring studies back from their cartridges into a folder, checksums verified."""
+    """Bring studies back from their cartridges into a folder (or a PACS), checksums verified."""
     from tapearc.catalog import open_catalog
+    from tapearc.errors import UsageError
+
+    if (to is None) == (to_pacs is None):
+        raise UsageError("give exactly one of --to DIR or --to-pacs AET@HOST:PORT")
+    if to_pacs is not None:
+        from tapearc.cli.restore_cmd import send_to_pacs
+
+        send_to_pacs(ctx, "recall", to_pacs, study_uids, False, rate, None, False, "newest",
+                     None, "TAPEARC", None, as_json)
+        return
+    assert to is not None
     from tapearc.jobs.recall_job import raise_for
     from tapearc.jobs.recall_job import recall as run_recall
 

@@ -114,3 +114,14 @@ def test_missing_source_folder_is_a_config_error(cat: Catalog, tmp_path: Path) -
 
     with pytest.raises(ConfigError, match=r"ingest\.sources"):
         ingest(cat, [tmp_path / "absent"], quiet_seconds=0)
+
+
+def test_hidden_in_progress_files_are_not_read(cat: Catalog, tmp_path: Path) -> None:
+    src = tmp_path / "staging"
+    (src / ".tmp").mkdir(parents=True)
+    shutil.copy(TEST_FILES / "CT_small.dcm", src / ".tmp" / "x.part")
+    shutil.copy(TEST_FILES / "CT_small.dcm", src / ".hidden.dcm")
+    report = ingest(cat, [src], quiet_seconds=0)
+    assert report.scanned == 0 and report.new_instances == 0
+    shutil.move(src / ".tmp" / "x.part", src / "x.dcm")  # the receiver publishes it
+    assert ingest(cat, [src], quiet_seconds=0).new_instances == 1

@@ -92,6 +92,8 @@ def nightly(ctx: typer.Context, as_json: JsonOption = False) -> None:
         typer.echo(report.summary())
         for alert in report.alerts:
             typer.echo(f"ALERT: {alert}")
+        for failure in report.failures:
+            typer.echo(f"FAILED: {failure}")
         for need in report.needs:
             typer.echo(f"ACTION: {need}")
         for failure in report.verify_failures:

@@ -15,7 +15,13 @@ from typing import Any
 
 from tapearc.catalog.db import Catalog, open_catalog
 from tapearc.config import Settings
-from tapearc.errors import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL, OperatorActionNeeded
+from tapearc.errors import (
+    EXIT_DATAERR,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    OperatorActionNeeded,
+    TapearcError,
+)
 from tapearc.ingest import IngestReport, ingest
 from tapearc.jobs.common import pool_drive, run_lock
 from tapearc.jobs.rotation_job import nightly_warnings
@@ -36,6 +42,8 @@ class NightlyReport:
     verify_failures: list[str] = field(default_factory=list)
     catalog_copies: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    failure_codes: list[int] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
     pending: int = 0
     exit_code: int = EXIT_OK
@@ -61,6 +69,7 @@ class NightlyReport:
             "catalog_copies": self.catalog_copies,
             "skipped_files": len(self.ingest.skipped) if self.ingest else 0,
             "alerts": self.alerts,
+            "failures": self.failures,
             "needs": self.needs,
             "exit_code": self.exit_code,
         }
@@ -112,6 +121,10 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                 _copy_catalog(settings, catalog, run_id, report, pool)
         except OperatorActionNeeded as exc:  # the library could not load a cartridge
             report.needs.append(f"pool {pool}: {exc}")
+        except TapearcError as exc:  # a drive or tool failed: the other pools are still written
+            log.error("pool %s: %s", pool, exc)
+            report.failures.append(f"pool {pool}: {exc}")
+            report.failure_codes.append(exc.exit_code)
     report.alerts += notes.alerts
     report.needs += notes.needs
     report.pending = len({r["id"] for pool in settings.pools
@@ -120,6 +133,8 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     if report.verify_failures:
         report.exit_code = EXIT_DATAERR
         report.needs.append("verify failed: see verify_failures; do not ship these cartridges")
+    elif report.failure_codes:
+        report.exit_code = report.failure_codes[0]
     elif report.needs:
         report.exit_code = EXIT_TEMPFAIL
 

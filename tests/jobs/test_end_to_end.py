@@ -211,3 +211,23 @@ def test_member_names_cannot_escape_the_target(tmp_path: Path) -> None:
 
 def test_wrong_medium_error_is_exit_75() -> None:
     assert WrongMedium("x").exit_code == 75
+
+
+def test_a_broken_drive_does_not_stop_the_other_pool(site: Site) -> None:
+    generate_studies(site.pacs, 2, instances_per_study=2, pixel_bytes=5_000)
+    # pool A's drive is now a real tape device path that does not exist
+    text = site.config.read_text()
+    start = text.index("[drives.da]")
+    end = text.index("[drives.db]")
+    text = text[:start] + '[drives.da]\ndriver = "tape"\ndevice = "/dev/nonexistent-nst9"\n' + \
+        text[end:]
+    site.config.write_text(text)
+    from tapearc.config import load_settings
+
+    site.settings = load_settings(site.config)
+    report = run_nightly(site.settings)
+    assert report.exit_code == 69, report.as_json()
+    assert report.failures and report.failures[0].startswith("pool A:")
+    assert report.pools["B"].archives == 1 and report.pools["B"].exit_code == 0
+    with site.catalog() as cat:
+        assert len(cat.pending_instances("A")) == 4 and cat.pending_instances("B") == []

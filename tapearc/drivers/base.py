@@ -264,5 +264,20 @@ class Driver(ABC):
     def read_index(self, position: ArchivePosition) -> bytes:
         """Return the archive's index blob exactly as committed."""
 
+    def refuse_relabel(self, medium: str, foreign: str, blank_hint: str) -> None:
+        """Raise ``WrongMedium`` if the medium has a label or foreign data (``write_label``
+        without ``force``); ``medium`` names it, ``foreign`` says what non-tapearc data is."""
+        try:
+            existing = self.read_label()
+            what = (f"is labelled {existing.barcode} (pool {existing.pool}, site {existing.site})"
+                    if existing is not None else None)
+        except FormatError:
+            what = foreign
+        if what is not None:
+            from tapearc.errors import WrongMedium
+
+            raise WrongMedium(f"{medium} {what}; nothing was written",
+                              hint=f"{blank_hint}, or relabel with --force to erase it")
+
     def close(self) -> None:  # noqa: B027 - optional hook: most drivers hold nothing open
         """Release the device (file handles, locks). Does not eject."""

@@ -247,21 +247,9 @@ class DiskDriver(Driver):
 
     def write_label(self, label: Label, *, force: bool = False) -> None:
         vol = self._vol()
-        try:
-            existing = self.read_label()
-            foreign = False
-        except FormatError:
-            existing, foreign = None, True
-        if (existing is not None or foreign) and not force:
-            what = (
-                f"is labelled {existing.barcode} (pool {existing.pool}, site {existing.site})"
-                if existing
-                else "holds a file that is not a tapearc label"
-            )
-            raise WrongMedium(
-                f"the volume {vol} {what}; nothing was written",
-                hint="use a blank volume, or relabel with --force to erase it",
-            )
+        if not force:
+            self.refuse_relabel(f"the volume {vol}", "holds a file that is not a tapearc label",
+                                "use a blank volume")
         self._check_writable(vol)
         for k, kinds in self._archives(vol).items():
             for kind in kinds:

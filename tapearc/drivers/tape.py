@@ -207,21 +207,9 @@ class TapeDriver(Driver):
             return False
 
     def write_label(self, label: Label, *, force: bool = False) -> None:
-        try:
-            existing = self.read_label()
-            foreign = False
-        except FormatError:
-            existing, foreign = None, True
-        if (existing is not None or foreign) and not force:
-            what = (
-                f"is labelled {existing.barcode} (pool {existing.pool}, site {existing.site})"
-                if existing
-                else "holds data that is not tapearc's"
-            )
-            raise WrongMedium(
-                f"the cartridge in {self.drive} {what}; nothing was written",
-                hint="load a blank cartridge, or relabel with --force to erase it",
-            )
+        if not force:
+            self.refuse_relabel(f"the cartridge in {self.drive}", "holds data that is not tapearc's",
+                                "load a blank cartridge")
         self._prepare()
         self.device.rewind()
         self.device.write_block(label.to_bytes())

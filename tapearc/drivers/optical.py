@@ -639,18 +639,10 @@ class OpticalDriver(Driver):
 
     def write_label(self, label: Label, *, force: bool = False) -> None:
         disc = self._look(refresh=True)
-        existing: Label | None = None
-        foreign = False
-        try:
-            existing = self.read_label()
-        except FormatError:
-            foreign = True
+        if not force:
+            self.refuse_relabel(f"the disc in drive {self.drive}",
+                                "holds data that is not a tapearc label", "insert a blank disc")
         self.check_programs()
-        if (existing is not None or foreign) and not force:
-            what = (f"is labelled {existing.barcode} (pool {existing.pool}, site {existing.site})"
-                    if existing else "holds data that is not a tapearc label")
-            raise WrongMedium(f"the disc in drive {self.drive} {what}; nothing was written",
-                              hint="insert a blank disc, or relabel a rewritable one with --force")
         blank = disc.info.state == "blank"
         if not blank and self.profile.worm:
             raise WrongMedium(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +26,8 @@ from tapearc.errors import CatalogError, NotFound
 
 if TYPE_CHECKING:
     import sqlite_utils
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 CARTRIDGE_STATES = ("blank", "appendable", "full", "retired", "lost", "error", "suspect")
@@ -172,6 +175,11 @@ class Catalog:
                          f.transfer_syntax, f.size, f.sha256, f.source_path, f.mtime_ns, now, now),
                     )
                     instance_id = cur.lastrowid
+                    # the file now holds the new version's bytes: older versions read from the
+                    # same path are no longer there to be archived
+                    c.execute("UPDATE instances SET source_path = NULL WHERE sop_uid = ?"
+                              " AND source_path = ? AND id != ?",
+                              (f.sop_uid, f.source_path, instance_id))
                     c.execute(
                         "UPDATE studies SET instances = instances + 1, bytes = bytes + ?,"
                         " updated = ? WHERE study_uid = ?",
@@ -274,17 +282,19 @@ class Catalog:
         return studies
 
     def study_copies(self, study_uid: str) -> dict[str, list[str]]:
-        """Pool -> barcodes of live cartridges that hold every current instance of the study."""
+        """Pool -> barcodes of live cartridges that hold the current version (the latest) of
+        every instance of the study."""
         rows = self.conn.execute(
             "SELECT k.pool, k.barcode, COUNT(DISTINCT c.instance_id) FROM instances i"
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
             f" WHERE i.study_uid = ? AND k.state IN ({_marks(COUNTED_STATES)})"
+            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
             " GROUP BY k.pool, k.barcode ORDER BY k.pool, k.barcode",
             (study_uid, *COUNTED_STATES),
         ).fetchall()
         wanted = self.conn.execute(
-            "SELECT COUNT(*) FROM instances WHERE study_uid = ?", (study_uid,)
+            "SELECT COUNT(DISTINCT sop_uid) FROM instances WHERE study_uid = ?", (study_uid,)
         ).fetchone()[0]
         copies: dict[str, list[str]] = {}
         per_pool: dict[str, int] = {}
@@ -295,8 +305,9 @@ class Catalog:
         return {pool: codes for pool, codes in copies.items() if per_pool[pool] >= wanted}
 
     def copy_rows(self, study_uid: str) -> list[dict[str, Any]]:
-        """Every live copy of the study's current instances (latest version of each SOP UID),
-        with the archive's position and the cartridge's pool, location and state."""
+        """Every readable copy of every version of the study's instances, with the archive's
+        position and the cartridge's pool, location and state (recall picks, per SOP UID, the
+        latest version that has a copy)."""
         return self.query(
             "SELECT i.id AS instance_id, i.sop_uid, i.series_uid, i.study_uid, i.version,"
             " i.size, c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id,"
@@ -305,22 +316,50 @@ class Catalog:
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
             f" WHERE i.study_uid = ? AND k.state IN ({_marks(READABLE_STATES)})"
-            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
             " ORDER BY a.barcode, a.data_file, c.data_offset",
             (study_uid, *READABLE_STATES),
         )
 
     def pending_instances(self, pool: str) -> list[dict[str, Any]]:
-        """Instances with no copy on a live cartridge of ``pool``, grouped by study (oldest first)."""
+        """Instances with a source and no copy on a live cartridge of ``pool``, grouped by study
+        (oldest first). Instances without a source (gone from the PACS, or known only from the
+        media after a rebuild) cannot be written: ``sourceless`` counts those at risk."""
         return self.query(
             "SELECT i.id, i.sop_uid, i.version, i.series_uid, i.study_uid, i.size, i.sha256,"
             " i.source_path, i.mtime_ns FROM instances i JOIN studies s USING (study_uid)"
-            " WHERE NOT EXISTS (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+            " WHERE i.source_path IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
             "  JOIN cartridges k ON k.barcode = a.barcode"
             f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({_marks(COUNTED_STATES)}))"
             " ORDER BY s.first_seen, i.study_uid, i.series_uid, i.id",
             (pool, *COUNTED_STATES),
         )
+
+    def sourceless(self, pool: str) -> int:
+        """Current instances (latest version) with no source left and no copy on ``pool``: they
+        can no longer be written to that pool (the PACS deleted them before they were archived
+        there, or the catalog was rebuilt without that pool's cartridges)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM instances i WHERE i.source_path IS NULL"
+            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            " AND NOT EXISTS"
+            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+            "  JOIN cartridges k ON k.barcode = a.barcode"
+            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({_marks(COUNTED_STATES)}))",
+            (pool, *COUNTED_STATES),
+        ).fetchone()
+        return int(row[0])
+
+    def forget_source(self, instance_id: int, reason: str) -> None:
+        """The instance's source file is gone or holds other bytes: it can no longer be read."""
+        with self.transaction() as c:
+            row = c.execute("SELECT sop_uid, source_path FROM instances WHERE id = ?",
+                            (instance_id,)).fetchone()
+            c.execute("UPDATE instances SET source_path = NULL WHERE id = ?", (instance_id,))
+            if row and row[1]:  # the next ingest reads whatever is at that path again
+                c.execute("DELETE FROM files WHERE path = ? AND instance_id = ?",
+                          (row[1], instance_id))
+            self._audit(c, "instance.source_lost", row[0] if row else None, {"reason": reason})
 
     def study_meta(self, study_uids: Sequence[str]) -> list[dict[str, Any]]:
         """Study rows (with PHI) for the encrypted index of an archive."""
@@ -495,24 +534,32 @@ class Catalog:
                 )
             cur = c.execute(
                 "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
-                " data_blocks, index_bytes, block_size, plaintext_bytes, header, key_ids, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " data_blocks, index_bytes, block_size, plaintext_bytes, header, medium_checksum,"
+                " key_ids, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (archive["archive_uuid"], archive["barcode"], archive["kind"],
                  archive["data_file"], archive["start_block"], archive["data_blocks"],
                  archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
-                 archive["header"], json.dumps(archive["key_ids"]), now),
+                 archive["header"], archive.get("medium_checksum"),
+                 json.dumps(archive["key_ids"]), now),
             )
             archive_id = cur.lastrowid
             for inst in instances:
                 row = c.execute("SELECT id FROM instances WHERE sop_uid = ? AND sha256 = ?",
                                 (inst["sop_uid"], inst["sha256"])).fetchone()
                 if row is None:
-                    top = c.execute("SELECT MAX(version) FROM instances WHERE sop_uid = ?",
-                                    (inst["sop_uid"],)).fetchone()[0]
+                    version = int(inst.get("version") or 1)
+                    taken = c.execute("SELECT 1 FROM instances WHERE sop_uid = ? AND version = ?",
+                                      (inst["sop_uid"], version)).fetchone()
+                    if taken:  # two media disagree on a version's bytes: keep both, say so
+                        top = c.execute("SELECT MAX(version) FROM instances WHERE sop_uid = ?",
+                                        (inst["sop_uid"],)).fetchone()[0]
+                        log.warning("instance %s version %d differs between media; kept as "
+                                    "version %d", inst["sop_uid"], version, top + 1)
+                        version = top + 1
                     cur = c.execute(
                         "INSERT INTO instances (sop_uid, version, series_uid, study_uid, size,"
                         " sha256, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?)",
-                        (inst["sop_uid"], (top or 0) + 1, inst["series_uid"], inst["study_uid"],
+                        (inst["sop_uid"], version, inst["series_uid"], inst["study_uid"],
                          inst["length"], inst["sha256"], now, now),
                     )
                     instance_id = cur.lastrowid

@@ -76,7 +76,8 @@ def verify(
     if as_json:
         print_json(report.as_json())
     else:
-        typer.echo(f"{report.barcode}: {report.checked} archives, {report.instances} instances, "
+        typer.echo(f"{report.barcode}: {report.checked} archives ({report.skipped} skipped), "
+                   f"{report.instances} instances, "
                    f"{human_bytes(report.bytes_read)} read: "
                    f"{'ok' if not report.failures else 'FAILED'}")
         for failure in report.failures:

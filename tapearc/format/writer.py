@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tapearc.errors import NotFound, TapearcError
+from tapearc.errors import NotFound
 from tapearc.format import tae, tarstream
 
 if TYPE_CHECKING:
@@ -209,9 +209,10 @@ class ArchiveWriter:
         try:
             src = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below; raw reads only
         except FileNotFoundError:
-            raise NotFound(f"source file of {member} vanished: {path}") from None
+            # the member name (UIDs) identifies it; the path may hold patient names
+            raise NotFound(f"source file of {member} vanished") from None
         except OSError as exc:
-            raise TapearcError(f"cannot open source file of {member}: {exc.strerror}") from None
+            raise NotFound(f"cannot open source file of {member}: {exc.strerror}") from None
         with src:
             stream = self._stream
             header_offset = stream.offset

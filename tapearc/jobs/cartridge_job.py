@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tapearc.catalog.db import Catalog, utcnow
+from tapearc.catalog.db import READABLE_STATES, Catalog, utcnow
 from tapearc.config import Settings
-from tapearc.errors import UsageError, WrongMedium
+from tapearc.errors import FormatError, UsageError, WrongMedium
 from tapearc.jobs.common import open_drive, pool_drive
 
 BARCODE_RE = re.compile(r"[A-Z0-9]{1,16}")
@@ -33,13 +33,27 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
     driver = open_drive(settings, drive) if drive else pool_drive(settings, pool)
     try:
         driver.load(barcode)
-        existing = driver.read_label()
+        try:
+            existing = driver.read_label()
+        except FormatError:
+            existing = None  # foreign data: write_label refuses it unless forced
         if existing is not None and not force:
             raise WrongMedium(
                 f"cartridge in drive {driver.drive} already has label {existing.barcode} "
                 f"(pool {existing.pool}, site {existing.site}); nothing was written",
                 hint="use --force to erase it (its archives are lost)",
             )
+        if existing is not None and existing.barcode != barcode:
+            # a real drive loads whatever is inserted: never erase a cartridge whose copies
+            # the catalog still counts, even with --force
+            rows = catalog.query("SELECT state FROM cartridges WHERE barcode = ?",
+                                 (existing.barcode,))
+            if rows and rows[0]["state"] in READABLE_STATES:
+                raise WrongMedium(
+                    f"drive {driver.drive} holds {existing.barcode}, whose archives the catalog "
+                    f"counts; it was not relabelled as {barcode}",
+                    hint=f"insert {barcode}, or retire {existing.barcode} first "
+                         f"(tapearc cartridge retire {existing.barcode})")
         media = settings.pools[pool].media
         label = Label(barcode=barcode, pool=pool, site=settings.site, media=media,
                       block_size=settings.block_size, created=utcnow())
@@ -47,6 +61,9 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
         capacity = driver.capabilities.capacity_bytes
     finally:
         driver.close()
+    if existing is not None and existing.barcode != barcode:
+        catalog.audit("cartridge.erased", existing.barcode,
+                      {"relabelled_as": barcode, "forced": force})
     known = catalog.query("SELECT barcode FROM cartridges WHERE barcode = ?", (barcode,))
     if known and force:
         catalog.reset_cartridge(barcode, pool, "relabelled with --force")

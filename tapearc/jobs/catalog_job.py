@@ -66,12 +66,18 @@ def _rebuild_from(settings: Settings, catalog: Catalog, drive: str,
         label = driver.read_label()
         if label is None:
             raise NoMedium(f"the cartridge in drive {drive} is blank")
-        if not catalog.query("SELECT 1 FROM cartridges WHERE barcode = ?", (label.barcode,)):
+        added = not catalog.query("SELECT 1 FROM cartridges WHERE barcode = ?", (label.barcode,))
+        if added:
             capacity = driver.capabilities.capacity_bytes
             catalog.add_cartridge(label.barcode, label.pool, label.media, label.site,
                                   label.block_size, capacity)
         report.cartridges.append(label.barcode)
-        for pos in driver.list_archives():
+        positions = driver.list_archives()
+        if added and positions:
+            # whether it was full, retired or worn is not on the medium: never append to it
+            # again on a guess (a catalog copy from the media has the real state)
+            catalog.set_cartridge_state(label.barcode, "full", "rebuilt from the medium")
+        for pos in positions:
             try:
                 index = IndexDoc.from_bytes(open_bytes(driver.read_index(pos), identities))
             except FormatError as exc:
@@ -86,7 +92,8 @@ def _rebuild_from(settings: Settings, catalog: Catalog, drive: str,
                        "start_block": pos.start_block, "data_blocks": pos.data_blocks,
                        "index_bytes": pos.index_bytes, "block_size": index.block_size,
                        "plaintext_bytes": index.plaintext_bytes, "header": index.header,
-                       "key_ids": key_ids, "created": index.created}
+                       "key_ids": key_ids, "created": index.created,
+                       "medium_checksum": index.medium_checksum}
             instances = [i for i in index.instances if "sop_uid" in i]
             if catalog.import_archive(archive, index.studies, index.series, instances):
                 report.archives += 1

@@ -35,6 +35,7 @@ class IndexDoc:
     studies: list[dict[str, Any]]
     series: list[dict[str, Any]]
     instances: list[dict[str, Any]]
+    medium_checksum: str | None = None
 
     def to_bytes(self) -> bytes:
         """Serialize (compact JSON, UTF-8)."""
@@ -54,6 +55,7 @@ class IndexDoc:
             "studies": self.studies,
             "series": self.series,
             "instances": self.instances,
+            "medium_checksum": self.medium_checksum,
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -77,6 +79,7 @@ class IndexDoc:
                 plaintext_bytes=int(doc["plaintext_bytes"]), data_blocks=int(doc["data_blocks"]),
                 header=base64.b64decode(doc["header"]), studies=list(doc["studies"]),
                 series=list(doc["series"]), instances=list(doc["instances"]),
+                medium_checksum=doc.get("medium_checksum"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"the archive index lacks a field: {exc}") from exc

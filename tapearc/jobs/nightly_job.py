@@ -125,6 +125,16 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
             log.error("pool %s: %s", pool, exc)
             report.failures.append(f"pool {pool}: {exc}")
             report.failure_codes.append(exc.exit_code)
+        except Exception as exc:  # a bug must not cost the other pools their night either
+            log.exception("pool %s failed unexpectedly", pool)
+            report.failures.append(f"pool {pool}: unexpected {type(exc).__name__}: {exc}")
+            report.failure_codes.append(1)
+        lost = catalog.sourceless(pool)
+        if lost:
+            report.needs.append(
+                f"pool {pool}: {lost} instances have no copy on this pool and no source to write "
+                "one from (deleted from the PACS before they were archived, or the catalog was "
+                "rebuilt without this pool's cartridges: tapearc catalog rebuild --drive D)")
     report.alerts += notes.alerts
     report.needs += notes.needs
     report.pending = len({r["id"] for pool in settings.pools

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.drivers.layout import write_atomic
-from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded
+from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
 from tapearc.jobs.common import load_identities_for, open_drive, safe_output_path
 from tapearc.jobs.rotation_job import recall_needs
 from tapearc.rotation import parse_location
@@ -44,13 +44,16 @@ class RecalledStudy:
     verified: bool = False
     files: list[Path] = field(default_factory=list)
     needs: str | None = None
+    missing: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """Stable fields for scripts."""
         return {"study_uid": self.study_uid, "cartridge": self.cartridge,
                 "instances": self.instances, "bytes": self.bytes, "bytes_read": self.bytes_read,
-                "verified": self.verified, "needs": self.needs, "errors": self.errors}
+                "verified": self.verified, "needs": self.needs, "missing": self.missing,
+                "errors": self.errors, "recovered_from": self.notes}
 
 
 class BlockCursor:
@@ -133,66 +136,113 @@ def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> 
 
 def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest: Path, *,
            identities: Sequence[Identity] | None = None) -> list[RecalledStudy]:
-    """Recall ``study_uids`` into ``dest``; studies whose cartridge is not loaded get ``needs``."""
+    """Recall ``study_uids`` into ``dest``.
+
+    A study whose cartridge is not loaded gets ``needs``; a damaged archive or a checksum
+    mismatch goes into ``errors`` and the study is read again from another loaded copy (the
+    other pool) when there is one. The other studies of the batch are recalled either way, and
+    the recall is audited whatever happens.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
     dest.mkdir(parents=True, exist_ok=True)
     loaded = drives_by_barcode(settings)
-    results: dict[str, RecalledStudy] = {}
+    results = {uid: RecalledStudy(uid) for uid in dict.fromkeys(study_uids)}
+    failed: dict[str, set[str]] = {uid: set() for uid in results}
+    ids = list(identities) if identities is not None else None
+    try:
+        todo = list(results)
+        while todo:
+            plan = _plan(settings, catalog, todo, results, failed, loaded)
+            if not plan:
+                break
+            if ids is None:
+                wanted = {bytes.fromhex(k) for rows in plan.values() for r in rows
+                          for k in json.loads(r["key_ids"])}
+                ids = load_identities_for(settings, wanted)
+            for barcode in sorted(plan, key=lambda b: loaded[b]):
+                _read_cartridge(settings, loaded[barcode], plan[barcode], dest, ids, results,
+                                failed)
+            # a study that failed on one cartridge is tried again from another loaded copy
+            todo = [uid for uid in todo if results[uid].errors
+                    and _has_other_copy(catalog, uid, failed[uid], loaded)]
+            for uid in todo:
+                results[uid].notes += results[uid].errors
+                results[uid].errors = []
+                results[uid].files = []
+    finally:
+        catalog.audit("recall", None, {
+            "who": actor(), "to": str(dest), "studies": list(results),
+            "recalled": [u for u, r in results.items() if r.verified],
+        })
+    return list(results.values())
+
+
+def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
+          results: dict[str, RecalledStudy], failed: dict[str, set[str]],
+          loaded: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Per cartridge, the copies to read for ``todo``; fills ``cartridge``/``needs``."""
     plan: dict[str, list[dict[str, Any]]] = {}
-    for uid in dict.fromkeys(study_uids):
-        result = results[uid] = RecalledStudy(uid)
-        rows = catalog.copy_rows(uid)
+    for uid in todo:
+        result = results[uid]
+        rows = [r for r in catalog.copy_rows(uid) if r["barcode"] not in failed[uid]]
         if not rows:
             if not catalog.query("SELECT 1 FROM studies WHERE study_uid = ?", (uid,)):
                 raise NotFound(f"study {uid} is not in the catalog", hint="tapearc find")
-            result.needs = "no archived copy yet (run tapearc write)"
+            if not failed[uid]:
+                result.needs = "no archived copy yet (run tapearc write)"
             continue
         barcode = choose_cartridge(rows, loaded)
         chosen = _complete_from(rows, barcode)
         result.cartridge = barcode
         result.instances = len(chosen)
         result.bytes = sum(r["length"] for r in chosen)
+        result.missing = catalog.query(
+            "SELECT COUNT(DISTINCT sop_uid) AS n FROM instances WHERE study_uid = ?",
+            (uid,))[0]["n"] - len(chosen)
         missing_cartridges = sorted({r["barcode"] for r in chosen} - set(loaded))
-        for barcode in list(missing_cartridges):
-            pool = next(r["pool"] for r in chosen if r["barcode"] == barcode)
-            drive = load_from_library(settings, barcode, pool)
+        for code in list(missing_cartridges):
+            pool = next(r["pool"] for r in chosen if r["barcode"] == code)
+            drive = load_from_library(settings, code, pool)
             if drive is not None:
-                loaded[barcode] = drive
-                missing_cartridges.remove(barcode)
+                loaded[code] = drive
+                missing_cartridges.remove(code)
         if missing_cartridges:
             locs = {r["barcode"]: r["location"] for r in chosen}
             # all copies offsite: name the vaults and put the cartridge on the bring-back list
             result.needs = recall_needs(catalog, uid, rows, missing_cartridges) or \
                 "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)
             continue
+        result.needs = None
         for row in chosen:
             plan.setdefault(row["barcode"], []).append(row)
-    if plan:
-        wanted = {bytes.fromhex(k) for rows in plan.values() for r in rows
-                  for k in json.loads(r["key_ids"])}
-        ids = list(identities) if identities is not None else load_identities_for(settings, wanted)
-        for barcode in sorted(plan, key=lambda b: loaded[b]):
-            _read_cartridge(settings, loaded[barcode], plan[barcode], dest, ids, results)
-    catalog.audit("recall", None, {
-        "who": actor(), "to": str(dest), "studies": list(results),
-        "recalled": [u for u, r in results.items() if r.verified],
-    })
-    return list(results.values())
+    return plan
+
+
+def _has_other_copy(catalog: Catalog, uid: str, failed: set[str], loaded: dict[str, str]) -> bool:
+    return any(r["barcode"] not in failed and r["barcode"] in loaded
+               for r in catalog.copy_rows(uid))
 
 
 def _complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str, Any]]:
-    """One copy per instance: from ``barcode`` where it has one, else from its pool's others."""
+    """One copy per SOP instance: its latest archived version, from ``barcode`` where it has
+    one, else from the same pool, else from anywhere."""
     pool = next(r["pool"] for r in rows if r["barcode"] == barcode)
-    best: dict[int, dict[str, Any]] = {}
+    best: dict[str, dict[str, Any]] = {}
+
+    def score(r: dict[str, Any]) -> tuple[int, bool, bool]:
+        return (r["version"], r["barcode"] == barcode, r["pool"] == pool)
+
     for row in rows:
-        current = best.get(row["instance_id"])
-        score = (row["barcode"] == barcode, row["pool"] == pool)
-        if current is None or score > (current["barcode"] == barcode, current["pool"] == pool):
-            best[row["instance_id"]] = row
+        current = best.get(row["sop_uid"])
+        if current is None or score(row) > score(current):
+            best[row["sop_uid"]] = row
     return sorted(best.values(), key=lambda r: (r["barcode"], r["data_file"], r["data_offset"]))
 
 
 def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], dest: Path,
-                    identities: Sequence[Identity], results: dict[str, RecalledStudy]) -> None:
+                    identities: Sequence[Identity], results: dict[str, RecalledStudy],
+                    failed: dict[str, set[str]]) -> None:
     from tapearc.format.reader import ArchiveReader
 
     driver = open_drive(settings, drive)
@@ -203,12 +253,21 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
         for members in sorted(by_archive.values(), key=lambda m: m[0]["data_file"]):
             reader = ArchiveReader(members[0]["header"], identities)
             for run in _contiguous(members):
-                _read_run(driver, reader, run, dest, results)
+                try:
+                    _read_run(driver, reader, run, dest, results)
+                except IntegrityError as exc:  # a damaged block: this run only
+                    uid = run[0]["study_uid"]
+                    results[uid].errors.append(f"{run[0]['barcode']} archive "
+                                               f"{run[0]['data_file']}: {exc}")
+                    log.error("recall of %s from %s: %s", uid, run[0]["barcode"], exc)
+                for m in run:
+                    if results[m["study_uid"]].errors:
+                        failed[m["study_uid"]].add(m["barcode"])
     finally:
         driver.close()
     for result in results.values():
         if result.cartridge is not None and result.needs is None and not result.errors:
-            result.verified = len(result.files) == result.instances
+            result.verified = len(result.files) == result.instances and not result.missing
 
 
 def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -243,10 +302,11 @@ def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], 
         data = reader.read_range(cursor.from_block(m_first), m_first, m["data_offset"],
                                  m["length"], total) if m["length"] else b""
         if hashlib.sha256(data).hexdigest() != m["sha256"]:
-            result.errors.append(f"{m['sop_uid']}: checksum mismatch")
+            result.errors.append(f"{m['sop_uid']}: checksum mismatch on {m['barcode']}")
             log.error("checksum mismatch for instance %s on %s", m["sop_uid"], m["barcode"])
             continue
-        target = safe_output_path(dest, m["member"])
+        # named by UIDs, as the PACS knows it (a later version keeps the SOP's own name)
+        target = safe_output_path(dest, f"{m['study_uid']}/{m['series_uid']}/{m['sop_uid']}.dcm")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, data)
         result.files.append(target)
@@ -264,3 +324,8 @@ def raise_for(results: Sequence[RecalledStudy]) -> None:
     waiting = [r for r in results if r.needs]
     if waiting:
         raise OperatorActionNeeded("; ".join(f"{r.study_uid}: {r.needs}" for r in waiting))
+    partial = [r for r in results if r.missing]
+    if partial:
+        raise OperatorActionNeeded(
+            "; ".join(f"{r.study_uid}: {r.missing} instances have no archived copy yet"
+                      for r in partial), hint="run tapearc write, then recall again")

@@ -24,6 +24,7 @@ from tapearc.config import Settings
 from tapearc.errors import (
     MediumFull,
     NoMedium,
+    NotFound,
     OperatorActionNeeded,
     TapearcError,
     WrongMedium,
@@ -89,13 +90,15 @@ def group_by_study(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]
 
 def plan_archive(
     studies: list[list[dict[str, Any]]], free: int | None, max_archive: int, capacity: int | None,
-    block_size: int,
+    block_size: int, *, empty: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """Take the next archive's instances from the front of ``studies`` (which it shortens).
 
     Whole studies while they fit in ``min(free, max_archive)``; a study larger than
     ``max_archive`` that fits the free space goes alone; a study larger than a whole cartridge
-    (``capacity``) is cut at an instance boundary to fill the space (it spans). Returns
+    (``capacity``), or one that does not fit an ``empty`` cartridge's free space (an empty
+    cartridge is as roomy as any will be), is cut at an instance boundary to fill the space
+    (it spans). Returns
     (instances, number of whole or partial studies taken); no instances means the cartridge is
     full for the next study.
     """
@@ -118,7 +121,7 @@ def plan_archive(
             studies.pop(0)
             count += 1
             break
-        too_big_for_any = capacity is not None and need > capacity * (1 - SAFETY)
+        too_big_for_any = empty or (capacity is not None and need > capacity * (1 - SAFETY))
         if too_big_for_any and free is not None and used + block_size < limit:
             part: list[dict[str, Any]] = []
             for row in study:
@@ -226,7 +229,13 @@ def loaded_cartridge(driver: Driver, catalog: Catalog, settings: Settings, pool:
             f"not a pool {pool} cartridge of site {settings.site}; nothing was written",
             hint=wanted,
         )
-    cart = catalog.cartridge(label.barcode)
+    try:
+        cart = catalog.cartridge(label.barcode)
+    except NotFound:
+        raise WrongMedium(
+            f"drive {driver.drive} holds {label.barcode}, which the catalog does not know; "
+            "nothing was written",
+            hint=f"add what it holds: tapearc catalog rebuild --drive {driver.drive}") from None
     if cart["state"] != "appendable":
         raise MediumFull(f"cartridge {label.barcode} in drive {driver.drive} is {cart['state']}",
                          hint=suggest_cartridge(catalog, pool, but=label.barcode))
@@ -286,7 +295,8 @@ def write_pool(
             cart = catalog.cartridge(label.barcode)
             free = _free_bytes(driver, cart)
             batch, nstudies = plan_archive(studies, free, settings.max_archive_bytes,
-                                           cart["capacity"], settings.block_size)
+                                           cart["capacity"], settings.block_size,
+                                           empty=not catalog.archives(label.barcode))
             if not batch:
                 catalog.set_cartridge_state(label.barcode, "full", "no room for the next study")
                 full = MediumFull(f"cartridge {label.barcode} (pool {pool}) is full",
@@ -303,11 +313,13 @@ def write_pool(
                 result.barcode = label.barcode
                 studies = group_by_study(catalog.pending_instances(pool))
                 continue
+            result.changed += written.changed
+            if not written.instances:
+                continue  # every source of the batch changed or vanished: nothing committed
             result.archives += 1
             result.studies += nstudies
             result.instances += written.instances
             result.bytes += written.bytes
-            result.changed += written.changed
             if label.barcode not in result.written:
                 result.written.append(label.barcode)
     except OperatorActionNeeded as exc:
@@ -339,6 +351,10 @@ def _free_bytes(driver: Driver, cart: dict[str, Any]) -> int | None:
     if remaining is None:
         return None
     return max(0, int(remaining * (1 - SAFETY)))
+
+
+class _NothingToCommit(Exception):
+    """No instance of a batch could be archived (their sources changed or vanished)."""
 
 
 @dataclass
@@ -377,14 +393,22 @@ def write_archive(
         for row in batch:
             name = member_name(row["study_uid"], row["series_uid"], row["sop_uid"], row["version"])
             mtime = int((row["mtime_ns"] or 0) // 1_000_000_000)
-            member = writer.add_file(name, Path(row["source_path"]), row["size"], mtime)
+            try:
+                member = writer.add_file(name, Path(row["source_path"]), row["size"], mtime)
+            except NotFound as exc:  # raised before anything of it is written
+                changed += 1
+                catalog.forget_source(row["id"], str(exc))
+                log.warning("instance %s: %s; not archived", row["sop_uid"], exc)
+                continue
             if progress is not None:
                 progress(row["size"])
             nbytes += row["size"]
             if not member.complete or member.sha256 != row["sha256"]:
-                # the PACS changed or lost the file after ingest: this copy is not the catalogued
-                # instance, so it is not recorded; the instance stays pending and re-ingest sees it
+                # the PACS changed the file after ingest: these bytes are not the catalogued
+                # instance, so the copy is not recorded, and the file is read again by the next
+                # ingest (a new version); this version's bytes are gone from the source
                 changed += 1
+                catalog.forget_source(row["id"], "source changed since ingest")
                 log.warning("instance %s changed since ingest; not counted as archived",
                             row["sop_uid"])
                 continue
@@ -397,6 +421,8 @@ def write_archive(
             extra_member = writer.add_file(name, path, size, int(path.stat().st_mtime))
             entries.append({"member": name, "data_offset": extra_member.data_offset,
                             "length": size, "sha256": extra_member.sha256})
+        if kind == "studies" and not copies:
+            raise _NothingToCommit
         summary = writer.close()
         pump.finish()
         archive_uuid = summary.archive_uuid.hex()
@@ -407,11 +433,16 @@ def write_archive(
             plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
             header=summary.header, studies=catalog.study_meta(study_uids),
             series=_series_rows(catalog, batch), instances=entries,
+            medium_checksum=pump.medium_checksum,
         )
         # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
         sealed = seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE,
                             content=Content.INDEX)
         position = sink.commit(sealed)
+    except _NothingToCommit:
+        # every source changed or vanished: an empty archive would only waste the medium
+        _abandon(writer, pump, sink)
+        return ArchiveWritten(0, 0, nbytes, changed)
     except MediumFull:
         _abandon(writer, pump, sink)
         catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")

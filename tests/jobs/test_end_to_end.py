@@ -196,9 +196,21 @@ def test_tampered_medium_is_caught_by_verify_and_recall(site: Site, tmp_path: Pa
         assert report.failures
         keyless = verify_cartridge(site.settings, cat, "A00001", keyless=True)
         assert keyless.failures
+        # recall reads the damaged study again from pool B's loaded copy, and says so
+        results = recall(site.settings, cat, [s.study_uid for s in studies], tmp_path / "x",
+                         identities=[site.identity])
+        assert all(r.verified for r in results)
+        assert any("A00001" in note for r in results for note in r.notes)
+        # with pool B's cartridge out of reach the damage is an integrity error (65)
+        from tapearc.jobs.cartridge_job import eject_drive
+
+        eject_drive(site.settings, "db")
+        results = recall(site.settings, cat, [s.study_uid for s in studies], tmp_path / "y",
+                         identities=[site.identity])
+        damaged = [r for r in results if r.errors]
+        assert len(damaged) == 1 and not damaged[0].verified
+        assert [r for r in results if r.verified], "the undamaged study is still recalled"
         with pytest.raises(IntegrityError):
-            results = recall(site.settings, cat, [s.study_uid for s in studies], tmp_path / "x",
-                             identities=[site.identity])
             recall_job.raise_for(results)
 
 

@@ -112,10 +112,42 @@ def load_settings(explicit: Path | None) -> Settings:
     return parse_settings(doc, path)
 
 
+#: Every key tapearc reads, per table; a misspelt key is an error, never silently ignored
+#: (``[drives.*]`` keys are checked by each driver, ``[rotation]`` by the rotation policy).
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "site": ("name", "catalog", "lock"),
+    "ingest": ("sources", "quiet_seconds"),
+    "keys": ("directory", "recipients", "identities"),
+    "archive": ("block_size", "read_rate", "buffer", "max_archive_bytes"),
+    "verify": ("after_write", "sample"),
+    "changer": ("device", "mtx"),
+    "pools": (),
+    "drives": (),
+    "rotation": (),
+}
+
+
+def _check_known(doc: dict[str, Any], where: str) -> None:
+    for table, value in doc.items():
+        if table not in KNOWN_KEYS:
+            raise ConfigError(f"{where}: [{table}] is not a tapearc table",
+                              hint=f"known: {', '.join(sorted(KNOWN_KEYS))}")
+        keys = KNOWN_KEYS[table]
+        if not keys:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: [{table}] must be a table")
+        for key in value:
+            if key not in keys:
+                raise ConfigError(f"{where}: {table}.{key} is not a known key",
+                                  hint=f"[{table}] takes: {', '.join(keys)}")
+
+
 def parse_settings(doc: dict[str, Any], path: Path | None) -> Settings:
     """Validate a parsed TOML document; ``path`` anchors relative paths (cwd if None)."""
     base = (path.parent if path else Path.cwd()).resolve()
     where = str(path) if path else "configuration"
+    _check_known(doc, where)
     v = _Validator(doc, where, base)
     site = v.string("site.name", required=True)
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", site):
@@ -134,7 +166,7 @@ def parse_settings(doc: dict[str, Any], path: Path | None) -> Settings:
             f"{where}: archive.block_size must be a power of two from 64 KiB to 8 MiB",
             hint="the default 1 MiB suits LTO drives",
         )
-    return Settings(
+    settings = Settings(
         path=path,
         base_dir=base,
         site=site,
@@ -155,6 +187,11 @@ def parse_settings(doc: dict[str, Any], path: Path | None) -> Settings:
         drives=drives,
         raw=doc,
     )
+    # the rotation policy is checked here too, so a bad [rotation] table stops every command
+    from tapearc.rotation import parse_policy
+
+    parse_policy(settings.section("rotation"), {p: c.vault for p, c in pools.items()}, where)
+    return settings
 
 
 def parse_size(value: object, key: str = "size") -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
@@ -43,6 +44,10 @@ def decrypt(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here instead of stdout.")
     ] = None,
+    tape_file: Annotated[
+        int, typer.Option("--file", help="For a virtual cartridge (.vtape): the tape file to read "
+                          "(archive k's data is 2k-1, its index 2k).")
+    ] = 1,
 ) -> None:
     """Decrypt an archive stream (data, index or catalog copy) to stdout."""
     from tapearc.errors import UsageError
@@ -58,16 +63,11 @@ def decrypt(
     def identities_for(key_ids: list[bytes]) -> list[Identity]:
         return load_identities(paths, wanted=key_ids)
 
-    raw = sys.stdin.buffer if str(source) == "-" else _open_in(source)
+    raw = sys.stdin.buffer if str(source) == "-" else _open_in(source, tape_file)
     with raw:
         src = _skip_framing(raw)
         if output is not None:
-            try:
-                with output.open("wb") as dst:
-                    decrypt_stream(src, dst, identities_for)
-            except BaseException:
-                output.unlink(missing_ok=True)  # no half-decrypted file left behind
-                raise
+            _decrypt_to(output, lambda dst: decrypt_stream(src, dst, identities_for))
             return
         try:
             decrypt_stream(src, sys.stdout.buffer, identities_for)
@@ -78,13 +78,84 @@ def decrypt(
             raise typer.Exit(1) from None
 
 
-def _open_in(path: Path) -> BinaryIO:
+def _decrypt_to(output: Path, decrypt: Callable[[BinaryIO], None]) -> None:
+    """Write plaintext (PHI) to ``output``: a regular file appears only when complete, mode
+    0600, through a temporary file beside it; a device or pipe is written directly. Whatever
+    ``output`` was is never deleted on failure."""
+    import stat
+    import tempfile
+
+    if output.exists() and not stat.S_ISREG(output.stat().st_mode):
+        with output.open("wb") as dst:
+            decrypt(dst)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as dst:  # mkstemp creates the file 0600
+            decrypt(dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        os.unlink(tmp)  # the temporary file only: nothing half-decrypted is left behind
+        raise
+
+
+def _open_in(path: Path, tape_file: int) -> BinaryIO:
+    """The stream in ``path``; for a virtual cartridge, tape file ``tape_file`` of it."""
+    from typing import cast
+
+    from tapearc.drivers.vtapedev import MAGIC
     from tapearc.errors import NotFound
 
     try:
-        return path.open("rb")
+        src = path.open("rb")
     except OSError as exc:
         raise NotFound(f"cannot read {path}: {exc.strerror}") from None
+    if src.read(len(MAGIC)) != MAGIC:
+        src.seek(0)
+        return src
+    src.close()
+    return cast(BinaryIO, _TapeFile(path, tape_file))
+
+
+class _TapeFile:
+    """One tape file of a virtual cartridge, block after block, as ``dd`` reads a real tape."""
+
+    def __init__(self, path: Path, number: int) -> None:
+        from tapearc.drivers.vtapedev import VirtualTapeDevice
+        from tapearc.errors import UsageError
+
+        if number < 1:
+            raise UsageError("--file must be 1 or more (file 0 is the label)")
+        self._dev = VirtualTapeDevice(path.parent, name="decrypt")
+        self._dev.insert(path.name.removesuffix(".vtape"), create=False)
+        self._dev.rewind()
+        self._dev.fsf(number)
+        self._pending = b""
+        self._done = False
+
+    def readinto(self, buf: memoryview) -> int:
+        while not self._pending and not self._done:
+            block = self._dev.read_block(16 * 1024 * 1024)
+            if not block:
+                self._done = True  # the filemark that ends the file
+            self._pending = block
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray(max(size, 0))
+        n = self.readinto(memoryview(out)) if size > 0 else 0
+        return bytes(out[:n])
+
+    def __enter__(self) -> _TapeFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._dev.close()
 
 
 def _skip_framing(src: BinaryIO) -> BinaryIO:

@@ -19,6 +19,7 @@ from tapearc.errors import (
     EXIT_DATAERR,
     EXIT_OK,
     EXIT_TEMPFAIL,
+    ConfigError,
     OperatorActionNeeded,
     TapearcError,
 )
@@ -106,8 +107,11 @@ def run_nightly(settings: Settings, *,
 
 def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
          progress: Callable[[int], None] | None) -> None:
-    if settings.sources:
-        report.ingest = ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+    if not settings.sources:
+        # a nightly that archives nothing must not report "ok" to cron
+        raise ConfigError("ingest.sources lists no source folder: the nightly would archive "
+                          "nothing", hint="set ingest.sources to the PACS storage folders")
+    report.ingest = ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
     notes = SessionNotes()
     for pool in settings.pools:
         try:

@@ -34,6 +34,17 @@ CARTRIDGE_STATES = ("blank", "appendable", "full", "retired", "lost", "error", "
 #: States whose archives count as copies of a study (for pending work, find and exposure).
 #: A suspect cartridge (TapeAlert media warning) is not one: its studies are copied again.
 COUNTED_STATES = ("appendable", "full")
+#: Allowed state changes. Retired is final (only a relabel starts a cartridge over); a lost
+#: cartridge that turns up again comes back as full (verify it before it counts for shipping).
+STATE_CHANGES: dict[str, tuple[str, ...]] = {
+    "blank": ("appendable",),
+    "appendable": ("full", "suspect", "retired", "lost", "error"),
+    "full": ("suspect", "retired", "lost", "error"),
+    "suspect": ("retired", "lost"),
+    "error": ("retired", "lost"),
+    "lost": ("full", "retired"),
+    "retired": (),
+}
 #: States whose archives recall may still read.
 READABLE_STATES = ("appendable", "full", "suspect")
 
@@ -420,6 +431,14 @@ class Catalog:
             old = c.execute("SELECT state FROM cartridges WHERE barcode = ?", (barcode,)).fetchone()
             if old is None:
                 raise NotFound(f"cartridge {barcode} is not in the catalog")
+            if old[0] == state:
+                return
+            if state not in STATE_CHANGES.get(old[0], ()):
+                from tapearc.errors import PolicyRefused
+
+                raise PolicyRefused(
+                    f"cartridge {barcode} is {old[0]}; it cannot become {state}",
+                    hint="a retired cartridge comes back only by relabelling it with --force")
             closed = utcnow() if state in ("full", "retired") else None
             c.execute(
                 "UPDATE cartridges SET state = ?, closed_at = COALESCE(?, closed_at)"
@@ -642,11 +661,21 @@ class Catalog:
             " VALUES (?,?,?,?,?,?,?)",
             (at, who, action, subject, body, prev_hash, digest),
         )
+        c.execute(
+            "INSERT INTO audit_head (id, rows, hash) VALUES (1, 1, ?)"
+            " ON CONFLICT(id) DO UPDATE SET rows = rows + 1, hash = excluded.hash",
+            (digest,),
+        )
 
     def verify_audit(self) -> tuple[int, int | None]:
-        """Walk the chain; return (rows checked, id of the first bad row or None)."""
+        """Walk the chain; return (rows checked, id of the first bad row or None).
+
+        Rows removed from the end are found by the head (row count and last hash) kept with
+        every append; they are reported as the id after the last row left (-1 if none).
+        """
         prev_hash = GENESIS_HASH
         n = 0
+        last_id = 0
         for row_id, at, who, action, subject, detail, prev, digest in self.conn.execute(
             "SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY id"
         ):
@@ -654,12 +683,20 @@ class Catalog:
             if prev != prev_hash or digest != audit_hash(prev, at, who, action, subject, detail):
                 return n, row_id
             prev_hash = digest
+            last_id = row_id
+        head = self.conn.execute("SELECT rows, hash FROM audit_head WHERE id = 1").fetchone()
+        if (head is None and n) or (head is not None and (head[0] != n or head[1] != prev_hash)):
+            return n, last_id + 1
         return n, None
 
     def integrity_check(self) -> list[str]:
         """SQLite's own integrity and foreign-key checks; empty when all is well."""
         problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"foreign key: {r}" for r in self.conn.execute("PRAGMA foreign_key_check")]
+        triggers = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'")}
+        problems += [f"the audit log's protection {t} was removed"
+                     for t in ("audit_no_update", "audit_no_delete") if t not in triggers]
         return problems
 
 

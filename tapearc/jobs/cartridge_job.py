@@ -74,10 +74,17 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
 
 def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
                    drive: str | None) -> dict[str, Any]:
-    """Put a known cartridge in a drive (its pool's by default) and check its label."""
+    """Put a cartridge in a drive (its pool's by default) and check its label.
+
+    With ``drive`` given, a cartridge the catalog does not know may be loaded too: that is how
+    each cartridge is put in a drive for ``catalog rebuild`` after the catalog was lost.
+    """
     barcode = check_barcode(barcode)
-    cart = catalog.cartridge(barcode)
-    driver = open_drive(settings, drive) if drive else pool_drive(settings, cart["pool"])
+    if drive is None:
+        cart = catalog.cartridge(barcode)
+        driver = pool_drive(settings, cart["pool"])
+    else:
+        driver = open_drive(settings, drive)
     try:
         driver.load(barcode)
         label = driver.read_label()

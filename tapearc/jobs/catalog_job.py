@@ -109,8 +109,8 @@ def check_catalog(settings: Settings) -> dict[str, Any]:
     with open_catalog(settings.catalog_path) as catalog:
         problems = catalog.integrity_check()
         rows, bad = catalog.verify_audit()
-    if bad is not None:
-        problems.append(f"audit log row {bad} was altered or removed (hash chain broken)")
+    if bad is not None:  # the most telling problem first
+        problems.insert(0, f"audit log row {bad} was altered or removed (hash chain broken)")
     return {"ok": not problems, "problems": problems, "audit_rows": rows}
 
 

@@ -43,7 +43,11 @@ def describe_set(catalog: Catalog, pool: str) -> str:
     """One line naming the pool's set, its members' states, and what to label next."""
     carts = [c for c in catalog.cartridges(pool) if c["state"] not in ("retired", "lost")]
     members = ", ".join(f"{c['barcode']} {c['state']}" for c in carts) or "none yet"
-    following = next_barcode([c["barcode"] for c in carts])
+    # count on from every barcode the pool ever had: retired and lost ones are taken too
+    taken = {c["barcode"] for c in catalog.cartridges(pool)}
+    following = next_barcode(sorted(taken))
+    if following in {c["barcode"] for c in catalog.cartridges()}:
+        following = None  # another pool uses the next number: let the operator choose
     step = (f"tapearc cartridge label {following} --pool {pool}" if following
             else f"tapearc cartridge label BARCODE --pool {pool}")
     return f"set of pool {pool}: {members}; insert a blank one and label it: {step}"

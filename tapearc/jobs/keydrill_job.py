@@ -36,7 +36,8 @@ class KeyDrillReport:
         return {"key": self.key, "key_id": self.key_id,
                 "archives_using_key": self.archives_using_key, "opened": self.opened,
                 "read_from_medium": self.read_from_medium,
-                "result": "ok" if not self.failures and self.opened else "failed",
+                "result": ("no-archives" if not self.archives_using_key
+                           else "ok" if not self.failures and self.opened else "failed"),
                 "failures": self.failures}
 
 

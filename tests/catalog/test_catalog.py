@@ -125,3 +125,13 @@ def test_audit_chain_detects_any_edit(cat: Catalog) -> None:
 def test_integrity_check_clean(cat: Catalog) -> None:
     cat.add_instances([inst("7.1")])
     assert cat.integrity_check() == []
+
+
+def test_audit_rows_removed_from_the_end_are_detected(cat: Catalog) -> None:
+    for i in range(4):
+        cat.audit("test.event", f"S{i}", {"n": i})
+    assert cat.verify_audit() == (4, None)
+    cat.conn.execute("DROP TRIGGER audit_no_delete")
+    assert any("audit_no_delete" in p for p in cat.integrity_check())
+    cat.conn.execute("DELETE FROM audit WHERE id = (SELECT MAX(id) FROM audit)")
+    assert cat.verify_audit() == (3, 4)

@@ -30,7 +30,7 @@ def test_site_and_escrow_keys_open_archives_and_a_stranger_does_not(tmp_path: Pa
         assert escrow.opened == escrow.archives_using_key and not escrow.failures
         generate_keypair(tmp_path, "stranger", "pw", scrypt_log2n=12)
         other = key_drill(site.settings, cat, tmp_path / "stranger.key", "pw")
-        assert other.archives_using_key == 0 and other.as_json()["result"] == "failed"
+        assert other.archives_using_key == 0 and other.as_json()["result"] == "no-archives"
         with pytest.raises(IntegrityError):
             key_drill(site.settings, cat, keys / "site.key", "wrong passphrase")
         actions = [r["action"] for r in cat.query("SELECT action FROM audit")]

@@ -123,6 +123,17 @@ def init_site(directory: Path, *, virtual: bool, site: str = "demo-site",
     config = directory / CONFIG_NAME
     if config.exists():
         raise UsageError(f"{config} already exists", hint="choose an empty folder")
+    # the passphrase first: a failure here must leave nothing half-made behind
+    demo_secret = False
+    if passphrase is None:
+        passphrase = os.environ.get("TAPEARC_PASSPHRASE")
+    if passphrase is None:
+        if virtual:
+            passphrase, demo_secret = secrets.token_urlsafe(24), True
+        else:
+            from tapearc.keys import passphrase_from_env_or_prompt
+
+            passphrase = passphrase_from_env_or_prompt(confirm=True)
     directory.mkdir(parents=True, exist_ok=True)
     samples = 0
     if virtual:
@@ -136,26 +147,20 @@ def init_site(directory: Path, *, virtual: bool, site: str = "demo-site",
         drives=VIRTUAL_DRIVES if virtual else REAL_DRIVES,
     ))
     create_catalog(directory / "catalog.sqlite").close()
-    keys = make_site_keys(directory / "keys", passphrase, demo=virtual)
+    keys = make_site_keys(directory / "keys", passphrase, keep_passphrase=demo_secret)
     return InitResult(directory, config, directory / "catalog.sqlite", keys, samples)
 
 
-def make_site_keys(keys_dir: Path, passphrase: str | None, *, demo: bool) -> list[Path]:
+def make_site_keys(keys_dir: Path, passphrase: str, *, keep_passphrase: bool) -> list[Path]:
     """Generate the site and escrow key pairs; a demo site keeps its passphrase in a file."""
     from tapearc.keys import generate_keypair
 
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if passphrase is None:
-        if not demo:
-            from tapearc.keys import passphrase_from_env_or_prompt
-
-            passphrase = passphrase_from_env_or_prompt(confirm=True)
-        else:
-            passphrase = secrets.token_urlsafe(24)
-            secret = keys_dir / "demo-passphrase"
-            fd = os.open(secret, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(passphrase + "\n")
+    if keep_passphrase:
+        secret = keys_dir / "demo-passphrase"
+        fd = os.open(secret, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(passphrase + "\n")
     created = []
     for name in ("site", "escrow"):
         generate_keypair(keys_dir, name, passphrase)

@@ -50,6 +50,10 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         (GOOD + '[archive]\nread_rate = "fast"\n', "archive.read_rate"),
         (GOOD + '[verify]\nafter_write = "maybe"\n', "verify.after_write"),
         (GOOD.replace('sources = ["pacs"]', "sources = 3"), "ingest.sources"),
+        (GOOD.replace("sources =", "source ="), "ingest.source"),  # a misspelt key
+        (GOOD + "[archiv]\nbuffer = 1\n", "[archiv]"),
+        (GOOD + "[rotation]\nmax_onsite_dayz = 3\n", "rotation.max_onsite_dayz"),
+        (GOOD + '[pools.B]\ndrive = "d1"\nvault = "north"\n', "vault"),  # one vault, two pools
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

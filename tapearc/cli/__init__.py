@@ -37,7 +37,9 @@ def _root(
             help="Config file (default: $TAPEARC_CONFIG, then /etc/tapearc/tapearc.toml).",
         ),
     ] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines.")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Log to stderr: -v warnings, -vv events.")
+    ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Encrypted tape, optical and disk archives of a PACS, in two offsite copy pools."""

@@ -46,8 +46,10 @@ def state(ctx: typer.Context) -> State:
 
 
 def setup_logging(verbose: int, debug: bool) -> None:
-    """One line per event on stderr; the package logs nothing by default except warnings."""
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
+    """One line per event on stderr. Quiet by default: a command's own output says what happened
+    (cron mails one line); -v adds warnings, -vv every event, --debug everything."""
+    level = (logging.DEBUG if debug else logging.INFO if verbose > 1
+             else logging.WARNING if verbose else logging.CRITICAL)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("tapearc")

@@ -29,10 +29,16 @@ def find(
 ) -> None:
     """Find studies by UID, patient ID, accession, date range or modality."""
     from tapearc.catalog import StudyFilter, open_catalog
+    from tapearc.errors import UsageError
 
+    if limit < 1:
+        raise UsageError(f"--limit {limit}: give 1 or more")
+    first, last = _date(date_from), _date(date_to)
+    if first and last and first > last:
+        raise UsageError(f"--from {date_from} is after --to {date_to}")
     flt = StudyFilter(
         study_uid=study_uid, patient_id=patient_id, accession=accession,
-        date_from=_date(date_from), date_to=_date(date_to),
+        date_from=first, date_to=last,
         modality=modality.upper() if modality else None, limit=limit,
     )
     with open_catalog(state(ctx).settings().catalog_path) as catalog:
@@ -58,9 +64,13 @@ def _date(value: str | None) -> str | None:
     """Accept YYYY-MM-DD as well as DICOM's YYYYMMDD."""
     if value is None:
         return None
-    digits = value.replace("-", "")
-    if len(digits) != 8 or not digits.isdigit():
-        from tapearc.errors import UsageError
+    from datetime import datetime
 
-        raise UsageError(f"date {value!r} is not YYYYMMDD or YYYY-MM-DD")
+    from tapearc.errors import UsageError
+
+    digits = value.replace("-", "")
+    try:
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise UsageError(f"date {value!r} is not a date as YYYYMMDD or YYYY-MM-DD") from None
     return digits

@@ -45,7 +45,12 @@ def plan(
     with open_catalog(settings.catalog_path) as catalog:
         today = build_plan(settings, catalog, loaded)
     if manifest is not None:
-        manifest.write_text(manifest_html(today, settings.site), encoding="utf-8")
+        try:
+            manifest.write_text(manifest_html(today, settings.site), encoding="utf-8")
+        except OSError as exc:
+            from tapearc.errors import UsageError
+
+            raise UsageError(f"cannot write the manifest {manifest}: {exc.strerror}") from None
     if as_json:
         print_json(today.as_json())
         return

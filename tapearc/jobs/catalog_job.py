@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, create_catalog, open_catalog
 from tapearc.config import Settings
-from tapearc.errors import CatalogError, FormatError, NoMedium
+from tapearc.errors import FormatError, NoMedium, UsageError
 from tapearc.jobs.common import load_identities_for, open_drive
 from tapearc.jobs.index_doc import IndexDoc
 
@@ -124,7 +124,9 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
     from tapearc.jobs.write_job import snapshot_catalog
 
     if target.exists():
-        raise CatalogError(f"{target} exists; choose a new file name")
+        raise UsageError(f"{target} exists", hint="choose a new file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"no folder {target.parent} to write {target.name} into")
     recipients = load_recipients(settings)
     with open_catalog(settings.catalog_path) as catalog, \
             tempfile.TemporaryDirectory(prefix="tapearc-backup-") as tmp:

@@ -32,8 +32,8 @@ def open_drive(settings: Settings, drive: str) -> Driver:
 
     try:
         cfg = settings.drives[drive]
-    except KeyError:
-        raise ConfigError(f"no drive {drive!r} in the config",
+    except KeyError:  # configured names are checked at load: this one came from the command line
+        raise UsageError(f"no drive {drive!r} in the config",
                           hint=f"configured: {', '.join(sorted(settings.drives)) or 'none'}") from None
     # keys the drive session reads (library slot, TapeAlert device), not the driver
     options = {k: v for k, v in cfg.options.items() if k not in SESSION_KEYS}

@@ -145,6 +145,10 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     """
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
+    unknown = [uid for uid in dict.fromkeys(study_uids)
+               if not catalog.query("SELECT 1 FROM studies WHERE study_uid = ?", (uid,))]
+    if unknown:  # before anything is read or made
+        raise NotFound(f"not in the catalog: {', '.join(unknown)}", hint="tapearc find")
     dest.mkdir(parents=True, exist_ok=True)
     loaded = drives_by_barcode(settings)
     results = {uid: RecalledStudy(uid) for uid in dict.fromkeys(study_uids)}

@@ -322,6 +322,20 @@ def _force_reason(force: bool, reason: str | None) -> None:
         raise UsageError("--force needs --reason: the audit log records why a rule was overridden")
 
 
+def check_place(settings: Settings, where: Location) -> None:
+    """A vault or drive named on the command line must be in the config (``--force`` does not
+    change that: a typo would record a cartridge somewhere that does not exist)."""
+    vaults = {p.vault for p in settings.pools.values()}
+    if where.kind in (rotation.TRANSIT_TO, rotation.VAULT, rotation.TRANSIT_BACK) \
+            and where.place not in vaults:
+        raise UsageError(f"no vault {where.place!r} in the config",
+                         hint=f"vaults: {', '.join(sorted(vaults))}")
+    if where.kind == rotation.DRIVE and where.place is not None \
+            and where.place not in settings.drives:
+        raise UsageError(f"no drive {where.place!r} in the config",
+                         hint=f"drives: {', '.join(sorted(settings.drives))}")
+
+
 def move(settings: Settings, catalog: Catalog, barcode: str, location: str, *,
          reason: str | None = None, force: bool = False, who: str | None = None,
          scanned: str | None = None, loaded: Mapping[str, str] | None = None) -> MoveResult:
@@ -331,6 +345,7 @@ def move(settings: Settings, catalog: Catalog, barcode: str, location: str, *,
     _force_reason(force, reason)
     code = check_barcode(barcode)
     dst = parse_location(location)
+    check_place(settings, dst)
     policy = load_policy(settings)
     who = who or actor()
     with catalog.transaction() as c:
@@ -356,6 +371,8 @@ def ship(settings: Settings, catalog: Catalog, barcodes: Sequence[str] | None = 
     policy = load_policy(settings)
     who = who or actor()
     moves: list[tuple[str, Location | None, str, str | None]] = []
+    if to:
+        check_place(settings, Location(rotation.TRANSIT_TO, to))
     if barcodes:
         for raw in barcodes:
             moves.append((check_barcode(raw), Location(rotation.TRANSIT_TO, to) if to else None,

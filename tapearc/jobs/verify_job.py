@@ -56,10 +56,12 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
     back must hash to the ciphertext digest taken while writing, and the index must be there.
     The result and date are recorded per archive. Failures are listed, not raised.
     """
+    from tapearc.jobs.cartridge_job import check_barcode
     from tapearc.jobs.recall_job import drives_by_barcode
 
     if sample is not None and sample < 1:
         raise UsageError(f"--sample {sample}: give a number of archives, 1 or more")
+    barcode = check_barcode(barcode)
     cart = catalog.cartridge(barcode)
     archives = catalog.archives(barcode)
     if archive_ids is not None:

@@ -133,3 +133,23 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(argv, capture_output=True, env=env, check=True)
     return time.perf_counter() - start
+
+
+def test_bad_values_on_the_command_line_are_usage_errors(
+    site: Site, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for argv in (["find", "--from", "2024-13-45"], ["find", "--from", "2025-01-01", "--to",
+                 "2024-01-01"], ["find", "--limit", "-5"], ["verify", "bad code!"],
+                 ["cartridge", "eject", "nosuch"],
+                 ["catalog", "backup", "--to", str(tmp_path / "no" / "dir" / "f")]):
+        code, _, err = run(argv, capsys)
+        assert code == 2, (argv, err)
+        assert err.count("\n") == 1 and "unexpected" not in err, err
+
+
+def test_a_nightly_without_sources_is_a_config_error(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.config.write_text(site.config.read_text().replace('sources = ["pacs"]', "sources = []"))
+    code, _, err = run(["nightly"], capsys)
+    assert code == 78 and "ingest.sources" in err

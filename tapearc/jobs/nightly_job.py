@@ -83,7 +83,7 @@ class NightlyReport:
         for pool, r in self.pools.items():
             where = f" on {','.join(r.written)}" if r.written else ""
             parts.append(f"pool {pool}: {r.archives} archives, {r.bytes} bytes{where}")
-        parts.append(f"pending {self.pending}")
+        parts.append(f"pending {self.pending} instances")
         if self.verified:
             parts.append(f"verified {self.verified}")
         return "; ".join(parts)

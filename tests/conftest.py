@@ -5,6 +5,7 @@ Tests that need an external program call ``tests.support.need_tool``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,3 +22,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
     yield
+    # a CLI test run in-process configures the package logger; later tests (caplog) need it plain
+    package_log = logging.getLogger("tapearc")
+    package_log.handlers.clear()
+    package_log.setLevel(logging.NOTSET)
+    package_log.propagate = True

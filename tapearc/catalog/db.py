@@ -667,6 +667,14 @@ class Catalog:
             (digest,),
         )
 
+    def drive_out_of_use(self, drive: str) -> str | None:
+        """When ``drive`` was put out of use (a TapeAlert hardware fault), or None if it is in
+        use: the last ``drive.failed`` not followed by a ``drive.cleared`` in the audit log."""
+        row = self.conn.execute(
+            "SELECT action, at FROM audit WHERE subject = ? AND action IN"
+            " ('drive.failed', 'drive.cleared') ORDER BY id DESC LIMIT 1", (drive,)).fetchone()
+        return str(row[1]) if row and row[0] == "drive.failed" else None
+
     def verify_audit(self) -> tuple[int, int | None]:
         """Walk the chain; return (rows checked, id of the first bad row or None).
 

@@ -46,6 +46,19 @@ def configured_drives(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def _clear(settings: Settings, drive: str) -> None:
+    """Record (audited) that a drive put out of use by a hardware fault was serviced."""
+    from tapearc.catalog import open_catalog
+    from tapearc.catalog.db import actor
+    from tapearc.errors import UsageError
+
+    if drive not in settings.drives:
+        raise UsageError(f"no drive {drive!r} in the config",
+                         hint=f"drives: {', '.join(sorted(settings.drives))}")
+    with open_catalog(settings.catalog_path) as catalog:
+        catalog.audit("drive.cleared", drive, {"who": actor()})
+
+
 def _same_device(a: str, b: str) -> bool:
     try:
         return os.path.realpath(a) == os.path.realpath(b)
@@ -70,12 +83,18 @@ def drives(
     no_status: Annotated[bool, typer.Option("--no-status",
                                             help="Do not ask configured drives for their media.")]
     = False,
+    clear: Annotated[str | None, typer.Option(
+        "--clear", metavar="DRIVE", help="Put a serviced drive back in use after a fault.")] = None,
 ) -> None:
     """Configured drives with their media state, and the tape and optical drives udev finds."""
     from tapearc.discovery import discover
     from tapearc.errors import ConfigError
 
     st = state(ctx)
+    if clear is not None:
+        _clear(st.settings(), clear)
+        typer.echo(f"drive {clear} is back in use")
+        return
     configured: list[dict[str, Any]] = []
     config_error = None
     try:

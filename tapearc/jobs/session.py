@@ -80,6 +80,12 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
     sg_logs = _option(settings, drive, "sg_logs") or "sg_logs"
     changer = library(settings)
     index = _option(settings, drive, "changer_drive")
+    failed_at = catalog.drive_out_of_use(drive)
+    if failed_at is not None:
+        notes.needs.append(f"drive {drive} is out of use since {failed_at} (hardware fault); "
+                           f"pool {pool} not written; after service: tapearc drives --clear {drive}")
+        yield False
+        return
     if sg_device:
         before = _read_alerts(str(sg_device), str(sg_logs), notes, drive)
         if before is not None and before.drive_failed:

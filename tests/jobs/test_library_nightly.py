@@ -102,3 +102,35 @@ def test_recall_has_the_robot_fetch_the_cartridge(
                           identities=[site.identity])
     assert result.verified and result.needs is None
     assert lib.in_drive(0) == "A00001"
+
+
+def test_a_drive_with_a_hardware_fault_stays_out_of_use_until_cleared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from tapearc.cli import main
+
+    site = make_site(tmp_path / "site")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    fake = FAKES / "sg_logs" / "sg_logs"
+    monkeypatch.setenv("FAKE_SG_LOGS_OUTPUT",
+                       str(fixture_path("sg_logs", "generated-hardware-b.txt")))
+    configure(site, extra_a=f'sg_device = "/dev/sg1"\nsg_logs = "{fake}"\n')
+    generate_studies(site.pacs, 1, instances_per_study=2, pixel_bytes=10_000)
+    first = run_nightly(site.settings)
+    assert first.exit_code == 75 and first.pools.get("A") is None  # refused before writing
+    # the fault is gone from the page (it was read), yet the drive stays out of use
+    monkeypatch.setenv("FAKE_SG_LOGS_OUTPUT",
+                       str(fixture_path("sg_logs", "ibm-ult3580-tda-clear.txt")))
+    second = run_nightly(site.settings)
+    assert second.exit_code == 75 and any("out of use" in n for n in second.needs)
+    assert second.pools.get("A") is None and second.pools["B"].exit_code == 0
+    monkeypatch.setenv("TAPEARC_CONFIG", str(site.config))
+    monkeypatch.setattr(sys, "argv", ["tapearc", "drives", "--clear", "da"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    third = run_nightly(site.settings)
+    assert third.exit_code == 0 and third.pools["A"].archives == 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from tapearc.catalog.db import READABLE_STATES, Catalog, utcnow
 from tapearc.config import Settings
-from tapearc.errors import FormatError, UsageError, WrongMedium
+from tapearc.errors import FormatError, PolicyRefused, UsageError, WrongMedium
 from tapearc.jobs.common import open_drive, pool_drive
 
 BARCODE_RE = re.compile(r"[A-Z0-9]{1,16}")
@@ -79,7 +79,14 @@ def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
     With ``drive`` given, a cartridge the catalog does not know may be loaded too: that is how
     each cartridge is put in a drive for ``catalog rebuild`` after the catalog was lost.
     """
+    from tapearc.rotation import parse_location
+
     barcode = check_barcode(barcode)
+    known = catalog.query("SELECT pool, location FROM cartridges WHERE barcode = ?", (barcode,))
+    if known and parse_location(known[0]["location"], strict=False).offsite:
+        raise PolicyRefused(
+            f"cartridge {barcode} is recorded at {known[0]['location']}, not onsite",
+            hint=f"when it is back, record it first: tapearc rotation receive {barcode}")
     if drive is None:
         cart = catalog.cartridge(barcode)
         driver = pool_drive(settings, cart["pool"])

@@ -15,6 +15,7 @@ import pytest
 from tapearc import clock
 from tapearc.catalog import open_catalog
 from tapearc.catalog.schema import SCHEMA_VERSION, _v1
+from tapearc.errors import PolicyRefused
 from tapearc.jobs import rotation_job
 from tapearc.jobs.cartridge_job import eject_drive, load_cartridge
 from tapearc.jobs.catalog_job import check_catalog
@@ -161,8 +162,15 @@ def test_a_cartridge_recorded_offsite_is_never_appended_to(site: Site) -> None:
     eject_all(site)
     with site.catalog() as cat:
         rotation_job.ship(site.settings, cat, ["A00001"])
-        # someone puts the cartridge back in the drive without receiving it
-        load_cartridge(site.settings, cat, "A00001", "da")
+        # tapearc will not load it while it is recorded offsite ...
+        with pytest.raises(PolicyRefused, match="rotation receive A00001"):
+            load_cartridge(site.settings, cat, "A00001", "da")
+        # ... but someone puts it back in the drive by hand, without receiving it
+        from tapearc.jobs.common import open_drive
+
+        driver = open_drive(site.settings, "da")
+        driver.load("A00001")
+        driver.close()
         used = cat.cartridge("A00001")["bytes_used"]
     generate_studies(site.pacs / "more", 1, instances_per_study=1, pixel_bytes=3_000, seed=9)
     report = run_nightly(site.settings)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tapearc.dicomnet.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.sender import StoreSender
+from tapearc.limits import Limits, RateSetting
 from tapearc.process import run_tool
 from tapearc.synth import generate_studies
 from tests.dicomnet.netns import is_isolated, private_netns

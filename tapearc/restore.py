@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tapearc.dicomnet.limits import Limits, RateLimiter
 from tapearc.dicomnet.peer import Peer
 from tapearc.errors import ConfigError, NotFound, TapearcError, UnavailableError, UsageError
+from tapearc.limits import Limits, RateLimiter
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

@@ -1,8 +1,8 @@
 """Helpers importable by any test module (``from tests.support import need_tool``).
 
 ``need_tool("xorriso")`` skips a test when the program is missing, except under
-``TAPEARC_REQUIRE_TOOLS=1`` (set by CI), where a missing tool fails the test so that CI cannot go
-green by skipping.
+``TAPEARC_REQUIRE_TOOLS=1`` (set by ``./dev test`` as root, so in CI), where a missing tool fails
+the test so that CI cannot go green by skipping.
 """
 
 from __future__ import annotations

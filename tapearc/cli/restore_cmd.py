@@ -63,10 +63,10 @@ def send_to_pacs(ctx: typer.Context, kind: str, to_pacs: str, study_uids: list[s
     import json
 
     from tapearc.catalog import open_catalog
-    from tapearc.dicomnet.limits import Limits, parse_setting, parse_window
     from tapearc.dicomnet.peer import TlsOptions, parse_peer
     from tapearc.errors import UsageError
     from tapearc.jobs.restore_job import restore_to_pacs
+    from tapearc.limits import Limits, parse_setting, parse_window
     from tapearc.restore import restore_error_exit
 
     if bool(study_uids) == all_studies:

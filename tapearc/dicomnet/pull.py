@@ -24,7 +24,7 @@ from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.query import QueryClient, StudyMatch, dicom_date_range
 from tapearc.dicomnet.receiver import Receiver, StagingWriter, store_handler
-from tapearc.errors import ConfigError, UnavailableError
+from tapearc.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +235,3 @@ def save_since(state_file: Path, peer: Peer, day: date) -> None:
     tmp = state_file.with_name(state_file.name + ".part")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, state_file)
-
-
-def require_reachable(report: PullReport) -> None:
-    """Raise when no study could be retrieved at all because the PACS did not answer."""
-    if report.studies and all(s.error and "no answer" in s.error for s in report.studies):
-        raise UnavailableError(f"{report.peer} did not answer the retrieve requests",
-                               hint="check that the PACS is running")

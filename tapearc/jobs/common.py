@@ -7,9 +7,8 @@ import json
 import os
 import re
 import socket
-import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from tapearc.config import Settings
 from tapearc.errors import ConfigError, Locked, UsageError
 
 if TYPE_CHECKING:
-    from tapearc.drivers.base import Driver
+    from tapearc.drivers.base import ArchivePosition, Driver
     from tapearc.keys import Identity, Recipient
 
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -38,6 +37,14 @@ def open_drive(settings: Settings, drive: str) -> Driver:
     # keys the drive session reads (library slot, TapeAlert device), not the driver
     options = {k: v for k, v in cfg.options.items() if k not in SESSION_KEYS}
     return make_driver(cfg.driver, drive, options, settings.base_dir, settings.block_size)
+
+
+def position_of(row: Mapping[str, Any]) -> ArchivePosition:
+    """The driver position of a catalog ``archives`` row (or a copy row joined to it)."""
+    from tapearc.drivers.base import ArchivePosition
+
+    return ArchivePosition(row["data_file"], row["start_block"], row["data_blocks"],
+                           row["index_bytes"])
 
 
 def pool_drive(settings: Settings, pool: str) -> Driver:
@@ -125,29 +132,3 @@ def _read_holder(fd: int) -> str:
         return "unknown process"
     return (f"{info.get('what', 'run')} pid {info.get('pid')} on {info.get('host')} "
             f"since {info.get('since')}")
-
-
-class RateLimiter:
-    """Caps a byte rate (token bucket over one-second windows); 0 means no cap.
-
-    ``__call__(n)`` is given each read's size and sleeps when the caller is ahead of the rate, so
-    a nightly write never takes more of the PACS disk than configured.
-    """
-
-    def __init__(self, bytes_per_second: int, clock: Any = time.monotonic,
-                 sleep: Any = time.sleep) -> None:
-        self.rate = bytes_per_second
-        self._clock = clock
-        self._sleep = sleep
-        self._start = clock()
-        self._done = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, nbytes: int) -> None:
-        if self.rate <= 0:
-            return
-        with self._lock:
-            self._done += nbytes
-            ahead = self._done / self.rate - (self._clock() - self._start)
-        if ahead > 0:
-            self._sleep(ahead)

@@ -17,7 +17,7 @@ from typing import Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import TapearcError
-from tapearc.jobs.common import open_drive
+from tapearc.jobs.common import open_drive, position_of
 
 
 @dataclass
@@ -44,7 +44,6 @@ class KeyDrillReport:
 def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: str, *,
               sample: int = 5, seed: int | None = None) -> KeyDrillReport:
     """Open ``sample`` random archives encrypted to the key in ``key_path``; audit the drill."""
-    from tapearc.drivers.base import ArchivePosition
     from tapearc.format.reader import ArchiveReader, open_bytes
     from tapearc.jobs.recall_job import drives_by_barcode
     from tapearc.keys import load_identity
@@ -67,9 +66,7 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
             if drive is not None:
                 driver = open_drive(settings, drive)
                 try:
-                    pos = ArchivePosition(archive["data_file"], archive["start_block"],
-                                          archive["data_blocks"], archive["index_bytes"])
-                    open_bytes(driver.read_index(pos), [identity])
+                    open_bytes(driver.read_index(position_of(archive)), [identity])
                 finally:
                     driver.close()
                 report.read_from_medium += 1

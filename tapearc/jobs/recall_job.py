@@ -20,12 +20,12 @@ from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.drivers.layout import write_atomic
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
-from tapearc.jobs.common import load_identities_for, open_drive, safe_output_path
+from tapearc.jobs.common import load_identities_for, open_drive, position_of, safe_output_path
 from tapearc.jobs.rotation_job import recall_needs
 from tapearc.rotation import parse_location
 
 if TYPE_CHECKING:
-    from tapearc.drivers.base import ArchivePosition, Driver
+    from tapearc.drivers.base import Driver
     from tapearc.format.reader import ArchiveReader
     from tapearc.keys import Identity
 
@@ -286,19 +286,12 @@ def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]
         yield run
 
 
-def _position(row: dict[str, Any]) -> ArchivePosition:
-    from tapearc.drivers.base import ArchivePosition
-
-    return ArchivePosition(row["data_file"], row["start_block"], row["data_blocks"],
-                           row["index_bytes"])
-
-
 def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], dest: Path,
               results: dict[str, RecalledStudy]) -> None:
     start = run[0]["data_offset"]
     end = run[-1]["data_offset"] + run[-1]["length"]
     first, count = reader.span(start, max(1, end - start))
-    cursor = BlockCursor(driver.read_blocks(_position(run[0]), first, count), first)
+    cursor = BlockCursor(driver.read_blocks(position_of(run[0]), first, count), first)
     total = run[0]["data_blocks"]
     result = results[run[0]["study_uid"]]
     for m in run:

@@ -19,9 +19,9 @@ from tapearc.errors import NotFound
 from tapearc.jobs.recall_job import choose_cartridge, drives_by_barcode, raise_for, recall
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.limits import Limits
     from tapearc.dicomnet.peer import Peer
     from tapearc.keys import Identity
+    from tapearc.limits import Limits
     from tapearc.restore import Fetch, RestoreReport, StudyRef
 
 

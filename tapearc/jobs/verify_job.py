@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
-from tapearc.errors import IntegrityError, TapearcError, UsageError, WrongMedium
-from tapearc.jobs.common import load_identities_for, open_drive
+from tapearc.errors import EXIT_DATAERR, TapearcError, UsageError, WrongMedium
+from tapearc.jobs.common import load_identities_for, open_drive, position_of
 from tapearc.jobs.index_doc import IndexDoc
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def verify_archive(driver: Driver, catalog: Catalog, archive: dict[str, Any],
     """Check one archive; return its problems (empty when good)."""
     from tapearc.format.reader import ArchiveReader, open_bytes
 
-    pos = _position(archive)
+    pos = position_of(archive)
     problems: list[str] = []
     copies = catalog.query("SELECT member, data_offset, length, sha256 FROM copies"
                            " WHERE archive_id = ? ORDER BY data_offset", (archive["id"],))
@@ -142,19 +142,12 @@ def verify_archive(driver: Driver, catalog: Catalog, archive: dict[str, Any],
         if index.archive_uuid != archive["archive_uuid"]:
             problems.append("the index belongs to another archive")
     except TapearcError as exc:
-        if not isinstance(exc, IntegrityError) and exc.exit_code != 65:
+        if exc.exit_code != EXIT_DATAERR:  # not a finding about the data: a drive or key problem
             raise
         problems.append(str(exc))
     for p in problems:
         log.error("verify %s archive %s: %s", archive["barcode"], archive["data_file"], p)
     return problems
-
-
-def _position(archive: dict[str, Any]) -> Any:
-    from tapearc.drivers.base import ArchivePosition
-
-    return ArchivePosition(archive["data_file"], archive["start_block"], archive["data_blocks"],
-                           archive["index_bytes"])
 
 
 def verify_medium(driver: Driver, archive: dict[str, Any],
@@ -167,7 +160,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any],
         return None
     from tapearc.jobs.write_job import medium_checksum
 
-    pos = _position(archive)
+    pos = position_of(archive)
     crc = 0
     blocks = 0
     try:
@@ -176,7 +169,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any],
             blocks += 1
         index = driver.read_index(pos)
     except TapearcError as exc:
-        if exc.exit_code != 65:
+        if exc.exit_code != EXIT_DATAERR:
             raise
         return [str(exc)]
     problems = []

@@ -8,6 +8,7 @@ archives unless it is larger than a whole cartridge.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -29,7 +30,7 @@ from tapearc.errors import (
     TapearcError,
     WrongMedium,
 )
-from tapearc.jobs.common import RateLimiter, load_recipients, member_name, pool_drive
+from tapearc.jobs.common import load_recipients, member_name, pool_drive, position_of
 from tapearc.jobs.index_doc import IndexDoc
 from tapearc.rotation import writable_location
 
@@ -254,15 +255,24 @@ def suggest_cartridge(catalog: Catalog, pool: str, but: str | None = None) -> st
     return f"label and load a new pool {pool} cartridge: tapearc cartridge label BARCODE --pool {pool}"
 
 
+def read_throttle(bytes_per_second: int) -> Callable[[int], None] | None:
+    """What the archive writer calls after each source read to hold ``archive.read_rate``."""
+    if not bytes_per_second:
+        return None
+    from tapearc.limits import MB, Limits, RateLimiter, RateSetting
+
+    limiter = RateLimiter(Limits(default=RateSetting(mb_per_s=bytes_per_second / MB)))
+
+    def throttle(nbytes: int) -> None:
+        limiter.acquire(nbytes)
+
+    return throttle
+
+
 def last_position(catalog: Catalog, barcode: str) -> ArchivePosition | None:
     """The catalog's last archive on a cartridge, as a driver position."""
-    from tapearc.drivers.base import ArchivePosition
-
     row = catalog.last_archive(barcode)
-    if row is None:
-        return None
-    return ArchivePosition(row["data_file"], row["start_block"], row["data_blocks"],
-                           row["index_bytes"])
+    return None if row is None else position_of(row)
 
 
 #: Asked for the next medium when the loaded one is full: (driver, full label, why) -> the label
@@ -290,22 +300,18 @@ def write_pool(
         label = loaded_cartridge(driver, catalog, settings, pool)
         result.barcode = label.barcode
         recipients = load_recipients(settings)
-        throttle = RateLimiter(settings.read_rate) if settings.read_rate else None
+        throttle = read_throttle(settings.read_rate)
         while studies:
             cart = catalog.cartridge(label.barcode)
-            free = _free_bytes(driver, cart)
-            batch, nstudies = plan_archive(studies, free, settings.max_archive_bytes,
-                                           cart["capacity"], settings.block_size,
-                                           empty=not catalog.archives(label.barcode))
-            if not batch:
-                catalog.set_cartridge_state(label.barcode, "full", "no room for the next study")
-                full = MediumFull(f"cartridge {label.barcode} (pool {pool}) is full",
-                                  hint=f"load a new pool {pool} cartridge and run again")
-                label = _next_medium(next_medium, driver, label, full)
-                result.barcode = label.barcode
-                studies = group_by_study(catalog.pending_instances(pool))
-                continue
             try:
+                batch, nstudies = plan_archive(
+                    studies, _free_bytes(driver, cart), settings.max_archive_bytes,
+                    cart["capacity"], settings.block_size,
+                    empty=catalog.last_archive(label.barcode) is None)
+                if not batch:
+                    catalog.set_cartridge_state(label.barcode, "full", "no room for the next study")
+                    raise MediumFull(f"cartridge {label.barcode} (pool {pool}) is full",
+                                     hint=f"load a new pool {pool} cartridge and run again")
                 written = write_archive(settings, catalog, driver, label, batch, recipients,
                                         run_id=run_id, throttle=throttle, progress=progress)
             except MediumFull as full:
@@ -468,12 +474,8 @@ def write_archive(
 def _abandon(writer: ArchiveWriter | None, pump: BlockPump, sink: Any) -> None:
     if writer is not None:
         writer.abort()
-    try:
+    with contextlib.suppress(TapearcError, OSError):  # the error that got us here is raised
         pump.finish()
-    except TapearcError:
-        pass
-    except OSError:
-        pass
     try:
         sink.abort()
     except TapearcError as exc:

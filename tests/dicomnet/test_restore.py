@@ -40,7 +40,7 @@ def _count_states(journal: Journal) -> dict[str, int]:
 _CHILD = """
 import sys, sqlite_utils
 from pathlib import Path
-from tapearc.dicomnet.limits import Limits, RateSetting
+from tapearc.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
 from tapearc.restore import Journal, run_restore, studies_in_folder
 folder, dbpath, port, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -100,7 +100,7 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
 
     import sqlite_utils
 
-    from tapearc.dicomnet.limits import Limits, RateSetting
+    from tapearc.limits import Limits, RateSetting
     from tests.dicomnet.orthanc import PACS_AET
 
     orthanc = start_orthanc("pacs")
@@ -146,7 +146,7 @@ def test_refused_instance_does_not_stop_the_run(
     from pydicom import dcmread
     from pydicom.uid import UID
 
-    from tapearc.dicomnet.limits import Limits
+    from tapearc.limits import Limits
     from tapearc.synth import generate_studies
 
     studies = generate_studies(tmp_path / "src", 3, instances_per_study=3, pixel_bytes=2048)

@@ -10,9 +10,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from tapearc.dicomnet.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.sender import StoreSender
+from tapearc.limits import Limits, RateSetting
 from tapearc.synth import generate_studies
 from tests.dicomnet.orthanc import Orthanc
 

@@ -7,15 +7,15 @@ from datetime import time as dtime
 
 import pytest
 
-from tapearc.dicomnet.limits import (
+from tapearc.dicomnet.peer import Peer, parse_peer
+from tapearc.errors import UsageError
+from tapearc.limits import (
     Limits,
     RateLimiter,
     RateSetting,
     parse_setting,
     parse_window,
 )
-from tapearc.dicomnet.peer import Peer, parse_peer
-from tapearc.errors import UsageError
 from tapearc.restore import StudyRef, order_studies
 
 

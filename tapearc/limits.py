@@ -1,8 +1,10 @@
-"""Rate and concurrency limits for sending to a PACS, changeable per time of day.
+"""Rate and concurrency limits, changeable per time of day, so tapearc never starves the PACS.
 
 A restore must not starve the PACS it restores into: during the day it may send at 5 MB/s over
-one association, at night at full speed over four. ``Limits.at(now)`` picks the setting of the
-first window that contains ``now`` (windows may wrap midnight), else the default.
+one association, at night at full speed over four. The nightly write uses the same pacing for
+its reads of the PACS disk (``archive.read_rate``), so clinicians keep their storage.
+``Limits.at(now)`` picks the setting of the first window that contains ``now`` (windows may wrap
+midnight), else the default.
 ``RateLimiter`` paces instances so that both the MB/s and the instances/s limits hold over any
 stretch of the run, shared by all sending threads.
 """

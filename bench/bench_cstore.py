@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python bench/bench_cstore.py [--instances 500] [--concurrency 3] [--repeat 3]``
 
-Generates N synthetic CT instances (512x512x16 bit, about 0.5 MB each) with ``tapearc.synth``,
+Generates N synthetic CT instances (512x512x16 bit, about 0.5 MB each) with ``tests.synth``,
 starts a fresh Orthanc (TCP_NODELAY=1, MaximumPduLength 131072) for each sender in a private
 network namespace (root needed, or run the whole script under ``unshare -rn``), sends the same
 files with ``storescu`` (TCP_NODELAY=1, one association, the anchor) and with tapearc's
@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.sender import StoreSender
-from tapearc.limits import Limits, RateSetting
-from tapearc.process import run_tool
-from tapearc.synth import generate_studies
+from tapearc.support.limits import Limits, RateSetting
+from tapearc.support.process import run_tool
 from tests.dicomnet.netns import is_isolated, private_netns
 from tests.dicomnet.orthanc import PACS_AET, Orthanc
+from tests.synth import generate_studies
 
 
 @contextlib.contextmanager

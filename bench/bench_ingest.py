@@ -4,7 +4,7 @@ Run by hand (not in pytest)::
 
     .venv/bin/python bench/bench_ingest.py [--files 5000] [--known 100000] [--dir /dev/shm/...]
 
-First scan: ``--files`` synthetic DICOM instances (``tapearc.synth``, 64 KiB of pixels), page-
+First scan: ``--files`` synthetic DICOM instances (``tests.synth``, 64 KiB of pixels), page-
 cached, catalogued from scratch: open, read, SHA-256, pydicom header parse with
 ``stop_before_pixels``, completeness check, catalog insert. Anchor: ``sha256sum`` over the same
 files (reading and hashing every byte is the floor of what ingest must do).
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from tapearc.catalog import create_catalog
-from tapearc.ingest import ingest, walk_files
-from tapearc.process import run_tool
-from tapearc.synth import generate_studies
+from tapearc.ingest.scan import ingest, walk_files
+from tapearc.support.process import run_tool
+from tests.synth import generate_studies
 
 
 def timed_shell(command: str) -> float:

@@ -4,7 +4,7 @@ Run by hand (not in pytest)::
 
     .venv/bin/python bench/bench_nightly.py [--mb 1024] [--rounds 3] [--dir /dev/shm/tapearc-bench]
 
-Data: synthetic CT studies (``tapearc.synth``, 512 KiB instances, 50 per study) on tmpfs,
+Data: synthetic CT studies (``tests.synth``, 512 KiB instances, 50 per study) on tmpfs,
 ingested once. Each round, in rotated order:
 
 * ``write``: ``write_pool`` of pool A onto a freshly labelled virtual cartridge on tmpfs: tar
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 
 ANCHOR = "tar cf - -C {dir} . | openssl enc -aes-256-ctr -pbkdf2 -pass pass:x | cat > /dev/null"
 
@@ -39,9 +39,9 @@ def build_site(root: Path, megabytes: int) -> Any:
     """A site on tmpfs with ≥ ``megabytes`` of studies, ingested."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tapearc.catalog import open_catalog
-    from tapearc.ingest import ingest
-    from tapearc.synth import generate_studies
+    from tapearc.ingest.scan import ingest
     from tests.jobs.site import make_site
+    from tests.synth import generate_studies
 
     if root.exists():
         shutil.rmtree(root)
@@ -57,7 +57,7 @@ def build_site(root: Path, megabytes: int) -> Any:
 
 
 def run_write(site: Any, barcode: str) -> tuple[float, int]:
-    from tapearc.jobs.write_job import write_pool
+    from tapearc.jobs.write import write_pool
 
     site.label(barcode, "A")
     with site.catalog() as cat:
@@ -79,11 +79,11 @@ def run_anchor(data: Path) -> float:
 
 def recall_ratio(site: Any) -> tuple[float, int, int]:
     from tapearc.catalog import StudyFilter
-    from tapearc.jobs import recall_job
+    from tapearc.jobs import recall as recall_job
 
     barcode = "RECALL1"
     site.label(barcode, "A")
-    from tapearc.jobs.write_job import write_pool
+    from tapearc.jobs.write import write_pool
 
     with site.catalog() as cat:
         write_pool(site.settings, cat, "A")

@@ -4,7 +4,7 @@ Run by hand (not in pytest)::
 
     .venv/bin/python bench/bench_write_stream.py [--mb 1024] [--rounds 5] [--dir DIR]
 
-Data: synthetic DICOM studies from ``tapearc.synth`` (CT, 512 KiB of pixels per instance, one
+Data: synthetic DICOM studies from ``tests.synth`` (CT, 512 KiB of pixels per instance, one
 folder per study and series, so member names are real UIDs), at least ``--mb`` megabytes, made
 once under ``--dir`` and read once to put them in the page cache. Each round runs, in rotated
 order:
@@ -18,7 +18,7 @@ order:
 
 MB/s = tar stream bytes / 10^6 / wall seconds. The ratio is anchor wall / tapearc wall within
 the same round (> 1: tapearc is faster). The machine is shared and noisy, so medians of
-interleaved rounds are reported. Children run through ``tapearc.process.run_tool``; their CPU
+interleaved rounds are reported. Children run through ``tapearc.support.process.run_tool``; their CPU
 time comes from ``RUSAGE_CHILDREN``.
 """
 
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 
 ANCHOR = "tar cf - -C {dir} . | openssl enc -aes-256-ctr -pbkdf2 -pass pass:x | cat > /dev/null"
 FILE_LIST = "files.json"
@@ -55,13 +55,13 @@ def make_data(root: Path, megabytes: int) -> list[tuple[str, str, int]]:
     per_study = min(100, instances)
     n_studies = -(-instances // per_study)
     try:
-        from tapearc.synth import generate_studies
+        from tests.synth import generate_studies
 
         generate_studies(
             data, n_studies, instances_per_study=per_study, series_per_study=min(4, per_study),
             pixel_bytes=instance_bytes, modalities=("CT",), layout="tree",
         )  # fmt: skip
-    except ImportError:  # before tapearc.synth existed: plain random files of 0.5 MB
+    except ImportError:  # before tests.synth existed: plain random files of 0.5 MB
         for i in range(n_studies * per_study):
             path = data / f"1.2.3.{i // per_study}" / "1.2.3.0" / f"1.2.3.4.{i}.dcm"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +85,8 @@ def child(listing: Path, block_size: int, one_cpu: bool) -> None:
     """The measured tapearc run (a separate process); prints one JSON line."""
     if one_cpu:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from tapearc.format.keys import Identity
     from tapearc.format.writer import ArchiveWriter
-    from tapearc.keys import Identity
 
     t0 = time.perf_counter()
     rows = json.loads(listing.read_text())

@@ -188,7 +188,7 @@ def parse_settings(doc: dict[str, Any], path: Path | None) -> Settings:
         raw=doc,
     )
     # the rotation policy is checked here too, so a bad [rotation] table stops every command
-    from tapearc.rotation import parse_policy
+    from tapearc.rotation.policy import parse_policy
 
     parse_policy(settings.section("rotation"), {p: c.vault for p, c in pools.items()}, where)
     return settings

@@ -20,9 +20,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tapearc import clock  # one settable clock, so tests can simulate weeks
 from tapearc.catalog.schema import migrate
 from tapearc.errors import CatalogError, NotFound
+from tapearc.support import clock  # one settable clock, so tests can simulate weeks
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
 from tapearc.errors import ConfigError, UnavailableError
-from tapearc.limits import Limits, RateLimiter
+from tapearc.support.limits import Limits, RateLimiter
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association

@@ -196,7 +196,7 @@ class Driver(ABC):
     @classmethod
     def check_available(cls) -> None:
         """Raise ``ToolMissing`` (69) naming the package to install if a required tool is absent."""
-        from tapearc.process import resolve
+        from tapearc.support.process import resolve
 
         for program in cls.requires:
             resolve(program)

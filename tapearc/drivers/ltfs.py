@@ -58,7 +58,7 @@ from tapearc.errors import (
     WriteProtected,
     WrongMedium,
 )
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ from tapearc.errors import (
     UsageError,
     WrongMedium,
 )
-from tapearc.process import Completed, run_tool
+from tapearc.support.process import Completed, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class OpticalDriver(Driver):
 
     def check_programs(self) -> None:
         """Raise ``ToolMissing`` (69) if xorriso or the configured cdrecord program is absent."""
-        from tapearc.process import resolve
+        from tapearc.support.process import resolve
 
         resolve(self.xorriso)
         if self.writer == "cdrecord":

@@ -33,7 +33,7 @@ from tapearc.errors import (
     ToolMissing,
     WriteProtected,
 )
-from tapearc.process import install_hint, resolve, run_tool
+from tapearc.support.process import install_hint, resolve, run_tool
 
 _POSITION = re.compile(r"^File number=(-?\d+), block number=(-?\d+), partition=(\d+)\.?\s*$", re.MULTILINE)
 _BLOCK = re.compile(r"^Tape block size (\d+) bytes\. Density code 0x([0-9a-fA-F]+)", re.MULTILINE)

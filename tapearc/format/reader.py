@@ -15,7 +15,7 @@ from tapearc.errors import FormatError, IntegrityError, WrongKeyError
 from tapearc.format import tae
 
 if TYPE_CHECKING:
-    from tapearc.keys import Identity
+    from tapearc.format.keys import Identity
 
 _MIN_BLOCK = 1 << tae.MIN_BLOCK_LOG2
 

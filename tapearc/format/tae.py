@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tapearc.errors import ConfigError, FormatError, IntegrityError, WrongKeyError
 
 if TYPE_CHECKING:
-    from tapearc.keys import Identity, Recipient
+    from tapearc.format.keys import Identity, Recipient
 
 MAGIC = b"\x89TAPEARC"
 VERSION = 1
@@ -130,7 +130,7 @@ def build_header(
     )
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from tapearc.keys import public_bytes
+    from tapearc.format.keys import public_bytes
 
     if not recipients:
         raise FormatError("an archive needs at least one recipient key; configure recipient_files")
@@ -215,7 +215,7 @@ def unwrap_file_key(header: Header, identities: Sequence[Identity]) -> bytes:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from tapearc.keys import public_bytes
+    from tapearc.format.keys import public_bytes
 
     by_id = {ident.key_id: ident for ident in identities}
     for stanza in header.stanzas:

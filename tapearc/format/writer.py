@@ -22,7 +22,7 @@ from tapearc.errors import NotFound
 from tapearc.format import tae, tarstream
 
 if TYPE_CHECKING:
-    from tapearc.keys import Recipient
+    from tapearc.format.keys import Recipient
 
 log = logging.getLogger(__name__)
 

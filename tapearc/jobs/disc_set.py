@@ -17,7 +17,7 @@ from tapearc.config import Settings
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver, Label
-    from tapearc.jobs.write_job import NextMedium
+    from tapearc.jobs.write import NextMedium
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 # LTO labels end in a media id (L9, LY, M8 ...): the number to count on comes before it
@@ -62,8 +62,8 @@ def prompt_next_medium(
     The operator presses Enter to take the suggested barcode, types another, or types ``q`` to
     stop (the write then ends with exit 75 as under cron).
     """
-    from tapearc.jobs.cartridge_job import label_cartridge
-    from tapearc.jobs.write_job import loaded_cartridge
+    from tapearc.jobs.cartridge import label_cartridge
+    from tapearc.jobs.write import loaded_cartridge
 
     def next_medium(driver: Driver, full: Label, why: str) -> Label | None:
         suggestion = next_barcode([c["barcode"] for c in catalog.cartridges(pool)])

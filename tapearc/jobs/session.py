@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
 from tapearc.errors import ConfigError, NoMedium, TapearcError
-from tapearc.jobs.common import open_drive
+from tapearc.jobs.media import open_drive
 
 if TYPE_CHECKING:
-    from tapearc.changer import Changer
-    from tapearc.tapealert import AlertActions
+    from tapearc.drivers.changer import Changer
+    from tapearc.drivers.tapealert import AlertActions
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def library(settings: Settings) -> Changer | None:
     device = table.get("device")
     if not isinstance(device, str) or not device:
         raise ConfigError("changer.device is missing", hint='e.g. device = "/dev/sg3"')
-    from tapearc.changer import Changer
+    from tapearc.drivers.changer import Changer
 
     mtx = table.get("mtx", "mtx")
     if not isinstance(mtx, str):
@@ -97,7 +97,7 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
     driver = open_drive(settings, drive)
     try:
         if changer is not None and index is not None:
-            from tapearc.changer import ensure_loaded
+            from tapearc.drivers.changer import ensure_loaded
 
             barcode = cartridge_for(catalog, changer, pool, int(index))
             ensure_loaded(changer, barcode, int(index))
@@ -122,7 +122,7 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
 
 def _read_alerts(sg_device: str, sg_logs: str, notes: SessionNotes,
                  drive: str) -> AlertActions | None:
-    from tapearc.tapealert import check_drive
+    from tapearc.drivers.tapealert import check_drive
 
     try:
         return check_drive(sg_device, sg_logs=sg_logs)
@@ -133,7 +133,7 @@ def _read_alerts(sg_device: str, sg_logs: str, notes: SessionNotes,
 
 def _respond(catalog: Catalog, actions: AlertActions, drive: str, barcode: str | None,
              changer: Changer | None, index: Any, notes: SessionNotes) -> None:
-    from tapearc.tapealert import respond
+    from tapearc.drivers.tapealert import respond
 
     answer = respond(actions, drive=drive, barcode=barcode, changer=changer,
                      drive_index=int(index) if index is not None else 0)

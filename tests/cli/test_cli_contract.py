@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tapearc.cli import app, main
-from tapearc.synth import generate_studies
 from tests.jobs.site import PASSPHRASE, Site, make_site
+from tests.synth import generate_studies
 
 ROOT = Path(__file__).resolve().parents[2]
 

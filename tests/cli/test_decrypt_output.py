@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.synth import generate_studies
+from tapearc.jobs.nightly import run_nightly
 from tests.jobs.site import PASSPHRASE, Site, make_site
 from tests.support import need_tool
+from tests.synth import generate_studies
 
 
 def _site(tmp_path: Path) -> Site:

@@ -75,7 +75,7 @@ def pacs(orthanc: Orthanc) -> Peer:
 @pytest.fixture(scope="session")
 def synth_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 small synthetic studies (CT/MR/CR, 3-6 instances each, 8 KiB of pixels)."""
-    from tapearc.synth import generate_studies
+    from tests.synth import generate_studies
 
     root = tmp_path_factory.mktemp("synth24")
     for k, n in enumerate((3, 4, 5, 6)):
@@ -89,7 +89,7 @@ def db(tmp_path: Path) -> Any:
     """An empty catalog database with the journal tables."""
     import sqlite_utils
 
-    from tapearc.restore import ensure_restore_tables
+    from tapearc.jobs.delivery import ensure_restore_tables
 
     database = sqlite_utils.Database(tmp_path / "catalog.db")
     ensure_restore_tables(database)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 
 CLONE_NEWNET = 0x40000000
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from tapearc.cli import app
 from tapearc.errors import UsageError
-from tapearc.process import run_tool
-from tapearc.synth import generate_studies
+from tapearc.support.process import run_tool
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
 from tests.support import need_tool
+from tests.synth import generate_studies
 
 runner = CliRunner()
 

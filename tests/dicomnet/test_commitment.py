@@ -11,8 +11,8 @@ import pytest
 from tapearc.dicomnet.commitment import CommitmentListener
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.sender import StoreSender, read_info
-from tapearc.synth import generate_studies
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
+from tests.synth import generate_studies
 
 
 def test_commitment_confirms_stored_and_flags_missing(
@@ -37,7 +37,7 @@ def test_restore_confirmed_by_storage_commitment(
     start_orthanc: Callable[..., Orthanc], synth_studies: Path, db: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tapearc.restore import Journal, run_restore, studies_in_folder
+    from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 
     port = free_port()
     orthanc = start_orthanc(
@@ -55,7 +55,7 @@ def test_commitment_without_pacs_knowing_us_falls_back_to_cfind(
     orthanc: Orthanc, pacs: Peer, synth_studies: Path, db: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tapearc.restore import Journal, run_restore, studies_in_folder
+    from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 
     refs, fetch = studies_in_folder(synth_studies)
     report = run_restore(refs[:2], fetch, pacs, Journal.create(db, kind="restore", peer=pacs),

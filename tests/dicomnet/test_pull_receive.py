@@ -14,11 +14,11 @@ from tapearc.catalog.db import create_catalog
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.pull import load_since, pull_studies, save_since
 from tapearc.dicomnet.receiver import Receiver, safe_name
-from tapearc.ingest import ingest
-from tapearc.process import run_tool
-from tapearc.synth import SynthStudy, generate_studies
+from tapearc.ingest.scan import ingest
+from tapearc.support.process import run_tool
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
 from tests.support import need_tool
+from tests.synth import SynthStudy, generate_studies
 
 REAL_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tapearc.dicomnet.peer import Peer
-from tapearc.restore import Journal, run_restore, studies_in_folder
+from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 from tests.dicomnet.orthanc import Orthanc
 
 
@@ -40,9 +40,9 @@ def _count_states(journal: Journal) -> dict[str, int]:
 _CHILD = """
 import sys, sqlite_utils
 from pathlib import Path
-from tapearc.limits import Limits, RateSetting
+from tapearc.support.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
-from tapearc.restore import Journal, run_restore, studies_in_folder
+from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 folder, dbpath, port, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 refs, fetch = studies_in_folder(Path(folder))
 run_restore(refs, fetch, Peer("TESTPACS", "127.0.0.1", port),
@@ -100,7 +100,7 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
 
     import sqlite_utils
 
-    from tapearc.limits import Limits, RateSetting
+    from tapearc.support.limits import Limits, RateSetting
     from tests.dicomnet.orthanc import PACS_AET
 
     orthanc = start_orthanc("pacs")
@@ -146,8 +146,8 @@ def test_refused_instance_does_not_stop_the_run(
     from pydicom import dcmread
     from pydicom.uid import UID
 
-    from tapearc.limits import Limits
-    from tapearc.synth import generate_studies
+    from tapearc.support.limits import Limits
+    from tests.synth import generate_studies
 
     studies = generate_studies(tmp_path / "src", 3, instances_per_study=3, pixel_bytes=2048)
     bad = studies[1].files[0]
@@ -203,7 +203,7 @@ def test_fetch_failure_stops_with_report_and_resumes(
     from collections.abc import Iterator
 
     from tapearc.errors import NoMedium
-    from tapearc.restore import StudyRef
+    from tapearc.jobs.delivery import StudyRef
 
     refs, fetch = studies_in_folder(synth_studies)
 

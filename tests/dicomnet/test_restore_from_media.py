@@ -11,11 +11,11 @@ import pytest
 
 from tapearc.cli import main
 from tapearc.dicomnet.peer import Peer
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.jobs.restore_job import restore_to_pacs
-from tapearc.synth import generate_studies
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.restore import restore_to_pacs
 from tests.dicomnet.orthanc import Orthanc
 from tests.jobs.site import PASSPHRASE, make_site
+from tests.synth import generate_studies
 
 
 def test_restore_20_studies_from_vtape_into_empty_orthanc(

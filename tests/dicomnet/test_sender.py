@@ -12,9 +12,9 @@ from pydicom.data import get_testdata_file
 
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.sender import StoreSender
-from tapearc.limits import Limits, RateSetting
-from tapearc.synth import generate_studies
+from tapearc.support.limits import Limits, RateSetting
 from tests.dicomnet.orthanc import Orthanc
+from tests.synth import generate_studies
 
 # real files nobody here wrote, in several transfer syntaxes (pydicom's test data, offline)
 # (distinct SOP Instance UIDs: MR_small_implicit/_RLE reuse MR_small's, and Orthanc keeps the first)

@@ -15,7 +15,7 @@ from tapearc.dicomnet.pull import pull_studies
 from tapearc.dicomnet.query import QueryClient
 from tapearc.dicomnet.receiver import Receiver
 from tapearc.errors import UnavailableError
-from tapearc.restore import Journal, run_restore, studies_in_folder
+from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
 from tests.dicomnet.tlsca import make_pki
 

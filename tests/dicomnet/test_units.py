@@ -9,14 +9,14 @@ import pytest
 
 from tapearc.dicomnet.peer import Peer, parse_peer
 from tapearc.errors import UsageError
-from tapearc.limits import (
+from tapearc.jobs.delivery import StudyRef, order_studies
+from tapearc.support.limits import (
     Limits,
     RateLimiter,
     RateSetting,
     parse_setting,
     parse_window,
 )
-from tapearc.restore import StudyRef, order_studies
 
 
 def test_parse_peer_forms() -> None:
@@ -150,7 +150,7 @@ def test_journal_tables_idempotent_on_the_real_catalog(tmp_path: object) -> None
     import sqlite_utils
 
     from tapearc.catalog.db import create_catalog
-    from tapearc.restore import Journal, ensure_restore_tables
+    from tapearc.jobs.delivery import Journal, ensure_restore_tables
 
     catalog = create_catalog(Path(str(tmp_path)) / "catalog.db")
     db = sqlite_utils.Database(catalog.conn)

@@ -151,7 +151,7 @@ def _disk_medium(tmp: Path) -> Medium:
         # A read-only bind mount of the volume onto itself: the file system refuses writes, as
         # a write-protected USB disk's would. Needs root (CAP_SYS_ADMIN); skipped without it.
         from tapearc.errors import TapearcError
-        from tapearc.process import run_tool
+        from tapearc.support.process import run_tool
 
         vol = str(root / barcode)
         try:
@@ -189,7 +189,7 @@ def _tape_medium(tmp: Path) -> Medium:
     def new_barcode() -> str:
         if TAPE_ENV.get("TAPEARC_TEST_TAPE_ERASE") != "1":
             pytest.skip("needs a blank tape: set TAPEARC_TEST_TAPE_ERASE=1 to let tests erase it")
-        from tapearc.process import run_tool
+        from tapearc.support.process import run_tool
 
         run_tool([mt, "-f", device, "rewind"], timeout=600)
         run_tool([mt, "-f", device, "erase"], timeout=3600)
@@ -205,13 +205,13 @@ def _tape_medium(tmp: Path) -> Medium:
 
 
 def _optical_medium(tmp: Path) -> Medium:
-    from tests.optical.media import optical_medium
+    from tests.drivers.optical.media import optical_medium
 
     return optical_medium(tmp, BLOCK, _counter())
 
 
 def _ltfs_medium(tmp: Path) -> Medium:
-    from tests.ltfs.fakeworld import ltfs_medium
+    from tests.drivers.ltfs.fakeworld import ltfs_medium
 
     return ltfs_medium(tmp, BLOCK, _counter())
 

@@ -6,8 +6,8 @@ import hashlib
 import random
 
 from tapearc.format import tae
+from tapearc.format.keys import Identity
 from tapearc.format.writer import StreamEncryptor
-from tapearc.keys import Identity
 
 SMALL = 1 << tae.MIN_BLOCK_LOG2  # 64 KiB blocks keep the tests fast
 P_SMALL = SMALL - tae.TAG_BYTES

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 from tests.support import need_tool
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_write_stream.py"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tapearc import keys
+from tapearc.format import keys
 from tapearc.format.writer import ArchiveWriter
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 from tests.support import need_tool
 
 PASS = {"TAPEARC_PASSPHRASE": "s3cret pass"}

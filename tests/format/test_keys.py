@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tapearc import keys
 from tapearc.errors import EXIT_DATAERR, ConfigError, IntegrityError, UsageError, WrongKeyError
+from tapearc.format import keys
 from tapearc.format.reader import open_bytes
 from tapearc.format.writer import seal_bytes
 
@@ -121,7 +121,7 @@ def test_load_identities_opens_only_the_needed_keys(tmp_path: Path) -> None:
 
 
 def test_low_order_public_key_is_refused_as_a_recipient() -> None:
-    from tapearc.keys import Recipient
+    from tapearc.format.keys import Recipient
 
     bogus = Recipient.from_public("zero", bytes(32))
     with pytest.raises(ConfigError, match="not a usable X25519 key"):

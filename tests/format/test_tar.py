@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tapearc.errors import NotFound, UsageError
 from tapearc.format.reader import ArchiveReader
 from tapearc.format.writer import ArchiveWriter, Member
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 from tests.format.helpers import ESCROW, P_SMALL, SITE, SMALL, pattern
 from tests.support import need_tool
 

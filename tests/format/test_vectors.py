@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tapearc.format.reader import ArchiveReader, read_header_block
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 from tests.format import vectors
 from tests.support import need_tool
 

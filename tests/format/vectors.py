@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tapearc.format import tae
+from tapearc.format.keys import Identity
 from tapearc.format.writer import ArchiveWriter, StreamEncryptor
-from tapearc.keys import Identity
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 _BLOCK_RE = re.compile(r"^```vector\n(.*?)^```", re.S | re.M)

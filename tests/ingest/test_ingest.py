@@ -11,8 +11,8 @@ import pydicom.data
 import pytest
 
 from tapearc.catalog import Catalog, StudyFilter, create_catalog
-from tapearc.ingest import ingest
-from tapearc.synth import generate_studies
+from tapearc.ingest.scan import ingest
+from tests.synth import generate_studies
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 DICOMDIR_TESTS = TEST_FILES / "dicomdirtests"

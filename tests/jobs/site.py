@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tapearc.catalog import Catalog, create_catalog, open_catalog
 from tapearc.config import Settings, load_settings
-from tapearc.jobs.cartridge_job import label_cartridge
-from tapearc.keys import Identity, generate_keypair, load_identity
+from tapearc.format.keys import Identity, generate_keypair, load_identity
+from tapearc.jobs.cartridge import label_cartridge
 
 PASSPHRASE = "correct horse battery staple"
 

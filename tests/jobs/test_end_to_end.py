@@ -11,15 +11,15 @@ import pytest
 from tapearc.catalog import StudyFilter
 from tapearc.drivers.base import Driver
 from tapearc.errors import IntegrityError, Locked, WrongMedium
-from tapearc.jobs import recall_job
-from tapearc.jobs.catalog_job import check_catalog, rebuild_catalog
-from tapearc.jobs.common import run_lock, safe_output_path
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.jobs.recall_job import recall
-from tapearc.jobs.verify_job import verify_cartridge
-from tapearc.jobs.write_job import write_pool
-from tapearc.synth import SynthStudy, generate_studies
+from tapearc.jobs import recall as recall_job
+from tapearc.jobs.catalog import check_catalog, rebuild_catalog
+from tapearc.jobs.media import run_lock, safe_output_path
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.recall import recall
+from tapearc.jobs.verify import verify_cartridge
+from tapearc.jobs.write import write_pool
 from tests.jobs.site import Site, make_site
+from tests.synth import SynthStudy, generate_studies
 
 
 def sha(path: Path) -> str:
@@ -127,13 +127,13 @@ def test_catalog_lost_then_rebuilt_from_the_cartridges(site: Site, tmp_path: Pat
 
 def test_wrong_cartridge_in_the_drive_writes_nothing(site: Site) -> None:
     generate_studies(site.pacs, 1, instances_per_study=2, pixel_bytes=5_000)
-    from tapearc.jobs.cartridge_job import eject_drive, load_cartridge
+    from tapearc.jobs.cartridge import eject_drive, load_cartridge
 
     with site.catalog() as cat:
         eject_drive(site.settings, "db")
         eject_drive(site.settings, "da")
         load_cartridge(site.settings, cat, "B00001", "da")  # pool B's cartridge in A's drive
-        from tapearc.ingest import ingest
+        from tapearc.ingest.scan import ingest
 
         ingest(cat, [site.pacs], quiet_seconds=0)
         result = write_pool(site.settings, cat, "A")
@@ -145,7 +145,7 @@ def test_wrong_cartridge_in_the_drive_writes_nothing(site: Site) -> None:
 def test_full_tape_mid_archive_keeps_studies_pending(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tapearc.jobs import write_job
+    from tapearc.jobs import write as write_job
 
     studies = generate_studies(site.pacs, 4, instances_per_study=4, pixel_bytes=200_000)
     # a drive that cannot tell how much room is left: the write runs into early warning
@@ -158,7 +158,7 @@ def test_full_tape_mid_archive_keeps_studies_pending(
             target.write_bytes(f.read_bytes())
     small.label("A00001", "A")
     with small.catalog() as cat:
-        from tapearc.ingest import ingest
+        from tapearc.ingest.scan import ingest
 
         ingest(cat, [small.pacs], quiet_seconds=0)
         result = write_pool(small.settings, cat, "A")
@@ -202,7 +202,7 @@ def test_tampered_medium_is_caught_by_verify_and_recall(site: Site, tmp_path: Pa
         assert all(r.verified for r in results)
         assert any("A00001" in note for r in results for note in r.notes)
         # with pool B's cartridge out of reach the damage is an integrity error (65)
-        from tapearc.jobs.cartridge_job import eject_drive
+        from tapearc.jobs.cartridge import eject_drive
 
         eject_drive(site.settings, "db")
         results = recall(site.settings, cat, [s.study_uid for s in studies], tmp_path / "y",

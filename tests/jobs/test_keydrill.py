@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from tapearc.errors import IntegrityError
-from tapearc.jobs.keydrill_job import key_drill
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.keys import generate_keypair
-from tapearc.synth import generate_studies
+from tapearc.format.keys import generate_keypair
+from tapearc.jobs.keydrill import key_drill
+from tapearc.jobs.nightly import run_nightly
 from tests.jobs.site import PASSPHRASE, make_site
+from tests.synth import generate_studies
 
 
 def test_site_and_escrow_keys_open_archives_and_a_stranger_does_not(tmp_path: Path) -> None:

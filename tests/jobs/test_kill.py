@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.jobs.recall_job import recall
-from tapearc.jobs.verify_job import verify_cartridge
-from tapearc.synth import generate_studies
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.recall import recall
+from tapearc.jobs.verify import verify_cartridge
 from tests.jobs.site import make_site
+from tests.synth import generate_studies
 
 
 def test_kill_nightly_at_random_points(tmp_path: Path) -> None:

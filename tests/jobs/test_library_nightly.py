@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from tapearc.config import load_settings
-from tapearc.jobs.cartridge_job import eject_drive
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.synth import generate_studies
-from tests.changer.library import STATEFUL_MTX, FakeLibrary
-from tests.changer.recorded import FAKES, fixture_path
+from tapearc.jobs.cartridge import eject_drive
+from tapearc.jobs.nightly import run_nightly
+from tests.drivers.changer.library import STATEFUL_MTX, FakeLibrary
+from tests.drivers.changer.recorded import FAKES, fixture_path
 from tests.jobs.site import Site, make_site
+from tests.synth import generate_studies
 
 
 def configure(site: Site, extra_a: str = "", extra_b: str = "", tail: str = "") -> None:
@@ -91,7 +91,7 @@ def test_tapealert_media_error_leaves_the_cartridge_suspect_and_studies_pending(
 def test_recall_has_the_robot_fetch_the_cartridge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tapearc.jobs.recall_job import recall
+    from tapearc.jobs.recall import recall
 
     site, lib = library_site(tmp_path, monkeypatch, ["A00001", "B00001"])
     [study] = generate_studies(site.pacs, 1, instances_per_study=3, pixel_bytes=20_000)

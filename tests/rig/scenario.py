@@ -433,7 +433,7 @@ def header(device: TapeDevice, kind: str) -> list[str]:
         f"#! date: {time.strftime('%Y-%m-%d', time.gmtime())}",
     ]
     if kind == "StDevice":
-        from tapearc.process import run_tool
+        from tapearc.support.process import run_tool
 
         done = run_tool(["mt", "--version"], timeout=10, check=False)
         version = (done.stdout or done.stderr).strip().splitlines()

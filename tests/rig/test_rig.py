@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 from tests.rig import vm
 from tests.rig.conftest import RigRun, need_rig
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapearc.errors import ToolTimeout
-from tapearc.process import run_tool
+from tapearc.support.process import run_tool
 
 HERE = Path(__file__).resolve().parent
 #: Where fetch-kernel.sh keeps the kernel (override with TAPEARC_RIG_CACHE).

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tapearc import clock
 from tapearc.catalog import Catalog
 from tapearc.config import Settings, load_settings
-from tapearc.jobs import rotation_job
-from tapearc.jobs.cartridge_job import eject_drive, label_cartridge, load_cartridge
-from tapearc.jobs.verify_job import verify_cartridge
-from tapearc.rotation import Plan
+from tapearc.jobs import rotation as rotation_job
+from tapearc.jobs.cartridge import eject_drive, label_cartridge, load_cartridge
+from tapearc.jobs.verify import verify_cartridge
+from tapearc.rotation.policy import Plan
+from tapearc.support import clock
 from tests.jobs.site import Site, make_site
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning

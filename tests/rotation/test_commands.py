@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from tapearc import clock
 from tapearc.catalog import open_catalog
 from tapearc.catalog.schema import SCHEMA_VERSION, _v1
 from tapearc.errors import PolicyRefused
-from tapearc.jobs import rotation_job
-from tapearc.jobs.cartridge_job import eject_drive, load_cartridge
-from tapearc.jobs.catalog_job import check_catalog
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.jobs.recall_job import recall
-from tapearc.jobs.verify_job import verify_cartridge
-from tapearc.jobs.write_job import write_pool
-from tapearc.synth import generate_studies
+from tapearc.jobs import rotation as rotation_job
+from tapearc.jobs.cartridge import eject_drive, load_cartridge
+from tapearc.jobs.catalog import check_catalog
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.recall import recall
+from tapearc.jobs.verify import verify_cartridge
+from tapearc.jobs.write import write_pool
+from tapearc.support import clock
 from tests.jobs.site import Site
 from tests.rotation.operator import make_rotation_site, set_clock
+from tests.synth import generate_studies
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def test_a_cartridge_recorded_offsite_is_never_appended_to(site: Site) -> None:
         with pytest.raises(PolicyRefused, match="rotation receive A00001"):
             load_cartridge(site.settings, cat, "A00001", "da")
         # ... but someone puts it back in the drive by hand, without receiving it
-        from tapearc.jobs.common import open_drive
+        from tapearc.jobs.media import open_drive
 
         driver = open_drive(site.settings, "da")
         driver.load("A00001")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tapearc.errors import ConfigError, UsageError
-from tapearc.rotation import (
+from tapearc.rotation.policy import (
     CartridgeFacts,
     Exposure,
     Location,

@@ -1,6 +1,6 @@
 """Eight simulated weeks of nightly runs on two vtape pools, an operator following the plan.
 
-The clock is ``tapearc.clock``: every catalog time (ingest, archive, move, verify) comes from it,
+The clock is ``tapearc.support.clock``: every catalog time (ingest, archive, move, verify) comes from it,
 so the weeks pass in seconds. Each simulated day: nightly at 02:00 (ingest + write both pools),
 the operator's morning at 09:00 (receive yesterday's box, verify and eject what leaves, ship
 today's plan, put a writable cartridge in each drive), new studies in the PACS at 14:00.
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tapearc import clock
 from tapearc.errors import PolicyRefused
-from tapearc.jobs import rotation_job
-from tapearc.jobs.catalog_job import check_catalog
-from tapearc.jobs.nightly_job import run_nightly
-from tapearc.jobs.recall_job import recall
-from tapearc.synth import generate_studies
+from tapearc.jobs import rotation as rotation_job
+from tapearc.jobs.catalog import check_catalog
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.recall import recall
+from tapearc.support import clock
 from tests.rotation.operator import Operator, make_rotation_site, set_clock
+from tests.synth import generate_studies
 
 WEEKS = 8
 LIMIT = 10  # exposure_limit_days

@@ -1,0 +1,86 @@
+"""``tapearc catalog backup|rebuild|check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tapearc.cli._common import JsonOption, print_json, state
+
+catalog_app = typer.Typer(help="Back up, rebuild and check the catalog.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command group to ``app``."""
+    app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("backup")
+def backup(
+    ctx: typer.Context,
+    to: Annotated[Path | None, typer.Option("--to", help="Encrypted copy to this file.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An encrypted copy of the catalog: to a file, or onto the loaded cartridge of each pool."""
+    from tapearc.catalog import open_catalog
+    from tapearc.jobs.catalog import backup_catalog_to_file
+    from tapearc.jobs.media import pool_drive
+    from tapearc.jobs.write import loaded_cartridge, write_catalog_copy
+
+    settings = state(ctx).settings()
+    written: list[str] = []
+    if to is not None:
+        written.append(str(backup_catalog_to_file(settings, to)))
+    else:
+        with open_catalog(settings.catalog_path) as catalog:
+            for pool in settings.pools:
+                driver = pool_drive(settings, pool)
+                try:
+                    label = loaded_cartridge(driver, catalog, settings, pool)
+                    write_catalog_copy(settings, catalog, driver, label, None)
+                    written.append(label.barcode)
+                finally:
+                    driver.close()
+    if as_json:
+        print_json({"written": written})
+    else:
+        typer.echo("catalog copied to " + ", ".join(written))
+
+
+@catalog_app.command("rebuild")
+def rebuild(
+    ctx: typer.Context,
+    drive: Annotated[list[str] | None, typer.Option("--drive", help="Drive(s) to read.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a lost catalog from the cartridges' labels and index files (not the data)."""
+    from tapearc.jobs.catalog import rebuild_catalog
+
+    report = rebuild_catalog(state(ctx).settings(), drive or [])
+    if as_json:
+        print_json(report.as_json())
+    else:
+        typer.echo(f"rebuilt from {', '.join(report.cartridges) or 'no cartridge'}: "
+                   f"{report.archives} archives, {report.instances} instances imported, "
+                   f"{report.already_known} already known")
+
+
+@catalog_app.command("check")
+def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """SQLite integrity check, foreign keys, and the audit log's hash chain."""
+    from tapearc.errors import IntegrityError
+    from tapearc.jobs.catalog import check_catalog
+
+    result = check_catalog(state(ctx).settings())
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"catalog {'ok' if result['ok'] else 'DAMAGED'}: "
+                   f"{result['audit_rows']} audit rows checked")
+        for problem in result["problems"]:
+            typer.echo(f"  {problem}")
+    if not result["ok"]:
+        raise IntegrityError("the catalog check found problems",
+                             hint="restore a catalog copy or run 'tapearc catalog rebuild'")

@@ -1,0 +1,87 @@
+"""``tapearc recall`` and ``tapearc verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table, state
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command("recall")(recall)
+    app.command("verify")(verify)
+
+
+def recall(
+    ctx: typer.Context,
+    study_uids: Annotated[list[str], typer.Argument(help="Study Instance UIDs.")],
+    to: Annotated[Path | None, typer.Option("--to", help="Folder to write the DICOM files into.")]
+    = None,
+    to_pacs: Annotated[str | None, typer.Option(
+        "--to-pacs", help="Send them to a PACS instead, AET@HOST:PORT.")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="e.g. '20MB/s,50/s'.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring studies back from their cartridges into a folder (or a PACS), checksums verified."""
+    from tapearc.catalog import open_catalog
+    from tapearc.errors import UsageError
+
+    if (to is None) == (to_pacs is None):
+        raise UsageError("give exactly one of --to DIR or --to-pacs AET@HOST:PORT")
+    if to_pacs is not None:
+        from tapearc.cli.restore import send_to_pacs
+
+        send_to_pacs(ctx, "recall", to_pacs, study_uids, False, rate, None, False, "newest",
+                     None, "TAPEARC", None, as_json)
+        return
+    assert to is not None
+    from tapearc.jobs.recall import raise_for
+    from tapearc.jobs.recall import recall as run_recall
+
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        results = run_recall(settings, catalog, study_uids, to)
+    if as_json:
+        print_json({"studies": [r.as_json() for r in results]})
+    else:
+        print_table(None, ["study UID", "cartridge", "instances", "size", "read", "verified",
+                           "note"],
+                    ([r.study_uid, r.cartridge, r.instances, human_bytes(r.bytes),
+                      human_bytes(r.bytes_read), "yes" if r.verified else "no",
+                      r.needs or "; ".join(r.errors)] for r in results))
+    raise_for(results)
+
+
+def verify(
+    ctx: typer.Context,
+    cartridge: Annotated[str, typer.Argument(help="Barcode of a loaded cartridge.")],
+    sample: Annotated[int | None, typer.Option("--sample", help="Check N random archives.")] = None,
+    keyless: Annotated[bool, typer.Option(
+        "--keyless", help="Compare ciphertext digests only (no private key needed).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Read a cartridge back and check every tag and checksum against the catalog."""
+    from tapearc.catalog import open_catalog
+    from tapearc.errors import IntegrityError
+    from tapearc.jobs.verify import verify_cartridge
+
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        report = verify_cartridge(settings, catalog, cartridge.upper(), sample=sample,
+                                  keyless=keyless)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        typer.echo(f"{report.barcode}: {report.checked} archives ({report.skipped} skipped), "
+                   f"{report.instances} instances, "
+                   f"{human_bytes(report.bytes_read)} read: "
+                   f"{'ok' if not report.failures else 'FAILED'}")
+        for failure in report.failures:
+            typer.echo(f"  {failure}")
+    if report.failures:
+        raise IntegrityError(f"cartridge {report.barcode}: {len(report.failures)} problems found",
+                             hint="recall affected studies from the other pool; retire it")

@@ -1,0 +1,97 @@
+"""``tapearc restore`` and ``tapearc migrate``: the archive into a running PACS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tapearc.cli._common import JsonOption, print_json, state
+from tapearc.cli.pull import LocalAet, TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify, tls_options
+
+ToPacs = Annotated[str, typer.Option("--to-pacs", help="The PACS, AET@HOST:PORT.")]
+Rate = Annotated[str | None, typer.Option(
+    "--rate", help="Default limit, e.g. '20MB/s,50/s,c2' (MB/s, instances/s, associations).")]
+Window = Annotated[list[str] | None, typer.Option(
+    "--window", help="A daily window with its own limit, e.g. '07:00-19:00=5MB/s,c1'.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the last unfinished job.")]
+ReportFile = Annotated[Path | None, typer.Option("--report", help="Write the report (JSON) here.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command("restore")(restore)
+    app.command("migrate")(migrate)
+
+
+def restore(
+    ctx: typer.Context,
+    to_pacs: ToPacs,
+    study_uids: Annotated[list[str] | None, typer.Argument(help="Studies (default: --all).")] = None,
+    all_studies: Annotated[bool, typer.Option("--all", help="Every archived study.")] = False,
+    rate: Rate = None, window: Window = None, resume: Resume = False,
+    priority: Annotated[str, typer.Option("--priority", help="newest or oldest first.")] = "newest",
+    report_file: ReportFile = None, aet: LocalAet = "TAPEARC",
+    tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
+    tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
+) -> None:
+    """Send studies from the cartridges into a PACS: rate-limited, journalled, confirmed."""
+    send_to_pacs(ctx, "restore", to_pacs, study_uids, all_studies, rate, window, resume, priority,
+                 report_file, aet, tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify),
+                 as_json)
+
+
+def migrate(
+    ctx: typer.Context,
+    to_pacs: ToPacs,
+    report_file: Annotated[Path, typer.Option("--report", help="The reconciliation report to keep.")],
+    rate: Rate = None, window: Window = None, resume: Resume = False, aet: LocalAet = "TAPEARC",
+    tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
+    tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
+) -> None:
+    """Every archived study into a new PACS, with a reconciliation report to keep."""
+    send_to_pacs(ctx, "migrate", to_pacs, None, True, rate, window, resume, "oldest", report_file,
+                 aet, tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify), as_json)
+
+
+def send_to_pacs(ctx: typer.Context, kind: str, to_pacs: str, study_uids: list[str] | None,
+                 all_studies: bool, rate: str | None, window: list[str] | None, resume: bool,
+                 priority: str, report_file: Path | None, aet: str, tls: object,
+                 as_json: bool) -> None:
+    """Shared by restore, migrate and ``recall --to-pacs``."""
+    import json
+
+    from tapearc.catalog import open_catalog
+    from tapearc.dicomnet.peer import TlsOptions, parse_peer
+    from tapearc.errors import UsageError
+    from tapearc.jobs.delivery import restore_error_exit
+    from tapearc.jobs.restore import restore_to_pacs
+    from tapearc.support.limits import Limits, parse_setting, parse_window
+
+    if bool(study_uids) == all_studies:
+        raise UsageError("name the studies or pass --all (not both)")
+    peer = parse_peer(to_pacs, tls=tls if isinstance(tls, TlsOptions) else None)
+    limits = Limits(default=parse_setting(rate) if rate else parse_setting("unlimited"),
+                    windows=tuple(parse_window(w) for w in window or ()))
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        report = restore_to_pacs(settings, catalog, peer, None if all_studies else study_uids,
+                                 kind=kind, limits=limits, resume=resume, local_aet=aet,
+                                 priority=priority)
+    doc = report.to_dict()
+    if report_file is not None:
+        report_file.write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        print_json(doc)
+    else:
+        counts = report.by_state()
+        typer.echo(f"{kind} job {report.job_id} to {peer}: "
+                   + ", ".join(f"{n} {state_}" for state_, n in counts.items() if n)
+                   + f"; {report.skipped_confirmed} already confirmed")
+        for study in report.studies:
+            if study.state != "confirmed":
+                typer.echo(f"  {study.study_uid}: {study.state} {study.error or ''}".rstrip())
+    error = restore_error_exit(report)
+    if error is not None:
+        raise error

@@ -1,0 +1,1 @@
+"""PACS storage to catalogued instances."""

@@ -1,0 +1,583 @@
+"""Restore and migration into a PACS: ordered, paced, journalled, resumable, reconciled.
+
+``run_restore`` takes the studies to send and a ``fetch`` callable that brings their files off
+the media (the recall job; ``folder_fetch`` for files already in a folder). For every study it
+C-STOREs the files (``tapearc.dicomnet.sender``), then asks the PACS which of them it holds
+(C-FIND, SERIES then IMAGE level; or Storage Commitment with ``commitment=(host, port)`` where
+the PACS supports it and knows our AE, falling back to C-FIND if it refuses) and records the
+outcome in the journal:
+
+=========  =======================================================================
+pending    not sent yet in this job (or interrupted while sending)
+sent       every file went out; the PACS has not been asked yet
+confirmed  the PACS holds every instance of the study
+missing    some instances are not on the PACS (never recalled, lost, or not kept)
+refused    the PACS refused at least one instance (the status is in ``last_error``)
+=========  =======================================================================
+
+The journal lives in the catalog (``restore_jobs``, ``restore_items``). Resuming a job skips
+its confirmed studies; a study that was being sent when the run stopped is first compared with
+the PACS, and only the instances it lacks are sent again. If the PACS stops answering, the run
+stops with ``report.aborted`` set and the journal ready to resume.
+
+Order (``order_studies``): studies are grouped by cartridge so each cartridge is read once, in
+position order; cartridges are taken newest study first (``priority="newest"``, the default:
+after a disaster, recent studies are the ones clinicians ask for) or oldest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tapearc.dicomnet.peer import Peer
+from tapearc.errors import ConfigError, NotFound, TapearcError, UnavailableError, UsageError
+from tapearc.support.limits import Limits, RateLimiter
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+log = logging.getLogger(__name__)
+
+STATES = ("pending", "sent", "confirmed", "missing", "refused")
+Priority = Literal["newest", "oldest"]
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A study to restore and where it lives on the media."""
+
+    study_uid: str
+    study_date: str | None  # YYYYMMDD, None when unknown (sorted last)
+    expected_instances: int
+    cartridge: str
+    position: int
+
+
+#: ``fetch(studies, workdir)`` yields ``(study, files)`` for each study it could recall, grouped
+#: by cartridge in position order. The files of a study stay readable until the next item is
+#: asked for (the engine finishes a study before it asks).
+Fetch = Callable[[list[StudyRef], Path], Iterator[tuple[StudyRef, list[Path]]]]
+
+
+def order_studies(studies: Sequence[StudyRef], priority: Priority = "newest") -> list[StudyRef]:
+    """Group by cartridge (each read once, by position); cartridges by newest (oldest) study."""
+    if priority not in ("newest", "oldest"):
+        raise UsageError(f"unknown priority {priority!r}", hint="use newest or oldest")
+    by_cart: dict[str, list[StudyRef]] = {}
+    for s in studies:
+        by_cart.setdefault(s.cartridge, []).append(s)
+    dates = {c: [s.study_date for s in group if s.study_date] for c, group in by_cart.items()}
+
+    def cart_key(cart: str) -> tuple[int, str, str]:
+        known = dates[cart]
+        if not known:
+            return (1, "", cart)  # undated cartridges last
+        if priority == "newest":
+            # negate the date by complementing its digits so one ascending sort works
+            best = max(known)
+            return (0, "".join(chr(ord("9") - ord(ch) + ord("0")) for ch in best), cart)
+        return (0, min(known), cart)
+
+    ordered: list[StudyRef] = []
+    for cart in sorted(by_cart, key=cart_key):
+        ordered.extend(sorted(by_cart[cart], key=lambda s: (s.position, s.study_uid)))
+    return ordered
+
+
+# --------------------------------------------------------------------------------- journal
+
+
+def ensure_restore_tables(db: Database) -> None:
+    """Create the journal tables and indexes if they do not exist (idempotent)."""
+    db.table("restore_jobs").create(
+        {
+            "id": int,
+            "kind": str,
+            "peer": str,
+            "state": str,
+            "created": str,
+            "updated": str,
+            "studies": int,
+            "report": str,
+        },
+        pk="id",
+        not_null={"kind", "peer", "state", "created"},
+        if_not_exists=True,
+    )
+    db.table("restore_items").create(
+        {
+            "job_id": int,
+            "study_uid": str,
+            "cartridge": str,
+            "position": int,
+            "study_date": str,
+            "state": str,
+            "expected": int,
+            "sent": int,
+            "confirmed": int,
+            "missing": int,
+            "refused": int,
+            "attempts": int,
+            "bytes": int,
+            "last_error": str,
+            "updated": str,
+        },
+        pk=("job_id", "study_uid"),
+        foreign_keys=[("job_id", "restore_jobs", "id")],
+        not_null={"state"},
+        if_not_exists=True,
+    )
+    db.table("restore_items").create_index(["job_id", "state"], if_not_exists=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Journal:
+    """One restore job's rows in the catalog; every change commits at once."""
+
+    def __init__(self, db: Database, job_id: int) -> None:
+        self.db = db
+        self.job_id = job_id
+
+    @classmethod
+    def create(cls, db: Database, *, kind: str, peer: Peer | str) -> Journal:
+        """Start a new job (``kind``: restore, migrate or recall)."""
+        ensure_restore_tables(db)
+        now = _now()
+        with db.conn:
+            table = db.table("restore_jobs")
+            table.insert(
+                {"kind": kind, "peer": str(peer), "state": "running", "created": now,
+                 "updated": now, "studies": 0, "report": None}
+            )
+            job_id = int(table.last_pk or 0)
+        return cls(db, job_id)
+
+    @classmethod
+    def open(cls, db: Database, job_id: int) -> Journal:
+        """Reopen an existing job to resume it."""
+        ensure_restore_tables(db)
+        rows = list(db.table("restore_jobs").rows_where("id = ?", [job_id]))
+        if not rows:
+            raise NotFound(f"no restore job {job_id}", hint="list jobs with `tapearc restore --list`")
+        return cls(db, job_id)
+
+    @staticmethod
+    def latest(db: Database, *, peer: Peer | str, kind: str) -> int | None:
+        """The newest unfinished job of ``kind`` to ``peer`` (what ``--resume`` picks)."""
+        ensure_restore_tables(db)
+        rows = list(
+            db.table("restore_jobs").rows_where(
+                "peer = ? and kind = ? and state != 'done'", [str(peer), kind],
+                order_by="id desc", limit=1,
+            )
+        )
+        return int(rows[0]["id"]) if rows else None
+
+    def items(self) -> dict[str, dict[str, Any]]:
+        """The job's rows by Study Instance UID."""
+        return {
+            r["study_uid"]: r
+            for r in self.db.table("restore_items").rows_where("job_id = ?", [self.job_id])
+        }
+
+    def job(self) -> dict[str, Any]:
+        row: dict[str, Any] = self.db.table("restore_jobs").get(self.job_id)
+        return row
+
+    def add(self, studies: Sequence[StudyRef]) -> None:
+        """Record ``studies`` as pending, keeping the state of those already in the job."""
+        now = _now()
+        with self.db.conn:
+            self.db.table("restore_items").insert_all(
+                (
+                    {"job_id": self.job_id, "study_uid": s.study_uid, "cartridge": s.cartridge,
+                     "position": s.position, "study_date": s.study_date, "state": "pending",
+                     "expected": s.expected_instances, "sent": 0, "confirmed": 0, "missing": 0,
+                     "refused": 0, "attempts": 0, "bytes": 0, "last_error": None,
+                     "updated": now}
+                    for s in studies
+                ),
+                ignore=True,
+            )
+            count = self.db.execute(
+                "select count(*) from restore_items where job_id = ?", [self.job_id]
+            ).fetchone()[0]
+            self.db.table("restore_jobs").update(self.job_id, {"studies": count, "updated": now})
+
+    def update(self, study_uid: str, **values: Any) -> None:
+        """Change one study's row (and commit)."""
+        with self.db.conn:
+            self.db.table("restore_items").update(
+                (self.job_id, study_uid), {**values, "updated": _now()}
+            )
+
+    def begin_attempt(self, study_uid: str) -> int:
+        """Count one more attempt at a study; return the number of earlier attempts."""
+        with self.db.conn:
+            row = self.db.execute(
+                "select attempts from restore_items where job_id = ? and study_uid = ?",
+                [self.job_id, study_uid],
+            ).fetchone()
+            before = int(row[0]) if row else 0
+            self.db.execute(
+                "update restore_items set attempts = attempts + 1, state = 'pending', "
+                "updated = ? where job_id = ? and study_uid = ?",
+                [_now(), self.job_id, study_uid],
+            )
+        return before
+
+    def finish(self, state: str, report: dict[str, Any]) -> None:
+        """Record the job's final state and its report (kept for a migration's reconciliation)."""
+        import json
+
+        with self.db.conn:
+            self.db.table("restore_jobs").update(
+                self.job_id, {"state": state, "updated": _now(), "report": json.dumps(report)}
+            )
+
+
+# --------------------------------------------------------------------------------- report
+
+
+@dataclass
+class StudyOutcome:
+    """How one study ended in this run."""
+
+    study_uid: str
+    state: str
+    cartridge: str
+    expected: int
+    sent: int = 0
+    confirmed: int = 0
+    missing: int = 0
+    refused: int = 0
+    bytes: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RestoreReport:
+    """What a run did; ``aborted`` says why it stopped early (None: it ran to the end)."""
+
+    job_id: int
+    peer: str
+    studies: list[StudyOutcome] = field(default_factory=list)
+    skipped_confirmed: int = 0
+    instances_sent: int = 0
+    bytes_sent: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+    aborted: str | None = None
+
+    def by_state(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for s in self.studies:
+            counts[s.state] += 1
+        return counts
+
+    @property
+    def complete(self) -> bool:
+        """True when every study of the run is confirmed and nothing stopped it."""
+        return self.aborted is None and all(s.state == "confirmed" for s in self.studies)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "peer": self.peer,
+            "result": "done" if self.complete else "interrupted" if self.aborted else "incomplete",
+            "aborted": self.aborted,
+            "counts": self.by_state(),
+            "skipped_confirmed": self.skipped_confirmed,
+            "instances_sent": self.instances_sent,
+            "bytes_sent": self.bytes_sent,
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "studies": [asdict(s) for s in self.studies],
+        }
+
+
+# --------------------------------------------------------------------------------- engine
+
+
+def run_restore(
+    studies: Sequence[StudyRef],
+    fetch: Fetch,
+    peer: Peer,
+    journal: Journal,
+    limits: Limits | None = None,
+    *,
+    local_aet: str = "TAPEARC",
+    priority: Priority = "newest",
+    workdir: Path | None = None,
+    stop: threading.Event | None = None,
+    timeout: float = 30.0,
+    commitment: tuple[str, int] | None = None,
+) -> RestoreReport:
+    """Send ``studies`` to ``peer``, confirm each, journal it; see the module doc.
+
+    Confirmation is by C-FIND; with ``commitment=(host, port)`` it is by Storage Commitment,
+    with our AE listening there for the PACS's reports (the PACS must know that address).
+    """
+    import contextlib
+
+    from tapearc.dicomnet.commitment import CommitmentListener
+    from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.sender import StoreSender
+
+    limits = limits or Limits()
+    t0 = time.monotonic()
+    report = RestoreReport(job_id=journal.job_id, peer=str(peer))
+    journal.add(studies)
+    rows = journal.items()
+    todo = [s for s in studies if rows[s.study_uid]["state"] != "confirmed"]
+    report.skipped_confirmed = len(studies) - len(todo)
+    outcomes: dict[str, StudyOutcome] = {}
+    try:
+        with QueryClient(peer, local_aet=local_aet, timeout=timeout) as client, StoreSender(
+            peer, local_aet=local_aet, limits=limits, limiter=RateLimiter(limits),
+            timeout=timeout,
+        ) as sender, contextlib.ExitStack() as stack:
+            listener = None
+            if commitment is not None:
+                listener = stack.enter_context(CommitmentListener(
+                    aet=local_aet, host=commitment[0], port=commitment[1], peer=peer))
+            todo = _confirm_earlier_sends(todo, rows, journal, client, outcomes)
+            with tempfile.TemporaryDirectory(prefix="tapearc-restore-", dir=workdir) as tmp:
+                for ref, files in fetch(order_studies(todo, priority), Path(tmp)):
+                    if stop is not None and stop.is_set():
+                        report.aborted = "stopped on request"
+                        break
+                    if rows.get(ref.study_uid, {}).get("state") == "confirmed":
+                        continue
+                    outcome = _restore_one(ref, files, journal, client, sender, report,
+                                           listener, timeout)
+                    outcomes[ref.study_uid] = outcome
+                    if outcome.error and outcome.state == "pending":
+                        report.aborted = outcome.error
+                        break
+    except UnavailableError as exc:
+        report.aborted = str(exc)
+    except (ConfigError, UsageError):
+        raise  # nothing will work until the user fixes the command or the configuration
+    except TapearcError as exc:  # from fetch: no cartridge, a read or checksum error, ...
+        report.aborted = str(exc)
+    # studies not reached (fetch did not yield them, or the run stopped) stay pending
+    final = journal.items()
+    for s in todo:
+        if s.study_uid not in outcomes:
+            row = final[s.study_uid]
+            outcomes[s.study_uid] = StudyOutcome(
+                s.study_uid, row["state"], s.cartridge, s.expected_instances,
+                error=row["last_error"] or ("not reached" if report.aborted else "not recalled"),
+            )
+    report.studies = [outcomes[s.study_uid] for s in todo]
+    report.elapsed_s = time.monotonic() - t0
+    state = "done" if report.complete else "interrupted" if report.aborted else "incomplete"
+    journal.finish(state, report.to_dict())
+    return report
+
+
+def _confirm_earlier_sends(
+    todo: list[StudyRef],
+    rows: dict[str, dict[str, Any]],
+    journal: Journal,
+    client: Any,
+    outcomes: dict[str, StudyOutcome],
+) -> list[StudyRef]:
+    """On resume: a study already tried may be complete on the PACS; confirm it unread."""
+    left = []
+    for s in todo:
+        row = rows[s.study_uid]
+        if row["attempts"] and s.expected_instances > 0:
+            held = client.study_instance_count(s.study_uid)
+            if held >= s.expected_instances:
+                journal.update(s.study_uid, state="confirmed", confirmed=held, missing=0,
+                               last_error=None)
+                outcomes[s.study_uid] = StudyOutcome(
+                    s.study_uid, "confirmed", s.cartridge, s.expected_instances,
+                    confirmed=held,
+                )
+                continue
+        left.append(s)
+    return left
+
+
+def _restore_one(
+    ref: StudyRef,
+    files: list[Path],
+    journal: Journal,
+    client: Any,
+    sender: Any,
+    report: RestoreReport,
+    listener: Any = None,
+    timeout: float = 30.0,
+) -> StudyOutcome:
+    from tapearc.dicomnet.sender import FileInfo, SendInterrupted, SendResult, read_info
+
+    outcome = StudyOutcome(ref.study_uid, "pending", ref.cartridge, ref.expected_instances)
+    earlier = journal.begin_attempt(ref.study_uid)
+    infos: list[FileInfo] = []
+    unreadable: list[str] = []
+    for path in files:
+        try:
+            infos.append(read_info(path))
+        except ValueError as exc:
+            unreadable.append(f"{path.name}: {exc}")
+    ours = {i.sop_instance for i in infos}
+    try:
+        to_send = infos
+        if earlier:
+            # interrupted before: send only what the PACS lacks, so nothing goes twice
+            held = client.study_sop_uids(ref.study_uid)
+            to_send = [i for i in infos if i.sop_instance not in held]
+        result: SendResult
+        try:
+            result = sender.send_infos(to_send)
+        except SendInterrupted as exc:
+            result = exc.result
+            _account(report, outcome, result)
+            journal.update(ref.study_uid, state="pending", sent=outcome.sent,
+                           bytes=outcome.bytes, last_error=str(exc))
+            outcome.error = str(exc)
+            return outcome
+        _account(report, outcome, result)
+        journal.update(ref.study_uid, state="sent", sent=outcome.sent, bytes=outcome.bytes)
+        held = _held_after_send(client, ref.study_uid, ours, infos, listener, timeout)
+    except UnavailableError as exc:
+        journal.update(ref.study_uid, last_error=str(exc))
+        outcome.error = str(exc)
+        outcome.state = journal.items()[ref.study_uid]["state"]
+        if outcome.state != "pending":
+            # sent but not confirmed: still resumable; the run stops all the same
+            raise
+        return outcome
+    outcome.confirmed = len(ours & held)
+    lacking = ours - held
+    short = max(0, ref.expected_instances - len(ours))
+    outcome.missing = len(lacking) + short
+    outcome.refused = len({f.sop_instance for f in result.refused} & lacking)
+    errors = [f"{f.sop_instance}: {f.reason}" for f in result.refused + result.failed]
+    errors += unreadable
+    if short:
+        errors.append(f"recall gave {len(ours)} of {ref.expected_instances} instances")
+    if outcome.refused:
+        outcome.state = "refused"
+    elif outcome.missing:
+        outcome.state = "missing"
+    else:
+        outcome.state = "confirmed"
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    outcome.error = "; ".join(errors[:5]) + more if errors else None
+    journal.update(
+        ref.study_uid, state=outcome.state, confirmed=outcome.confirmed,
+        missing=outcome.missing, refused=outcome.refused, last_error=outcome.error,
+    )
+    log.info("study %s: %s (%d/%d)", ref.study_uid, outcome.state, outcome.confirmed,
+             ref.expected_instances)
+    return outcome
+
+
+#: Seconds to wait before asking the PACS again when it lacks instances just stored: some PACS
+#: index asynchronously. (A C-FIND answer that went missing here turned out to be pynetdicom's
+#: reactor taking a pending response off the queue; ``dicomnet._net`` prevents that now.)
+CONFIRM_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+def _held_after_send(
+    client: Any, study_uid: str, ours: set[str], infos: Sequence[Any], listener: Any,
+    timeout: float,
+) -> set[str]:
+    if listener is not None and not listener.disabled:
+        from tapearc.dicomnet.commitment import CommitmentError
+
+        try:
+            committed: set[str] = listener.request(
+                [(i.sop_class, i.sop_instance) for i in infos], timeout=timeout * 2
+            ).committed
+            return committed
+        except CommitmentError as exc:
+            listener.disabled = True
+            log.warning("study %s: %s; confirming by C-FIND", study_uid, exc)
+    held: set[str] = client.study_sop_uids(study_uid)
+    for delay in CONFIRM_DELAYS:
+        if ours <= held:
+            break
+        time.sleep(delay)
+        held = client.study_sop_uids(study_uid)
+    return held
+
+
+def _account(report: RestoreReport, outcome: StudyOutcome, result: Any) -> None:
+    outcome.sent += len(result.stored)
+    outcome.bytes += result.bytes_sent
+    report.instances_sent += len(result.stored)
+    report.bytes_sent += result.bytes_sent
+    report.retries += result.retries
+
+
+# --------------------------------------------------------------------------------- folder source
+
+
+def studies_in_folder(root: Path, *, cartridge: str = "folder") -> tuple[list[StudyRef], Fetch]:
+    """Index the DICOM files under ``root`` by study; return the refs and a matching fetch.
+
+    For restoring from files already on disk (a ``recall --to DIR`` output, a PACS export) and
+    for tests. Files that are not DICOM Part-10 with a Study Instance UID are ignored.
+    """
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    files: dict[str, list[Path]] = {}
+    dates: dict[str, str | None] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID",
+                                                                       "StudyDate"])
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        uid = str(ds.get("StudyInstanceUID", "") or "")
+        if not uid:
+            continue
+        files.setdefault(uid, []).append(path)
+        dates.setdefault(uid, str(ds.get("StudyDate", "") or "") or None)
+    refs = [
+        StudyRef(uid, dates[uid], len(paths), cartridge, pos)
+        for pos, (uid, paths) in enumerate(files.items())
+    ]
+
+    def fetch(wanted: list[StudyRef], workdir: Path) -> Iterator[tuple[StudyRef, list[Path]]]:
+        for ref in wanted:
+            if ref.study_uid in files:
+                yield ref, list(files[ref.study_uid])
+
+    return refs, fetch
+
+
+def restore_error_exit(report: RestoreReport) -> TapearcError | None:
+    """The error a command should exit with for ``report`` (None when it is complete)."""
+    from tapearc.errors import OperatorActionNeeded
+
+    if report.aborted:
+        return OperatorActionNeeded(
+            f"restore job {report.job_id} stopped: {report.aborted}",
+            hint="fix the PACS connection, then run again with --resume",
+        )
+    if not report.complete:
+        counts = report.by_state()
+        return TapearcError(
+            f"restore job {report.job_id}: {counts['missing']} studies missing, "
+            f"{counts['refused']} refused, {counts['pending']} not sent",
+            hint="see the report; run again with --resume to retry them",
+        )
+    return None

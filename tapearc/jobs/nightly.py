@@ -1,0 +1,184 @@
+"""The nightly cron job: ingest, write every pool, verify, copy the catalog, report.
+
+One run at a time (the site lock). It prints one summary line when all is well and says what
+the operator must do when not; the exit code tells cron and monitoring which (0, 75, 65, 1).
+Running it again after a complete run writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tapearc.catalog.db import Catalog, open_catalog
+from tapearc.config import Settings
+from tapearc.errors import (
+    EXIT_DATAERR,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    ConfigError,
+    OperatorActionNeeded,
+    TapearcError,
+)
+from tapearc.ingest.scan import IngestReport, ingest
+from tapearc.jobs.media import pool_drive, run_lock
+from tapearc.jobs.rotation import nightly_warnings
+from tapearc.jobs.session import SessionNotes, pool_session
+from tapearc.jobs.verify import verify_cartridge
+from tapearc.jobs.write import PoolResult, loaded_cartridge, write_catalog_copy, write_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NightlyReport:
+    """The nightly run's outcome (``nightly --json``)."""
+
+    ingest: IngestReport | None = None
+    pools: dict[str, PoolResult] = field(default_factory=dict)
+    verified: int = 0
+    verify_failures: list[str] = field(default_factory=list)
+    catalog_copies: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    failure_codes: list[int] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
+    pending: int = 0
+    exit_code: int = EXIT_OK
+
+    @property
+    def result(self) -> str:
+        """ok, action-needed or failed."""
+        if self.exit_code == EXIT_OK:
+            return "ok"
+        return "action-needed" if self.exit_code == EXIT_TEMPFAIL else "failed"
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable ``nightly --json`` document."""
+        return {
+            "result": self.result,
+            "ingested": self.ingest.new_instances + self.ingest.new_versions if self.ingest else 0,
+            "written": {p: r.bytes for p, r in self.pools.items()},
+            "archives": {p: r.archives for p, r in self.pools.items()},
+            "cartridges": {p: r.written for p, r in self.pools.items()},
+            "pending": self.pending,
+            "verified_archives": self.verified,
+            "verify_failures": self.verify_failures,
+            "catalog_copies": self.catalog_copies,
+            "skipped_files": len(self.ingest.skipped) if self.ingest else 0,
+            "alerts": self.alerts,
+            "failures": self.failures,
+            "needs": self.needs,
+            "exit_code": self.exit_code,
+        }
+
+    def summary(self) -> str:
+        """One line for cron mail."""
+        parts = [f"nightly {self.result}"]
+        if self.ingest:
+            parts.append(f"ingested {self.ingest.new_instances + self.ingest.new_versions}")
+        for pool, r in self.pools.items():
+            where = f" on {','.join(r.written)}" if r.written else ""
+            parts.append(f"pool {pool}: {r.archives} archives, {r.bytes} bytes{where}")
+        parts.append(f"pending {self.pending} instances")
+        if self.verified:
+            parts.append(f"verified {self.verified}")
+        return "; ".join(parts)
+
+
+def run_nightly(settings: Settings, *,
+                progress: Callable[[int], None] | None = None) -> NightlyReport:
+    """Run the whole nightly job under the site lock (``Locked``, 75, if another run holds it)."""
+    with run_lock(settings.lock_path, "nightly"), open_catalog(settings.catalog_path) as catalog:
+        run_id = catalog.start_run("nightly")
+        report = NightlyReport()
+        try:
+            _run(settings, catalog, run_id, report, progress)
+        except BaseException as exc:
+            catalog.finish_run(run_id, "failed", getattr(exc, "exit_code", 1),
+                               {"error": type(exc).__name__, **report.as_json()})
+            raise
+        catalog.finish_run(run_id, report.result, report.exit_code, report.as_json())
+    return report
+
+
+def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
+         progress: Callable[[int], None] | None) -> None:
+    if not settings.sources:
+        # a nightly that archives nothing must not report "ok" to cron
+        raise ConfigError("ingest.sources lists no source folder: the nightly would archive "
+                          "nothing", hint="set ingest.sources to the PACS storage folders")
+    report.ingest = ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+    notes = SessionNotes()
+    for pool in settings.pools:
+        try:
+            with pool_session(settings, catalog, pool, notes) as usable:
+                if not usable:
+                    continue
+                result = write_pool(settings, catalog, pool, run_id=run_id, progress=progress)
+                report.pools[pool] = result
+                report.needs += [f"pool {pool}: {n}" for n in result.needs]
+                _verify_written(settings, catalog, run_id, report, pool)
+                _copy_catalog(settings, catalog, run_id, report, pool)
+        except OperatorActionNeeded as exc:  # the library could not load a cartridge
+            report.needs.append(f"pool {pool}: {exc}")
+        except TapearcError as exc:  # a drive or tool failed: the other pools are still written
+            log.error("pool %s: %s", pool, exc)
+            report.failures.append(f"pool {pool}: {exc}")
+            report.failure_codes.append(exc.exit_code)
+        except Exception as exc:  # a bug must not cost the other pools their night either
+            log.exception("pool %s failed unexpectedly", pool)
+            report.failures.append(f"pool {pool}: unexpected {type(exc).__name__}: {exc}")
+            report.failure_codes.append(1)
+        lost = catalog.sourceless(pool)
+        if lost:
+            report.needs.append(
+                f"pool {pool}: {lost} instances have no copy on this pool and no source to write "
+                "one from (deleted from the PACS before they were archived, or the catalog was "
+                "rebuilt without this pool's cartridges: tapearc catalog rebuild --drive D)")
+    report.alerts += notes.alerts
+    report.needs += notes.needs
+    report.pending = len({r["id"] for pool in settings.pools
+                          for r in catalog.pending_instances(pool)})
+    report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
+    if report.verify_failures:
+        report.exit_code = EXIT_DATAERR
+        report.needs.append("verify failed: see verify_failures; do not ship these cartridges")
+    elif report.failure_codes:
+        report.exit_code = report.failure_codes[0]
+    elif report.needs:
+        report.exit_code = EXIT_TEMPFAIL
+
+
+def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
+                    report: NightlyReport, pool: str) -> None:
+    if settings.verify_mode == "none":
+        return
+    for barcode in report.pools[pool].written:
+        ids = [r["id"] for r in catalog.query(
+            "SELECT id FROM archives WHERE barcode = ? AND run_id = ? AND kind = 'studies'",
+            (barcode, run_id))]
+        if settings.verify_mode == "sample" and len(ids) > settings.verify_sample:
+            ids = random.sample(ids, settings.verify_sample)
+        checked = verify_cartridge(settings, catalog, barcode, drive=settings.pools[pool].drive,
+                                   archive_ids=ids, keyless=True)
+        report.verified += checked.checked
+        report.verify_failures += [f"{barcode} {f}" for f in checked.failures]
+
+
+def _copy_catalog(settings: Settings, catalog: Catalog, run_id: int,
+                  report: NightlyReport, pool: str) -> None:
+    """An encrypted catalog copy onto the cartridge written tonight (disaster recovery)."""
+    if report.pools[pool].written:
+        driver = pool_drive(settings, pool)
+        try:
+            label = loaded_cartridge(driver, catalog, settings, pool)
+            write_catalog_copy(settings, catalog, driver, label, run_id)
+            report.catalog_copies.append(label.barcode)
+        except OperatorActionNeeded as exc:
+            report.needs.append(f"pool {pool}: catalog copy not written: {exc}")
+        finally:
+            driver.close()

@@ -1,0 +1,94 @@
+"""Restore, migrate and recall-to-PACS: studies from the cartridges into a running PACS.
+
+The engine (``tapearc.jobs.delivery.run_restore``) sends, confirms and journals; this job gives it the
+studies from the catalog (each with the cartridge and position it will be read from) and a
+``fetch`` that recalls them, one study at a time, with the same positioned, checksum-verified
+read as ``tapearc recall``. Each study's files are deleted once the engine moves on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tapearc.catalog.db import Catalog, StudyFilter, actor
+from tapearc.config import Settings
+from tapearc.errors import NotFound
+from tapearc.jobs.recall import choose_cartridge, drives_by_barcode, raise_for, recall
+
+if TYPE_CHECKING:
+    from tapearc.dicomnet.peer import Peer
+    from tapearc.format.keys import Identity
+    from tapearc.jobs.delivery import Fetch, RestoreReport, StudyRef
+    from tapearc.support.limits import Limits
+
+
+def study_refs(settings: Settings, catalog: Catalog,
+               study_uids: Sequence[str] | None) -> list[StudyRef]:
+    """The studies to send (all archived ones when ``study_uids`` is None), with the cartridge
+    and position each will be read from."""
+    from tapearc.jobs.delivery import StudyRef
+
+    if study_uids is None:
+        uids = [s["study_uid"] for s in catalog.find_studies(StudyFilter(limit=10**9))]
+    else:
+        uids = list(dict.fromkeys(study_uids))
+    loaded = drives_by_barcode(settings)
+    refs: list[StudyRef] = []
+    for uid in uids:
+        rows = catalog.copy_rows(uid)
+        if not rows:
+            if study_uids is None:
+                continue  # not archived yet: nothing on the media to restore
+            raise NotFound(f"study {uid} has no archived copy", hint="tapearc find")
+        barcode = choose_cartridge(rows, loaded)
+        first = min((r for r in rows if r["barcode"] == barcode),
+                    key=lambda r: (r["data_file"], r["data_offset"]))
+        [study] = catalog.query("SELECT study_date FROM studies WHERE study_uid = ?", (uid,))
+        # position: a sort key in medium order (file number, then plaintext offset)
+        position = first["data_file"] * 2**40 + first["data_offset"]
+        refs.append(StudyRef(uid, study["study_date"] or None,
+                             len({r["instance_id"] for r in rows}), barcode, position))
+    return refs
+
+
+def recall_fetch(settings: Settings, catalog: Catalog,
+                 identities: Sequence[Identity] | None) -> Fetch:
+    """A ``fetch`` for the engine that recalls each study from its cartridge into ``workdir``."""
+
+    def fetch(studies: list[StudyRef], workdir: Path) -> Iterator[tuple[StudyRef, list[Path]]]:
+        for ref in studies:
+            folder = workdir / ref.study_uid
+            results = recall(settings, catalog, [ref.study_uid], folder, identities=identities)
+            raise_for(results)  # a cartridge to load or a bad checksum stops the run (resumable)
+            try:
+                yield ref, sorted(results[0].files)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    return fetch
+
+
+def restore_to_pacs(
+    settings: Settings, catalog: Catalog, peer: Peer, study_uids: Sequence[str] | None, *,
+    kind: str = "restore", limits: Limits | None = None, resume: bool = False,
+    local_aet: str = "TAPEARC", priority: str = "newest",
+    identities: Sequence[Identity] | None = None, workdir: Path | None = None,
+) -> RestoreReport:
+    """Send studies from the media to ``peer``; ``resume`` continues the last unfinished job."""
+    from tapearc.jobs.delivery import Journal, run_restore
+    from tapearc.jobs.media import load_identities_for
+
+    refs = study_refs(settings, catalog, study_uids)
+    if identities is None and refs:
+        identities = load_identities_for(settings, None)
+    job_id = Journal.latest(catalog.db, peer=peer, kind=kind) if resume else None
+    journal = (Journal.open(catalog.db, job_id) if job_id is not None
+               else Journal.create(catalog.db, kind=kind, peer=peer))
+    catalog.audit(kind, None, {"who": actor(), "to": str(peer), "job": journal.job_id,
+                               "studies": len(refs), "resume": job_id is not None})
+    return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal, limits,
+                       local_aet=local_aet, priority="oldest" if priority == "oldest" else "newest",
+                       workdir=workdir)

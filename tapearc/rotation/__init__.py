@@ -1,0 +1,1 @@
+"""Offsite rotation: the pure policy, the plan and the courier manifest."""

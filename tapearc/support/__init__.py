@@ -1,0 +1,1 @@
+"""Plumbing shared by every layer: process runner, clock, rate limits."""

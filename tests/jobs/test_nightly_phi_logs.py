@@ -1,0 +1,39 @@
+"""Regression (review finding, fixed).
+
+Logs and cron mail (stderr, nightly --json failures) must carry no patient names/IDs,
+also when the PACS tree names folders after patients (ingest itself takes care of that)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tapearc.ingest.scan import ingest
+from tests.jobs.site import PASSPHRASE, make_site
+from tests.synth import generate_studies
+
+TAPEARC = (sys.executable, "-m", "tapearc")
+
+
+def run(site, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TAPEARC_PASSPHRASE": PASSPHRASE}
+    return subprocess.run([*TAPEARC, "--config", str(site.config), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_patient_name_in_nightly_output(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", max_archive="300 KiB")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    staging = tmp_path / "staging"
+    [_study] = generate_studies(staging, 1, instances_per_study=2, pixel_bytes=10_000)
+    # a PACS export tree with one folder per patient: "NAME_ID"
+    patient_dir = site.pacs / "SYNTHETIC^PATIENT00000_SYN01000000"
+    shutil.copytree(staging, patient_dir)
+    with site.catalog() as cat:
+        ingest(cat, [site.pacs], quiet_seconds=0)
+    next(patient_dir.rglob("*.dcm")).unlink()      # the PACS purges one instance
+    out = run(site, "-v", "nightly", "--json")
+    text = out.stdout + out.stderr
+    print(out.returncode, text[-2000:])
+    assert "SYNTHETIC^PATIENT" not in text and "SYN01000000" not in text

@@ -1,0 +1,46 @@
+"""Regression (review finding, fixed).
+
+Two versions of one SOP instance: recall must neither drop the instance nor name files
+outside the documented STUDY/SERIES/SOP.dcm layout."""
+from pathlib import Path
+
+from tapearc.ingest.scan import ingest
+from tapearc.jobs.nightly import run_nightly
+from tapearc.jobs.recall import recall
+from tests.jobs.site import make_site
+from tests.synth import generate_studies
+
+
+def _site(tmp_path: Path):
+    site = make_site(tmp_path / "site", max_archive="300 KiB")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    [study] = generate_studies(site.pacs, 1, instances_per_study=2, pixel_bytes=10_000)
+    assert run_nightly(site.settings).exit_code == 0
+    f = study.files[0]
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    return site, study
+
+
+def test_recall_while_new_version_is_pending_does_not_drop_the_instance(tmp_path: Path) -> None:
+    site, study = _site(tmp_path)
+    with site.catalog() as cat:
+        ingest(cat, [site.pacs], quiet_seconds=0)        # version 2 ingested, not yet written
+        [r] = recall(site.settings, cat, [study.study_uid], tmp_path / "out",
+                     identities=[site.identity])
+    files = list((tmp_path / "out").rglob("*.dcm"))
+    print(r.as_json(), [p.name for p in files])
+    # either both instances come back, or the result must not claim a verified complete study
+    assert len(files) == 2 or not r.verified, (r.as_json(), len(files))
+
+
+def test_recalled_new_version_keeps_the_sop_file_name(tmp_path: Path) -> None:
+    site, study = _site(tmp_path)
+    assert run_nightly(site.settings).exit_code == 0     # version 2 written
+    with site.catalog() as cat:
+        [_r] = recall(site.settings, cat, [study.study_uid], tmp_path / "out",
+                     identities=[site.identity])
+    names = sorted(p.name for p in (tmp_path / "out").rglob("*.dcm"))
+    assert all(n.count(".v") == 0 for n in names), names

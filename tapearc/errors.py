@@ -11,6 +11,7 @@ Exit codes (the contract in docs and scripts):
 0     done
 1     failed (an error with no more specific code)
 2     usage error (bad arguments)
+3     done, with warnings: something the PACS holds could not be archived, sent or confirmed
 65    data integrity failure: authentication tag, checksum, MAC, tampered medium
 69    a required tool or device is unavailable (says what to install)
 75    operator action needed or temporary: no, wrong or full cartridge; locked by another run
@@ -23,6 +24,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_WARNINGS = 3
 EXIT_DATAERR = 65
 EXIT_UNAVAILABLE = 69
 EXIT_TEMPFAIL = 75

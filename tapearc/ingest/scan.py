@@ -75,6 +75,7 @@ class IngestReport:
     new_bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     known_skipped: int = 0
+    unarchivable: int = 0
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class IngestReport:
             "new_bytes": self.new_bytes,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "known_skipped": self.known_skipped,
+            "unarchivable": self.unarchivable,
             "seconds": round(self.seconds, 3),
         }
 
@@ -339,6 +341,7 @@ def ingest(
             if seen is not None and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
                 if seen[2]:
                     report.known_skipped += 1
+                    report.unarchivable += 1
                 else:
                     report.known += 1
                 continue
@@ -353,6 +356,8 @@ def ingest(
                 report.skipped.append((path, reason))
                 if reason.startswith(PERMANENT_REASONS):
                     permanent.append((path, st.st_size, st.st_mtime_ns, reason))
+                # on the PACS, past its quiet period, and not archived: the run must say so
+                report.unarchivable += 1
                 continue
             if len(batch) >= BATCH:
                 _flush(catalog, batch, report)

@@ -1,8 +1,10 @@
 """The nightly cron job: ingest, write every pool, verify, copy the catalog, report.
 
 One run at a time (the site lock). It prints one summary line when all is well and says what
-the operator must do when not; the exit code tells cron and monitoring which (0, 75, 65, 1).
-Running it again after a complete run writes nothing.
+the operator must do when not; the exit code tells cron and monitoring which (0, 3, 75, 65,
+1). A run that wrote everything it could but knows of something the PACS holds that is not
+archived is "done, with warnings" (3), never ``ok``. Running it again after a complete run
+writes nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from tapearc.errors import (
     EXIT_DATAERR,
     EXIT_OK,
     EXIT_TEMPFAIL,
+    EXIT_WARNINGS,
     ConfigError,
     OperatorActionNeeded,
     TapearcError,
 )
 from tapearc.ingest.scan import IngestReport, ingest
 from tapearc.jobs.media import pool_drive, run_lock
+from tapearc.jobs.outcome import Outcome
 from tapearc.jobs.rotation import nightly_warnings
 from tapearc.jobs.session import SessionNotes, pool_session
 from tapearc.jobs.verify import verify_cartridge
@@ -47,14 +51,14 @@ class NightlyReport:
     failure_codes: list[int] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
     pending: int = 0
+    outcome: Outcome = field(default_factory=Outcome)
     exit_code: int = EXIT_OK
 
     @property
     def result(self) -> str:
-        """ok, action-needed or failed."""
-        if self.exit_code == EXIT_OK:
-            return "ok"
-        return "action-needed" if self.exit_code == EXIT_TEMPFAIL else "failed"
+        """ok, warnings, action-needed or failed."""
+        return {EXIT_OK: "ok", EXIT_WARNINGS: "warnings",
+                EXIT_TEMPFAIL: "action-needed"}.get(self.exit_code, "failed")
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``nightly --json`` document."""
@@ -72,12 +76,14 @@ class NightlyReport:
             "alerts": self.alerts,
             "failures": self.failures,
             "needs": self.needs,
+            "warnings": self.outcome.as_json(),
             "exit_code": self.exit_code,
         }
 
     def summary(self) -> str:
         """One line for cron mail."""
-        parts = [f"nightly {self.result}"]
+        parts = ["nightly done with warnings" if self.exit_code == EXIT_WARNINGS
+                 else f"nightly {self.result}"]
         if self.ingest:
             parts.append(f"ingested {self.ingest.new_instances + self.ingest.new_versions}")
         for pool, r in self.pools.items():
@@ -86,6 +92,8 @@ class NightlyReport:
         parts.append(f"pending {self.pending} instances")
         if self.verified:
             parts.append(f"verified {self.verified}")
+        if self.outcome.shortfalls:
+            parts.append(self.outcome.summary())
         return "; ".join(parts)
 
 
@@ -144,6 +152,7 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     report.pending = len({r["id"] for pool in settings.pools
                           for r in catalog.pending_instances(pool)})
     report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
+    _collect_shortfalls(report)
     if report.verify_failures:
         report.exit_code = EXIT_DATAERR
         report.needs.append("verify failed: see verify_failures; do not ship these cartridges")
@@ -151,6 +160,17 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
         report.exit_code = report.failure_codes[0]
     elif report.needs:
         report.exit_code = EXIT_TEMPFAIL
+    else:
+        report.exit_code = report.outcome.exit_code
+
+
+def _collect_shortfalls(report: NightlyReport) -> None:
+    """What the PACS holds that this run could not archive (counted again every run)."""
+    if report.ingest is not None:
+        report.outcome.warn(
+            "unarchivable-files", report.ingest.unarchivable,
+            f"{report.ingest.unarchivable} files in the PACS storage could not be archived "
+            "(ingest --json lists them with the reason)")
 
 
 def _verify_written(settings: Settings, catalog: Catalog, run_id: int,

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from tapearc.drivers.ltfs import (
-    _same_barcode,
     find_ltfs_processes,
     mkltfs_error,
     mount_error,
     parse_ltfs_messages,
     parse_ltfsck_output,
     parse_mount_output,
+    same_barcode,
 )
 from tapearc.errors import (
     DeviceError,
@@ -141,7 +141,7 @@ def test_find_ltfs_processes_matches_program_and_mountpoint(tmp_path: Path) -> N
 
 
 def test_same_barcode() -> None:
-    assert _same_barcode("HER001L9", "HER001")  # LTFS reports the 6-character volser
-    assert _same_barcode("her001l9", "HER001L9")
-    assert not _same_barcode("HER001L9", "HER002")
-    assert not _same_barcode("", "HER002")
+    assert same_barcode("HER001L9", "HER001")  # LTFS reports the 6-character volser
+    assert same_barcode("her001l9", "HER001L9")
+    assert not same_barcode("HER001L9", "HER002")
+    assert not same_barcode("", "HER002")

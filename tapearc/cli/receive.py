@@ -21,7 +21,15 @@ def receive(
     ],
     aet: LocalAet = "TAPEARC",
     port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = 11112,
-    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0",
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", help="AET@ADDRESS (or AET@NETWORK/PREFIX) that may send; repeat for each "
+        "PACS. Nothing is accepted without one.")] = None,
+    bind: Annotated[str, typer.Option(
+        "--bind", help="Address to listen on (the one the PACS routes to).")] = "127.0.0.1",
+    max_object: Annotated[str, typer.Option(
+        "--max-object-size", help="Largest object accepted, e.g. '4 GiB'.")] = "4 GiB",
+    max_associations: Annotated[int, typer.Option(
+        "--max-associations", help="Associations served at once.")] = 4,
     tls: TlsFlag = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -33,7 +41,16 @@ def receive(
     import threading
 
     from tapearc.cli.pull import tls_options
-    from tapearc.dicomnet.receiver import Receiver
+    from tapearc.config import parse_size
+    from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
+    from tapearc.errors import ConfigError, UsageError
+
+    try:
+        limit = parse_size(max_object, "--max-object-size")
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    policy = ReceiverPolicy(tuple(parse_allowed(a) for a in allow or ()), max_object_bytes=limit,
+                            max_associations=max_associations)
 
     stop = threading.Event()
 
@@ -42,7 +59,7 @@ def receive(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    rx = Receiver(staging, aet=aet, host=bind, port=port,
+    rx = Receiver(staging, aet=aet, host=bind, port=port, policy=policy,
                   tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify)).start()
     typer.echo(f"receiving as {aet} on {bind}:{port} into {staging}", err=True)
     try:
@@ -51,4 +68,5 @@ def receive(
     finally:
         rx.stop()
     w = rx.writer
-    typer.echo(f"receive: {w.written} instances, {w.nbytes} bytes, {len(w.studies)} studies")
+    typer.echo(f"receive: {w.written} instances ({w.versions} new versions of a resent "
+               f"instance), {w.duplicates} duplicates, {w.nbytes} bytes, {len(w.studies)} studies")

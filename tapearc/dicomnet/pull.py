@@ -23,7 +23,7 @@ from typing import Any, Literal
 from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.query import QueryClient, StudyMatch, dicom_date_range
-from tapearc.dicomnet.receiver import Receiver, StagingWriter, store_handler
+from tapearc.dicomnet.receiver import Receiver, StagingWriter, policy_for_peer, store_handler
 from tapearc.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def pull_studies(
     if method == "move":
         assert move_port is not None
         receiver = Receiver(staging, aet=local_aet, host=move_host, port=move_port,
-                            tls=peer.tls).start()
+                            tls=peer.tls, policy=policy_for_peer(peer.aet, peer.host)).start()
         writer = receiver.writer
     try:
         for match in matches:

@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from tapearc.catalog.db import create_catalog
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.pull import load_since, pull_studies, save_since
-from tapearc.dicomnet.receiver import Receiver, safe_name
+from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed, safe_name
 from tapearc.ingest.scan import ingest
 from tapearc.support.process import run_tool
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
@@ -103,7 +103,8 @@ def test_receiver_takes_storescu_and_feeds_ingest(netns: None, tmp_path: Path) -
     src.mkdir()
     for name in REAL_FILES:
         (src / name).write_bytes(Path(str(get_testdata_file(name, download=False))).read_bytes())
-    with Receiver(staging, aet="TAPEARC", host="127.0.0.1", port=port) as rx:
+    allow = ReceiverPolicy((parse_allowed("MODALITY@127.0.0.1"),))
+    with Receiver(staging, aet="TAPEARC", host="127.0.0.1", port=port, policy=allow) as rx:
         # -nh: storescu 3.6.7 cannot send the JPEG 2000 file as it is; keep going without it
         run_tool(["storescu", "-aet", "MODALITY", "-aec", "TAPEARC", "+sd", "-R", "-nh",
                   "127.0.0.1", str(port), str(src)],
@@ -133,7 +134,8 @@ def test_receiver_via_orthanc_cmove(start_orthanc: Callable[..., Orthanc], tmp_p
     )
     studies = _seed(orthanc, tmp_path / "src")
     staging = tmp_path / "staging"
-    with Receiver(staging, aet="TAPEARC", host="127.0.0.1", port=port) as rx:
+    allow = ReceiverPolicy((parse_allowed(f"{PACS_AET}@127.0.0.1"),))
+    with Receiver(staging, aet="TAPEARC", host="127.0.0.1", port=port, policy=allow) as rx:
         ids = orthanc.get("/studies")
         import json
 

@@ -13,7 +13,7 @@ import pytest
 from tapearc.dicomnet.peer import Peer, TlsOptions
 from tapearc.dicomnet.pull import pull_studies
 from tapearc.dicomnet.query import QueryClient
-from tapearc.dicomnet.receiver import Receiver
+from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
 from tapearc.errors import UnavailableError
 from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
@@ -95,7 +95,9 @@ def test_orthanc_sends_to_our_tls_receiver(
     for f in files:
         orthanc.upload(f)
     tls = TlsOptions(ca_file=ca, cert_file=certs["tapearc"].cert, key_file=certs["tapearc"].key)
-    with Receiver(tmp_path / "staging", host="127.0.0.1", port=rx_port, tls=tls) as rx:
+    allow = ReceiverPolicy((parse_allowed(f"{PACS_AET}@127.0.0.1"),))
+    with Receiver(tmp_path / "staging", host="127.0.0.1", port=rx_port, tls=tls,
+                  policy=allow) as rx:
         orthanc.request("POST", "/modalities/tapearc/store", json.dumps(
             {"Resources": orthanc.get("/instances"), "Synchronous": True}).encode())
         assert rx.writer.written == len(files)

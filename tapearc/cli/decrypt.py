@@ -105,7 +105,7 @@ def _open_in(path: Path, tape_file: int) -> BinaryIO:
     """The stream in ``path``; for a virtual cartridge, tape file ``tape_file`` of it."""
     from typing import cast
 
-    from tapearc.drivers.vtapedev import MAGIC
+    from tapearc.drivers.tape.vdevice import MAGIC
     from tapearc.errors import NotFound
 
     try:
@@ -123,7 +123,7 @@ class _TapeFile:
     """One tape file of a virtual cartridge, block after block, as ``dd`` reads a real tape."""
 
     def __init__(self, path: Path, number: int) -> None:
-        from tapearc.drivers.vtapedev import VirtualTapeDevice
+        from tapearc.drivers.tape.vdevice import VirtualTapeDevice
         from tapearc.errors import UsageError
 
         if number < 1:

@@ -49,7 +49,7 @@ from tapearc.drivers.layout import (
     fsync_dir,
     write_atomic,
 )
-from tapearc.drivers.vtapedev import BARCODE_RE
+from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
     DeviceError,
     DeviceUnavailable,

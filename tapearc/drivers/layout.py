@@ -1,6 +1,6 @@
 """The bytes the drivers add around an archive: the data header and the index header.
 
-Shared by the tape layout (``tape.py``) and disk volumes (``disk.py``) so that every medium
+Shared by the tape layout (``tape/driver.py``) and disk volumes (``disk.py``) so that every medium
 describes itself the same way (docs/FORMAT.md):
 
 * data header: one small block at the start of each data file on tape, ``TADA`` magic, format

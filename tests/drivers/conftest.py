@@ -82,7 +82,7 @@ def _counter() -> Callable[[], str]:
 
 
 def _vtape_medium(tmp: Path) -> Medium:
-    from tapearc.drivers.vtapedev import cartridge_path, set_write_protect
+    from tapearc.drivers.tape.vdevice import cartridge_path, set_write_protect
 
     folder = tmp / "vtapes"
 
@@ -93,7 +93,7 @@ def _vtape_medium(tmp: Path) -> Medium:
         return make_driver("vtape", "drive-a", options, tmp, BLOCK)
 
     def record_offset(barcode: str, block: int) -> int:
-        # Walk the records (layout of vtapedev): find the file offset of logical block ``block``.
+        # Walk the records (layout of tape.vdevice): find the file offset of logical block ``block``.
         import struct
 
         data = cartridge_path(folder, barcode).read_bytes()

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapearc.drivers.tapedev import TapeDevice, TapeStatus
+from tapearc.drivers.tape.device import TapeDevice, TapeStatus
 from tapearc.errors import MediumFull
 
 #: scsi_debug's tape (Linux >= 6.15, drivers/scsi/scsi_debug.c): TAPE_UNITS = 10000 units, each
@@ -457,7 +457,7 @@ def header(device: TapeDevice, kind: str) -> list[str]:
 def open_device(spec: str) -> Iterator[tuple[TapeDevice, str]]:
     """``vtape`` (a blank cartridge sized like scsi_debug's tape) or a /dev/nstN path."""
     if spec == "vtape":
-        from tapearc.drivers.vtapedev import VirtualTapeDevice
+        from tapearc.drivers.tape.vdevice import VirtualTapeDevice
 
         with tempfile.TemporaryDirectory(prefix="rig-vtape-") as tmp:
             vdev = VirtualTapeDevice(
@@ -472,7 +472,7 @@ def open_device(spec: str) -> Iterator[tuple[TapeDevice, str]]:
             finally:
                 vdev.remove()
     else:
-        from tapearc.drivers.stdev import StDevice
+        from tapearc.drivers.tape.st import StDevice
 
         sdev = StDevice(spec)
         try:

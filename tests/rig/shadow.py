@@ -15,7 +15,7 @@ conformance suite runs on ``ShadowedStDevice``:
 * a block under 512 bytes goes to the tape padded with zeros, and reads back at its own length.
 
 Loaded as a pytest plugin in the guest (``-p tests.rig.shadow``): it makes
-``tapearc.drivers.stdev.StDevice``, which ``TapeDriver.from_config`` looks up when it builds a
+``tapearc.drivers.tape.st.StDevice``, which ``TapeDriver.from_config`` looks up when it builds a
 device, this class.
 """
 
@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import pytest
 
-from tapearc.drivers import stdev
-from tapearc.drivers.tapedev import TapeStatus
+from tapearc.drivers.tape import st as stdev
+from tapearc.drivers.tape.device import TapeStatus
 
 #: scsi_debug's smallest variable block.
 MIN_BLOCK: Final = 512

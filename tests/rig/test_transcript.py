@@ -41,7 +41,7 @@ ALLOWED: dict[str, str] = {
 }
 
 #: Differences that are vtape bugs (vtape does not do what st does), pending a fix in
-#: tapearc/drivers/vtapedev.py: list one here with its reason only while the fix is on its way;
+#: tapearc/drivers/tape/vdevice.py: list one here with its reason only while the fix is on its way;
 #: the fix then makes the entry fail the comparison ("remove it from the list"). The first
 #: recording found 18 (reading at end of data, file/block numbers after seek and bsf, writes
 #: after early warning, EOT after close); all were fixed in vtape on 2026-11-27.

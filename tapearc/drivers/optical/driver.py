@@ -40,7 +40,7 @@ from tapearc.drivers.optical.disc import Disc, read_extents
 from tapearc.drivers.optical.media import MIB, SECTOR, MediaProfile, media_profile
 from tapearc.drivers.optical.parse import MediaInfo, check_run, parse_lba_report, parse_toc
 from tapearc.drivers.optical.sink import OpticalSink
-from tapearc.drivers.vtapedev import BARCODE_RE
+from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
     ConfigError,
     DeviceUnavailable,

@@ -1,6 +1,6 @@
 """The tape layout over any ``TapeDevice``: the ``tape`` (mt-st + st) and ``vtape`` drivers.
 
-One layout, written against the st semantics of ``tapearc.drivers.tapedev``, runs on a real LTO
+One layout, written against the st semantics of ``tapearc.drivers.tape.device``, runs on a real LTO
 drive (``StDevice``) and on the virtual drive (``VirtualTapeDevice``):
 
     file 0      the label: one block (``Label.to_bytes()``), then a filemark
@@ -40,8 +40,8 @@ from tapearc.drivers.layout import (
     is_data_header,
     write_atomic,
 )
-from tapearc.drivers.tapedev import TapeDevice
-from tapearc.drivers.vtapedev import VirtualTapeDevice, cartridge_path
+from tapearc.drivers.tape.device import TapeDevice
+from tapearc.drivers.tape.vdevice import VirtualTapeDevice, cartridge_path
 from tapearc.errors import (
     ConfigError,
     DeviceError,
@@ -75,7 +75,7 @@ class TapeDriver(Driver):
     def from_config(
         cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
     ) -> Driver:
-        from tapearc.drivers.stdev import StDevice
+        from tapearc.drivers.tape.st import StDevice
 
         opts = DriveOptions(drive, options)
         device_path = opts.string("device", "/dev/nst0")
@@ -88,7 +88,7 @@ class TapeDriver(Driver):
 
     @classmethod
     def check_available(cls) -> None:
-        from tapearc.drivers.stdev import check_mt_st
+        from tapearc.drivers.tape.st import check_mt_st
 
         check_mt_st("mt")
 

@@ -6,7 +6,7 @@ Positioning and status: mt-st (``mt`` on Debian through alternatives, or ``mt-st
 in ``open()`` until someone loads a cartridge.
 
 st allows one open at a time, so the data descriptor is closed before each mt call; closing
-after a write is what writes the filemark that ends a file (``tapedev`` documents the
+after a write is what writes the filemark that ends a file (``tape.device`` documents the
 consequences). The data descriptor is opened with ``O_NONBLOCK`` so that an empty or offline
 drive fails the read or write (ENOMEDIUM/EIO) instead of hanging this process in ``open()``.
 
@@ -21,7 +21,7 @@ import errno
 import os
 import re
 
-from tapearc.drivers.tapedev import TapeDevice, TapeStatus
+from tapearc.drivers.tape.device import TapeDevice, TapeStatus
 from tapearc.errors import (
     DeviceError,
     DeviceUnavailable,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver, stdev
-from tapearc.drivers.stdev import StDevice, check_mt_st, parse_mt_status, parse_mt_tell
+from tapearc.drivers import make_driver
 from tapearc.drivers.tape import TapeDriver
+from tapearc.drivers.tape import st as stdev
+from tapearc.drivers.tape.st import StDevice, check_mt_st, parse_mt_status, parse_mt_tell
 from tapearc.errors import (
     EXIT_CONFIG,
     EXIT_TEMPFAIL,
@@ -36,8 +37,8 @@ from tapearc.errors import (
 )
 from tests.support import need_tool
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mt"
-FAKE_MT_DIR = Path(__file__).resolve().parent.parent / "fakes" / "mt"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mt"
+FAKE_MT_DIR = Path(__file__).resolve().parents[2] / "fakes" / "mt"
 
 # file, (file number, block number, partition, block size, density, flags)
 STATUS_CASES = [

@@ -25,7 +25,7 @@ import struct
 from array import array
 from pathlib import Path
 
-from tapearc.drivers.tapedev import (
+from tapearc.drivers.tape.device import (
     GMT_BOT,
     GMT_DR_OPEN,
     GMT_EOD,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers.tapedev import GMT_BOT, GMT_EOD, GMT_EOF, GMT_ONLINE
-from tapearc.drivers.vtapedev import (
+from tapearc.drivers.tape.device import GMT_BOT, GMT_EOD, GMT_EOF, GMT_ONLINE
+from tapearc.drivers.tape.vdevice import (
     VirtualTapeDevice,
     cartridge_path,
     create_cartridge,

@@ -21,7 +21,7 @@ from tapearc.drivers.base import ArchivePosition, Label
 from tapearc.drivers.disk import DiskDriver
 from tapearc.drivers.layout import DATA_MAGIC, INDEX_MAGIC, IndexHeader
 from tapearc.drivers.tape import TapeDriver, VirtualTapeDriver
-from tapearc.drivers.vtapedev import VirtualTapeDevice, cartridge_path
+from tapearc.drivers.tape.vdevice import VirtualTapeDevice, cartridge_path
 from tapearc.errors import (
     ConfigError,
     DeviceError,
@@ -34,7 +34,7 @@ from tapearc.errors import (
 from tests.drivers.test_conformance import blocks, make_label, write_archive
 
 BS = 4096
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def vtape(tmp_path: Path, drive: str = "drive-a", **extra: object) -> VirtualTapeDriver:

@@ -1,0 +1,1 @@
+"""Tape driver tests: the layout on both devices, mt-st's parsers and the virtual drive."""

@@ -1,7 +1,7 @@
 """Regression (review finding, fixed).
 
 `cartridge label NEW --force` erases whatever cartridge is in the drive. On a real st drive
-(TapeDriver.load ignores the barcode: tape/driver.py:153) that can be another catalogued cartridge;
+(TapeDriver.load ignores the barcode) that can be another catalogued cartridge;
 the catalog then keeps counting the erased cartridge's copies: the studies never become
 pending again for that pool."""
 from pathlib import Path
@@ -24,7 +24,7 @@ def test_force_relabel_of_the_wrong_cartridge_keeps_catalog_truthful(
     site.label("B00001", "B")
     generate_studies(site.pacs, 2, instances_per_study=2, pixel_bytes=10_000)
     assert run_nightly(site.settings).exit_code == 0
-    # a real tape drive: "load" is whatever cartridge the operator put in (tape/driver.py:153)
+    # a real tape drive: "load" is whatever cartridge the operator put in (TapeDriver.load)
     real_load = VirtualTapeDriver.load
 
     def st_load(self: VirtualTapeDriver, barcode: str | None = None) -> None:

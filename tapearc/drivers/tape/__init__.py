@@ -2,10 +2,11 @@
 
 Modules: ``device`` (the ``TapeDevice`` interface: what a program sees through ``/dev/nstN``
 plus mt-st), ``st`` (the real drive: the st device and mt-st), ``vdevice`` (a file-backed virtual
-drive with the same semantics), ``driver`` (the tape layout, ``driver = "tape"`` and
-``driver = "vtape"``).
+drive with the same semantics), ``driver`` (the tape layout; ``driver = "tape"``), ``vtape``
+(the layout over the virtual drive; ``driver = "vtape"``).
 """
 
-from tapearc.drivers.tape.driver import TapeDriver, VirtualTapeDriver
+from tapearc.drivers.tape.driver import TapeDriver
+from tapearc.drivers.tape.vtape import VirtualTapeDriver
 
 __all__ = ["TapeDriver", "VirtualTapeDriver"]

@@ -12,7 +12,7 @@ from tapearc.cli._common import JsonOption, print_json, print_table, state
 
 if TYPE_CHECKING:
     from tapearc.jobs.rotation import MoveResult
-    from tapearc.rotation.policy import PlanItem
+    from tapearc.rotation.plan import PlanItem
 
 rotation_app = typer.Typer(help="Ship copies to their vaults and bring them back.",
                            no_args_is_help=True)
@@ -38,7 +38,7 @@ def plan(
     """Today's pick list: what to ship, what to bring back, what is overdue, and the exposure."""
     from tapearc.catalog import open_catalog
     from tapearc.jobs.rotation import build_plan, loaded_drives
-    from tapearc.rotation.policy import manifest_html
+    from tapearc.rotation.manifest import manifest_html
 
     settings = state(ctx).settings()
     loaded = loaded_drives(settings)

@@ -25,7 +25,8 @@ from tapearc.errors import (
     UsageError,
 )
 from tapearc.rotation import policy as rotation
-from tapearc.rotation.policy import CartridgeFacts, Location, Plan, Policy, Request, parse_location
+from tapearc.rotation.plan import Plan, PlanItem, make_plan
+from tapearc.rotation.policy import CartridgeFacts, Location, Policy, Request, parse_location
 from tapearc.support import clock
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ def build_plan(settings: Settings, catalog: Catalog,
 
 def _plan(catalog: Catalog, policy: Policy, loaded: Mapping[str, str] | None) -> Plan:
     """The pure plan, with the rules that need the studies on each cartridge checked too."""
-    plan = rotation.make_plan(cartridge_facts(catalog, loaded), open_requests(catalog), policy,
-                              clock.now(), current_exposure(catalog, policy))
+    plan = make_plan(cartridge_facts(catalog, loaded), open_requests(catalog), policy,
+                     clock.now(), current_exposure(catalog, policy))
     for item in plan.ship:
         clash = clash_studies(catalog.conn, item.barcode, item.pool, item.vault or "")
         if clash:
@@ -197,7 +198,7 @@ def _plan(catalog: Catalog, policy: Policy, loaded: Mapping[str, str] | None) ->
     return plan
 
 
-def _block(item: rotation.PlanItem, why: str) -> None:
+def _block(item: PlanItem, why: str) -> None:
     item.blocked = f"{item.blocked}; {why}" if item.blocked else why
 
 

@@ -1,4 +1,4 @@
-"""Offsite rotation: where a cartridge is, where it may go, and what to do today.
+"""Offsite rotation: where a cartridge is, where it may go, and what keeps a study safe.
 
 Pure functions over catalog rows and a ``now`` argument (the jobs read the rows, the scenario
 tests control the clock):
@@ -9,17 +9,19 @@ tests control the clock):
 - the invariants a move must keep (a copy leaves only after it was verified; the copies of a
   study are never shipped to or stored in one place, and never all brought back at once; a
   cartridge recorded offsite is never appended to);
-- the daily plan (what to ship, what to bring back, what is overdue) and the exposure (the age of
-  the oldest study without two verified copies in two vaults, and the bytes at risk);
-- the courier manifest: barcodes and counts only, never patient data.
+- the exposure (the age of the oldest study without two verified copies in two vaults, and the
+  bytes at risk).
+
+Built on them: the daily plan (``rotation.plan``: what to ship, what to bring back, what is
+overdue) and the courier manifest (``rotation.manifest``: barcodes and counts only, never patient
+data).
 """
 
 from __future__ import annotations
 
-import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -299,18 +301,18 @@ def move_problems(cart: CartridgeFacts, dst: Location, policy: Policy, *, clash_
         problems.append(f"{cart.barcode} is loaded in drive {cart.drive}: eject it first")
     leaving = src.kind in ONSITE_KINDS and dst.kind in (TRANSIT_TO, VAULT)
     if leaving and policy.ship_after_verify and cart.unverified:
-        problems.append(f"{cart.barcode} has {_count(cart.unverified, 'archive')} not verified "
+        problems.append(f"{cart.barcode} has {plural(cart.unverified, 'archive')} not verified "
                         f"ok: verify it before it leaves (tapearc verify {cart.barcode})")
     if leaving and cart.state not in SHIPPABLE_STATES:
         problems.append(f"{cart.barcode} is {cart.state}: only appendable or full cartridges "
                         "travel")
     if dst.kind in (TRANSIT_TO, VAULT) and clash_studies:
-        problems.append(f"{_count(clash_studies, 'study', 'studies')} on {cart.barcode} already "
+        problems.append(f"{plural(clash_studies, 'study', 'studies')} on {cart.barcode} already "
                         "have their other "
                         f"copy at or going to vault {dst.place}: the two copies of a study are "
                         "never stored in one place")
     if src.offsite and dst.kind in (TRANSIT_BACK, ONSITE) and orphan_studies:
-        problems.append(f"{_count(orphan_studies, 'study', 'studies')} on {cart.barcode} would "
+        problems.append(f"{plural(orphan_studies, 'study', 'studies')} on {cart.barcode} would "
                         "have no copy left "
                         "offsite: bring it back after the other pool's copy is in its vault")
     if dst.kind == DESTROYED and cart.state not in ("retired", "blank") and cart.archives:
@@ -319,227 +321,6 @@ def move_problems(cart: CartridgeFacts, dst: Location, policy: Policy, *, clash_
     return problems
 
 
-def _count(n: int, one: str, many: str | None = None) -> str:
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun in the right number (``1 study``, ``2 studies``)."""
     return f"{n} {one if n == 1 else many or one + 's'}"
-
-
-# --- the daily plan -------------------------------------------------------------------------
-
-
-@dataclass
-class PlanItem:
-    """One thing to do with one cartridge."""
-
-    action: str  # ship, bring-back, await
-    barcode: str
-    pool: str
-    vault: str | None
-    reason: str
-    due: datetime
-    overdue: bool = False
-    blocked: str | None = None  # a rule keeps it here until this is fixed
-    prepare: str | None = None  # a step before it goes in the box (eject it)
-
-    def as_json(self) -> dict[str, Any]:
-        """Stable fields."""
-        return {"action": self.action, "barcode": self.barcode, "pool": self.pool,
-                "vault": self.vault, "reason": self.reason, "due": self.due.isoformat(),
-                "overdue": self.overdue, "blocked": self.blocked, "prepare": self.prepare}
-
-
-@dataclass
-class Plan:
-    """Today's pick list."""
-
-    now: datetime
-    exposure: Exposure
-    ship: list[PlanItem] = field(default_factory=list)
-    bring_back: list[PlanItem] = field(default_factory=list)
-    in_transit: list[PlanItem] = field(default_factory=list)
-    todo: list[str] = field(default_factory=list)
-
-    @property
-    def overdue(self) -> list[PlanItem]:
-        """Every item past its date (shipment skipped, courier late, return not sent)."""
-        return [i for i in (*self.ship, *self.bring_back, *self.in_transit) if i.overdue]
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``rotation plan --json`` document."""
-        return {"now": self.now.isoformat(), "exposure": self.exposure.as_json(),
-                "ship": [i.as_json() for i in self.ship],
-                "bring_back": [i.as_json() for i in self.bring_back],
-                "in_transit": [i.as_json() for i in self.in_transit],
-                "overdue": [i.as_json() for i in self.overdue], "todo": self.todo}
-
-
-def _days(n: float) -> timedelta:
-    return timedelta(days=n)
-
-
-def _ship_due(cart: CartridgeFacts, policy: Policy,
-              requests: Mapping[str, Request]) -> tuple[datetime, str] | None:
-    """When an onsite cartridge must leave, and why (None: it may stay)."""
-    if cart.state not in SHIPPABLE_STATES or not cart.archives or not cart.location.onsite:
-        return None
-    if cart.barcode in requests:
-        return None  # still wanted here (a recall asked for it and has not been marked done)
-    dues: list[tuple[datetime, str]] = []
-    if cart.state == "full" and (cart.new_data_since or cart.returned_at is None):
-        dues.append((cart.closed_at or cart.new_data_since or cart.since, "full"))
-    if cart.new_data_since is not None:
-        dues.append((cart.new_data_since + _days(policy.max_onsite_days),
-                     f"data not offsite since {cart.new_data_since:%Y-%m-%d}"))
-    if cart.returned_at is not None:
-        hold = policy.max_onsite_days if cart.state == "appendable" and \
-            "append" in policy.bring_back else policy.return_hold_days
-        dues.append((cart.returned_at + _days(hold),
-                     f"back from the vault since {cart.returned_at:%Y-%m-%d}: return it"))
-    return min(dues, key=lambda d: d[0]) if dues else None
-
-
-def make_plan(carts: Sequence[CartridgeFacts], requests: Sequence[Request], policy: Policy,
-              now: datetime, expo: Exposure) -> Plan:
-    """Today's plan: what to ship, what to bring back, what is in transit and what is overdue."""
-    plan = Plan(now, expo)
-    open_requests = {r.barcode: r for r in requests}
-    grace = _days(policy.ship_grace_days)
-    shipping: set[str] = set()
-    for cart in carts:
-        due = _ship_due(cart, policy, open_requests)
-        if due is None or due[0] > now:
-            continue
-        item = PlanItem("ship", cart.barcode, cart.pool, policy.vaults.get(cart.pool), due[1],
-                        due[0], overdue=now > due[0] + grace)
-        # being in a drive is a step of the morning's work, not a rule that keeps it here
-        free = replace(cart, drive=None, location=Location(ONSITE))
-        blocked = move_problems(free, Location(TRANSIT_TO, item.vault or "?"), policy)
-        if cart.drive or cart.location.kind == DRIVE:
-            item.prepare = f"eject it from drive {cart.drive or cart.location.place or '?'}"
-        if item.vault is None:
-            blocked.append(f"pool {cart.pool} has no vault in the config")
-        item.blocked = "; ".join(blocked) or None
-        plan.ship.append(item)
-        shipping.add(cart.barcode)
-    for cart in carts:
-        if cart.location.kind in (TRANSIT_TO, TRANSIT_BACK):
-            where = "vault" if cart.location.kind == TRANSIT_TO else "site"
-            due_at = cart.since + _days(policy.transit_days)
-            plan.in_transit.append(PlanItem(
-                "await", cart.barcode, cart.pool, cart.location.place,
-                f"{cart.location}: the {where} has not confirmed receipt", due_at,
-                overdue=now > due_at))
-    _bring_backs(plan, carts, open_requests, policy, now)
-    _todo(plan, carts, shipping, policy)
-    return plan
-
-
-def _bring_backs(plan: Plan, carts: Sequence[CartridgeFacts], requests: Mapping[str, Request],
-                 policy: Policy, now: datetime) -> None:
-    by_code = {c.barcode: c for c in carts}
-    late = _days(policy.ship_grace_days + policy.transit_days)
-    wanted: set[str] = set()
-    if "recall" in policy.bring_back:
-        for req in requests.values():
-            cart = by_code.get(req.barcode)
-            if cart is None or cart.location.kind != VAULT:
-                continue
-            wanted.add(cart.barcode)
-            plan.bring_back.append(PlanItem(
-                "bring-back", cart.barcode, cart.pool, cart.location.place,
-                f"requested for {req.reason} on {req.requested_at:%Y-%m-%d}", req.requested_at,
-                overdue=now > req.requested_at + late))
-    # drills and appends take a cartridge out of its vault only while no cartridge of another
-    # pool is away, so one pool's copy of every study stays offsite
-    away = {c.pool for c in carts if c.returned_at is not None or c.location.kind == TRANSIT_BACK
-            or c.barcode in wanted}
-    in_vault = [c for c in carts if c.location.kind == VAULT and c.state in SHIPPABLE_STATES]
-    if "append" in policy.bring_back:
-        for pool in sorted({c.pool for c in carts}):
-            if away - {pool} or any(c.pool == pool and c.state == "appendable"
-                                    and (c.location.onsite or c.location.kind == TRANSIT_BACK)
-                                    and c.barcode not in plan_shipping(plan) for c in carts):
-                continue
-            room = [c for c in in_vault if c.pool == pool and c.state == "appendable"]
-            if room:
-                best = max(room, key=lambda c: (c.free_bytes or 0, c.barcode))
-                plan.bring_back.append(PlanItem(
-                    "bring-back", best.barcode, pool, best.location.place,
-                    "to append to (no appendable cartridge onsite)", now))
-                away.add(pool)
-    if "verify" in policy.bring_back and policy.verify_drill_days > 0 and not away:
-        stale = [c for c in in_vault if (c.last_verified or c.since)
-                 + _days(policy.verify_drill_days) <= now]
-        if stale:
-            oldest = min(stale, key=lambda c: (c.last_verified or c.since, c.barcode))
-            since = oldest.last_verified or oldest.since
-            plan.bring_back.append(PlanItem(
-                "bring-back", oldest.barcode, oldest.pool, oldest.location.place,
-                f"verification drill (last verified {since:%Y-%m-%d})",
-                since + _days(policy.verify_drill_days)))
-
-
-def plan_shipping(plan: Plan) -> set[str]:
-    """Barcodes the plan sends out today."""
-    return {i.barcode for i in plan.ship}
-
-
-def _todo(plan: Plan, carts: Sequence[CartridgeFacts], shipping: set[str],
-          policy: Policy) -> None:
-    for item in plan.ship:
-        if item.blocked:
-            plan.todo.append(f"before shipping {item.barcode}: {item.blocked}")
-        if item.prepare:
-            plan.todo.append(f"{item.barcode}: {item.prepare} before it ships")
-    coming = {i.pool for i in plan.bring_back if "append" in i.reason}
-    for pool in sorted(policy.vaults):
-        # a cartridge back for a recall or a drill is not for writing unless the policy says so
-        writable = [c for c in carts if c.pool == pool and c.state == "appendable"
-                    and c.location.onsite and c.barcode not in shipping
-                    and (c.returned_at is None or "append" in policy.bring_back)]
-        if not writable and pool not in coming:
-            leaving = sorted(c.barcode for c in carts if c.pool == pool and c.barcode in shipping)
-            after = f" once {', '.join(leaving)} ships" if leaving else ""
-            plan.todo.append(f"pool {pool}: no appendable cartridge onsite{after}: label and load "
-                             f"a new one (tapearc cartridge label BARCODE --pool {pool})")
-    for item in plan.overdue:
-        plan.todo.append(f"OVERDUE {item.action} {item.barcode}: {item.reason} "
-                         f"(due {item.due:%Y-%m-%d})")
-    if plan.exposure.over:
-        plan.todo.append(f"exposure is {plan.exposure.days:.1f} days, over the limit of "
-                         f"{plan.exposure.limit_days:g}: ship and receive as planned")
-
-
-# --- courier manifest -----------------------------------------------------------------------
-
-
-def manifest_html(plan: Plan, site: str) -> str:
-    """A printable courier manifest: per vault, the barcodes going out and coming back, with
-    counts and signature lines. Barcodes, pools and vaults only: no patient data."""
-    vaults = sorted({i.vault or "?" for i in (*plan.ship, *plan.bring_back)})
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-        f"<title>Courier manifest {esc(site)} {plan.now:%Y-%m-%d}</title>",
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #000;padding:4px 10px}.sig{margin-top:3em}</style>",
-        "</head><body>",
-        f"<h1>Courier manifest</h1><p>Site: {esc(site)}<br>Date: {plan.now:%Y-%m-%d}</p>",
-    ]
-    if not vaults:
-        parts.append("<p>Nothing to carry today.</p>")
-    for vault in vaults:
-        out = [i for i in plan.ship if (i.vault or "?") == vault and not i.blocked]
-        back = [i for i in plan.bring_back if (i.vault or "?") == vault]
-        parts.append(f"<h2>Vault {esc(vault)}</h2>")
-        for title, items in ((f"To vault {vault}", out), (f"Back from vault {vault}", back)):
-            parts.append(f"<h3>{esc(title)}: {_count(len(items), 'cartridge')}</h3>")
-            if items:
-                parts.append("<table><tr><th>#</th><th>Barcode</th><th>Pool</th>"
-                             "<th>Checked</th></tr>")
-                parts += [f"<tr><td>{n}</td><td>{esc(i.barcode)}</td><td>{esc(i.pool)}</td>"
-                          "<td>&#9744;</td></tr>" for n, i in enumerate(items, 1)]
-                parts.append("</table>")
-        parts.append("<p class='sig'>Handed over by: ______________________ "
-                     "Received by: ______________________ Time: __________</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

@@ -12,7 +12,7 @@ from tapearc.config import Settings, load_settings
 from tapearc.jobs import rotation as rotation_job
 from tapearc.jobs.cartridge import eject_drive, label_cartridge, load_cartridge
 from tapearc.jobs.verify import verify_cartridge
-from tapearc.rotation.policy import Plan
+from tapearc.rotation.plan import Plan
 from tapearc.support import clock
 from tests.jobs.site import Site, make_site
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tapearc.errors import ConfigError, UsageError
+from tapearc.rotation.manifest import manifest_html
+from tapearc.rotation.plan import make_plan
 from tapearc.rotation.policy import (
     CartridgeFacts,
     Exposure,
     Location,
     Request,
     exposure,
-    make_plan,
-    manifest_html,
     move_problems,
     parse_location,
     parse_policy,

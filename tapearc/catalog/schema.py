@@ -181,8 +181,51 @@ def _bring_back(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN;{BRING_BACK}PRAGMA user_version = {version}; COMMIT;")
 
 
+RESTORE_JOURNAL = """
+CREATE TABLE IF NOT EXISTS restore_jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT,
+    studies INTEGER,
+    report TEXT
+);
+CREATE TABLE IF NOT EXISTS restore_items (
+    job_id INTEGER REFERENCES restore_jobs(id),
+    study_uid TEXT,
+    cartridge TEXT,
+    position INTEGER,
+    study_date TEXT,
+    state TEXT NOT NULL,
+    expected INTEGER,
+    sent INTEGER,
+    confirmed INTEGER,
+    missing INTEGER,
+    refused INTEGER,
+    attempts INTEGER,
+    bytes INTEGER,
+    last_error TEXT,
+    updated TEXT,
+    PRIMARY KEY (job_id, study_uid)
+);
+CREATE INDEX IF NOT EXISTS idx_restore_items_job_id_state ON restore_items(job_id, state);
+"""
+
+
+def _restore_journal(conn: sqlite3.Connection) -> None:
+    """Restore, migration and recall jobs (``tapearc.catalog.journal``).
+
+    Catalogs of earlier versions may hold these tables already, made by the journal itself on
+    its first job (same columns, same index name): ``IF NOT EXISTS`` keeps them and their rows.
+    """
+    version = MIGRATIONS.index(_restore_journal) + 1
+    conn.executescript(f"BEGIN;{RESTORE_JOURNAL}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _bring_back]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _bring_back, _restore_journal]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

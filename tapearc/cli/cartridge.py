@@ -74,8 +74,7 @@ def show(ctx: typer.Context, barcode: Barcode, as_json: JsonOption = False) -> N
                                         "plaintext_bytes", "created", "verified_at",
                                         "verify_result")}
                     for a in catalog.archives(cart["barcode"])]
-        history = catalog.query("SELECT location, at, actor, reason FROM locations"
-                                " WHERE barcode = ? ORDER BY id", (cart["barcode"],))
+        history = catalog.location_history(cart["barcode"])
     if as_json:
         print_json({**cart, "archive_list": archives, "history": history})
         return

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Pending studies, exposure, last nightly, cartridges by location, drives, today's jobs."""
     from tapearc.catalog import open_catalog
-    from tapearc.jobs.rotation import status_report
+    from tapearc.jobs.status import status_report
 
     settings = state(ctx).settings()
     with open_catalog(settings.catalog_path) as catalog:

@@ -43,17 +43,15 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
                 f"(pool {existing.pool}, site {existing.site}); nothing was written",
                 hint="use --force to erase it (its archives are lost)",
             )
-        if existing is not None and existing.barcode != barcode:
-            # a real drive loads whatever is inserted: never erase a cartridge whose copies
-            # the catalog still counts, even with --force
-            rows = catalog.query("SELECT state FROM cartridges WHERE barcode = ?",
-                                 (existing.barcode,))
-            if rows and rows[0]["state"] in READABLE_STATES:
-                raise WrongMedium(
-                    f"drive {driver.drive} holds {existing.barcode}, whose archives the catalog "
-                    f"counts; it was not relabelled as {barcode}",
-                    hint=f"insert {barcode}, or retire {existing.barcode} first "
-                         f"(tapearc cartridge retire {existing.barcode})")
+        # a real drive loads whatever is inserted: never erase a cartridge whose copies the
+        # catalog still counts, even with --force
+        if existing is not None and existing.barcode != barcode \
+                and catalog.cartridge_state(existing.barcode) in READABLE_STATES:
+            raise WrongMedium(
+                f"drive {driver.drive} holds {existing.barcode}, whose archives the catalog "
+                f"counts; it was not relabelled as {barcode}",
+                hint=f"insert {barcode}, or retire {existing.barcode} first "
+                     f"(tapearc cartridge retire {existing.barcode})")
         media = settings.pools[pool].media
         label = Label(barcode=barcode, pool=pool, site=settings.site, media=media,
                       block_size=settings.block_size, created=utcnow())
@@ -64,8 +62,7 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
     if existing is not None and existing.barcode != barcode:
         catalog.audit("cartridge.erased", existing.barcode,
                       {"relabelled_as": barcode, "forced": force})
-    known = catalog.query("SELECT barcode FROM cartridges WHERE barcode = ?", (barcode,))
-    if known and force:
+    if force and catalog.cartridge_state(barcode) is not None:
         catalog.reset_cartridge(barcode, pool, "relabelled with --force")
     else:
         catalog.add_cartridge(barcode, pool, media, settings.site, settings.block_size, capacity)
@@ -82,10 +79,10 @@ def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
     from tapearc.rotation.policy import parse_location
 
     barcode = check_barcode(barcode)
-    known = catalog.query("SELECT pool, location FROM cartridges WHERE barcode = ?", (barcode,))
-    if known and parse_location(known[0]["location"], strict=False).offsite:
+    where = catalog.cartridge_location(barcode)
+    if where is not None and parse_location(where, strict=False).offsite:
         raise PolicyRefused(
-            f"cartridge {barcode} is recorded at {known[0]['location']}, not onsite",
+            f"cartridge {barcode} is recorded at {where}, not onsite",
             hint=f"when it is back, record it first: tapearc rotation receive {barcode}")
     if drive is None:
         cart = catalog.cartridge(barcode)

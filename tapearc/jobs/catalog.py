@@ -66,7 +66,7 @@ def _rebuild_from(settings: Settings, catalog: Catalog, drive: str,
         label = driver.read_label()
         if label is None:
             raise NoMedium(f"the cartridge in drive {drive} is blank")
-        added = not catalog.query("SELECT 1 FROM cartridges WHERE barcode = ?", (label.barcode,))
+        added = catalog.cartridge_state(label.barcode) is None
         if added:
             capacity = driver.capabilities.capacity_bytes
             catalog.add_cartridge(label.barcode, label.pool, label.media, label.site,

@@ -15,7 +15,7 @@ missing    some instances are not on the PACS (never recalled, lost, or not kept
 refused    the PACS refused at least one instance (the status is in ``last_error``)
 =========  =======================================================================
 
-The journal lives in the catalog (``restore_jobs``, ``restore_items``). Resuming a job skips
+The journal lives in the catalog (``tapearc.catalog.journal``). Resuming a job skips
 its confirmed studies; a study that was being sent when the run stopped is first compared with
 the PACS, and only the instances it lacks are sent again. If the PACS stops answering, the run
 stops with ``report.aborted`` set and the journal ready to resume.
@@ -33,32 +33,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from tapearc.catalog.journal import Journal, JournalItem, StudyRef
 from tapearc.dicomnet.peer import Peer
-from tapearc.errors import ConfigError, NotFound, TapearcError, UnavailableError, UsageError
+from tapearc.errors import ConfigError, TapearcError, UnavailableError, UsageError
 from tapearc.support.limits import Limits, RateLimiter
-
-if TYPE_CHECKING:
-    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "sent", "confirmed", "missing", "refused")
 Priority = Literal["newest", "oldest"]
-
-
-@dataclass(frozen=True)
-class StudyRef:
-    """A study to restore and where it lives on the media."""
-
-    study_uid: str
-    study_date: str | None  # YYYYMMDD, None when unknown (sorted last)
-    expected_instances: int
-    cartridge: str
-    position: int
 
 
 #: ``fetch(studies, workdir)`` yields ``(study, files)`` for each study it could recall, grouped
@@ -90,161 +76,6 @@ def order_studies(studies: Sequence[StudyRef], priority: Priority = "newest") ->
     for cart in sorted(by_cart, key=cart_key):
         ordered.extend(sorted(by_cart[cart], key=lambda s: (s.position, s.study_uid)))
     return ordered
-
-
-# --------------------------------------------------------------------------------- journal
-
-
-def ensure_restore_tables(db: Database) -> None:
-    """Create the journal tables and indexes if they do not exist (idempotent)."""
-    db.table("restore_jobs").create(
-        {
-            "id": int,
-            "kind": str,
-            "peer": str,
-            "state": str,
-            "created": str,
-            "updated": str,
-            "studies": int,
-            "report": str,
-        },
-        pk="id",
-        not_null={"kind", "peer", "state", "created"},
-        if_not_exists=True,
-    )
-    db.table("restore_items").create(
-        {
-            "job_id": int,
-            "study_uid": str,
-            "cartridge": str,
-            "position": int,
-            "study_date": str,
-            "state": str,
-            "expected": int,
-            "sent": int,
-            "confirmed": int,
-            "missing": int,
-            "refused": int,
-            "attempts": int,
-            "bytes": int,
-            "last_error": str,
-            "updated": str,
-        },
-        pk=("job_id", "study_uid"),
-        foreign_keys=[("job_id", "restore_jobs", "id")],
-        not_null={"state"},
-        if_not_exists=True,
-    )
-    db.table("restore_items").create_index(["job_id", "state"], if_not_exists=True)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class Journal:
-    """One restore job's rows in the catalog; every change commits at once."""
-
-    def __init__(self, db: Database, job_id: int) -> None:
-        self.db = db
-        self.job_id = job_id
-
-    @classmethod
-    def create(cls, db: Database, *, kind: str, peer: Peer | str) -> Journal:
-        """Start a new job (``kind``: restore, migrate or recall)."""
-        ensure_restore_tables(db)
-        now = _now()
-        with db.conn:
-            table = db.table("restore_jobs")
-            table.insert(
-                {"kind": kind, "peer": str(peer), "state": "running", "created": now,
-                 "updated": now, "studies": 0, "report": None}
-            )
-            job_id = int(table.last_pk or 0)
-        return cls(db, job_id)
-
-    @classmethod
-    def open(cls, db: Database, job_id: int) -> Journal:
-        """Reopen an existing job to resume it."""
-        ensure_restore_tables(db)
-        rows = list(db.table("restore_jobs").rows_where("id = ?", [job_id]))
-        if not rows:
-            raise NotFound(f"no restore job {job_id}", hint="list jobs with `tapearc restore --list`")
-        return cls(db, job_id)
-
-    @staticmethod
-    def latest(db: Database, *, peer: Peer | str, kind: str) -> int | None:
-        """The newest unfinished job of ``kind`` to ``peer`` (what ``--resume`` picks)."""
-        ensure_restore_tables(db)
-        rows = list(
-            db.table("restore_jobs").rows_where(
-                "peer = ? and kind = ? and state != 'done'", [str(peer), kind],
-                order_by="id desc", limit=1,
-            )
-        )
-        return int(rows[0]["id"]) if rows else None
-
-    def items(self) -> dict[str, dict[str, Any]]:
-        """The job's rows by Study Instance UID."""
-        return {
-            r["study_uid"]: r
-            for r in self.db.table("restore_items").rows_where("job_id = ?", [self.job_id])
-        }
-
-    def job(self) -> dict[str, Any]:
-        row: dict[str, Any] = self.db.table("restore_jobs").get(self.job_id)
-        return row
-
-    def add(self, studies: Sequence[StudyRef]) -> None:
-        """Record ``studies`` as pending, keeping the state of those already in the job."""
-        now = _now()
-        with self.db.conn:
-            self.db.table("restore_items").insert_all(
-                (
-                    {"job_id": self.job_id, "study_uid": s.study_uid, "cartridge": s.cartridge,
-                     "position": s.position, "study_date": s.study_date, "state": "pending",
-                     "expected": s.expected_instances, "sent": 0, "confirmed": 0, "missing": 0,
-                     "refused": 0, "attempts": 0, "bytes": 0, "last_error": None,
-                     "updated": now}
-                    for s in studies
-                ),
-                ignore=True,
-            )
-            count = self.db.execute(
-                "select count(*) from restore_items where job_id = ?", [self.job_id]
-            ).fetchone()[0]
-            self.db.table("restore_jobs").update(self.job_id, {"studies": count, "updated": now})
-
-    def update(self, study_uid: str, **values: Any) -> None:
-        """Change one study's row (and commit)."""
-        with self.db.conn:
-            self.db.table("restore_items").update(
-                (self.job_id, study_uid), {**values, "updated": _now()}
-            )
-
-    def begin_attempt(self, study_uid: str) -> int:
-        """Count one more attempt at a study; return the number of earlier attempts."""
-        with self.db.conn:
-            row = self.db.execute(
-                "select attempts from restore_items where job_id = ? and study_uid = ?",
-                [self.job_id, study_uid],
-            ).fetchone()
-            before = int(row[0]) if row else 0
-            self.db.execute(
-                "update restore_items set attempts = attempts + 1, state = 'pending', "
-                "updated = ? where job_id = ? and study_uid = ?",
-                [_now(), self.job_id, study_uid],
-            )
-        return before
-
-    def finish(self, state: str, report: dict[str, Any]) -> None:
-        """Record the job's final state and its report (kept for a migration's reconciliation)."""
-        import json
-
-        with self.db.conn:
-            self.db.table("restore_jobs").update(
-                self.job_id, {"state": state, "updated": _now(), "report": json.dumps(report)}
-            )
 
 
 # --------------------------------------------------------------------------------- report
@@ -358,7 +189,7 @@ def run_restore(
                     if stop is not None and stop.is_set():
                         report.aborted = "stopped on request"
                         break
-                    if rows.get(ref.study_uid, {}).get("state") == "confirmed":
+                    if ref.study_uid in rows and rows[ref.study_uid]["state"] == "confirmed":
                         continue
                     outcome = _restore_one(ref, files, journal, client, sender, report,
                                            listener, timeout)
@@ -390,7 +221,7 @@ def run_restore(
 
 def _confirm_earlier_sends(
     todo: list[StudyRef],
-    rows: dict[str, dict[str, Any]],
+    rows: dict[str, JournalItem],
     journal: Journal,
     client: Any,
     outcomes: dict[str, StudyOutcome],

@@ -8,7 +8,6 @@ site runs it monthly with the site key and quarterly with the escrow key from th
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +50,7 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
     identity = load_identity(key_path, passphrase)
     kid = identity.key_id.hex()
     report = KeyDrillReport(identity.name, kid)
-    mine = [a for a in catalog.query(
-        "SELECT id, barcode, data_file, start_block, data_blocks, index_bytes, header, key_ids"
-        " FROM archives") if kid in json.loads(a["key_ids"])]
+    mine = catalog.archives_with_key(kid)
     report.archives_using_key = len(mine)
     picked = random.Random(seed).sample(mine, min(sample, len(mine)))
     loaded = drives_by_barcode(settings) if picked else {}

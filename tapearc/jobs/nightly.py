@@ -178,9 +178,7 @@ def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
     if settings.verify_mode == "none":
         return
     for barcode in report.pools[pool].written:
-        ids = [r["id"] for r in catalog.query(
-            "SELECT id FROM archives WHERE barcode = ? AND run_id = ? AND kind = 'studies'",
-            (barcode, run_id))]
+        ids = catalog.run_archive_ids(barcode, run_id)
         if settings.verify_mode == "sample" and len(ids) > settings.verify_sample:
             ids = random.sample(ids, settings.verify_sample)
         checked = verify_cartridge(settings, catalog, barcode, drive=settings.pools[pool].drive,

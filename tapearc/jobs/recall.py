@@ -146,7 +146,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
     unknown = [uid for uid in dict.fromkeys(study_uids)
-               if not catalog.query("SELECT 1 FROM studies WHERE study_uid = ?", (uid,))]
+               if not catalog.study_known(uid)]
     if unknown:  # before anything is read or made
         raise NotFound(f"not in the catalog: {', '.join(unknown)}", hint="tapearc find")
     dest.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
         result = results[uid]
         rows = [r for r in catalog.copy_rows(uid) if r["barcode"] not in failed[uid]]
         if not rows:
-            if not catalog.query("SELECT 1 FROM studies WHERE study_uid = ?", (uid,)):
+            if not catalog.study_known(uid):
                 raise NotFound(f"study {uid} is not in the catalog", hint="tapearc find")
             if not failed[uid]:
                 result.needs = "no archived copy yet (run tapearc write)"
@@ -201,9 +201,7 @@ def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
         result.cartridge = barcode
         result.instances = len(chosen)
         result.bytes = sum(r["length"] for r in chosen)
-        result.missing = catalog.query(
-            "SELECT COUNT(DISTINCT sop_uid) AS n FROM instances WHERE study_uid = ?",
-            (uid,))[0]["n"] - len(chosen)
+        result.missing = catalog.study_instance_count(uid) - len(chosen)
         missing_cartridges = sorted({r["barcode"] for r in chosen} - set(loaded))
         for code in list(missing_cartridges):
             pool = next(r["pool"] for r in chosen if r["barcode"] == code)

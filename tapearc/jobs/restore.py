@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tapearc.catalog.db import Catalog, StudyFilter, actor
+from tapearc.catalog.journal import Journal, StudyRef
 from tapearc.config import Settings
 from tapearc.errors import NotFound
 from tapearc.jobs.recall import choose_cartridge, drives_by_barcode, raise_for, recall
@@ -21,7 +22,7 @@ from tapearc.jobs.recall import choose_cartridge, drives_by_barcode, raise_for, 
 if TYPE_CHECKING:
     from tapearc.dicomnet.peer import Peer
     from tapearc.format.keys import Identity
-    from tapearc.jobs.delivery import Fetch, RestoreReport, StudyRef
+    from tapearc.jobs.delivery import Fetch, RestoreReport
     from tapearc.support.limits import Limits
 
 
@@ -29,8 +30,6 @@ def study_refs(settings: Settings, catalog: Catalog,
                study_uids: Sequence[str] | None) -> list[StudyRef]:
     """The studies to send (all archived ones when ``study_uids`` is None), with the cartridge
     and position each will be read from."""
-    from tapearc.jobs.delivery import StudyRef
-
     if study_uids is None:
         uids = [s["study_uid"] for s in catalog.find_studies(StudyFilter(limit=10**9))]
     else:
@@ -46,10 +45,9 @@ def study_refs(settings: Settings, catalog: Catalog,
         barcode = choose_cartridge(rows, loaded)
         first = min((r for r in rows if r["barcode"] == barcode),
                     key=lambda r: (r["data_file"], r["data_offset"]))
-        [study] = catalog.query("SELECT study_date FROM studies WHERE study_uid = ?", (uid,))
         # position: a sort key in medium order (file number, then plaintext offset)
         position = first["data_file"] * 2**40 + first["data_offset"]
-        refs.append(StudyRef(uid, study["study_date"] or None,
+        refs.append(StudyRef(uid, catalog.study_date(uid),
                              len({r["instance_id"] for r in rows}), barcode, position))
     return refs
 
@@ -78,15 +76,15 @@ def restore_to_pacs(
     identities: Sequence[Identity] | None = None, workdir: Path | None = None,
 ) -> RestoreReport:
     """Send studies from the media to ``peer``; ``resume`` continues the last unfinished job."""
-    from tapearc.jobs.delivery import Journal, run_restore
+    from tapearc.jobs.delivery import run_restore
     from tapearc.jobs.media import load_identities_for
 
     refs = study_refs(settings, catalog, study_uids)
     if identities is None and refs:
         identities = load_identities_for(settings, None)
-    job_id = Journal.latest(catalog.db, peer=peer, kind=kind) if resume else None
-    journal = (Journal.open(catalog.db, job_id) if job_id is not None
-               else Journal.create(catalog.db, kind=kind, peer=peer))
+    job_id = Journal.latest(catalog, peer=str(peer), kind=kind) if resume else None
+    journal = (Journal.open(catalog, job_id) if job_id is not None
+               else Journal.create(catalog, kind=kind, peer=str(peer)))
     catalog.audit(kind, None, {"who": actor(), "to": str(peer), "job": journal.job_id,
                                "studies": len(refs), "resume": job_id is not None})
     return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal, limits,

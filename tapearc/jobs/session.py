@@ -144,8 +144,7 @@ def _respond(catalog: Catalog, actions: AlertActions, drive: str, barcode: str |
         catalog.audit("drive.cleaned", drive, {"cleaning_cartridge": answer.cleaned_with})
     if actions.drive_failed:
         catalog.audit("drive.failed", drive, {"flags": sorted(actions.flags)})
-    if barcode is not None and actions.stop_appending:
-        known = catalog.query("SELECT state FROM cartridges WHERE barcode = ?", (barcode,))
-        if known and known[0]["state"] in ("appendable", "full"):
-            new = "suspect" if actions.media_suspect else "full"
-            catalog.set_cartridge_state(barcode, new, "TapeAlert: " + "; ".join(actions.messages))
+    if barcode is not None and actions.stop_appending \
+            and catalog.cartridge_state(barcode) in ("appendable", "full"):
+        new = "suspect" if actions.media_suspect else "full"
+        catalog.set_cartridge_state(barcode, new, "TapeAlert: " + "; ".join(actions.messages))

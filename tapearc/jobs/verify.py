@@ -109,8 +109,7 @@ def verify_archive(driver: Driver, catalog: Catalog, archive: dict[str, Any],
 
     pos = position_of(archive)
     problems: list[str] = []
-    copies = catalog.query("SELECT member, data_offset, length, sha256 FROM copies"
-                           " WHERE archive_id = ? ORDER BY data_offset", (archive["id"],))
+    copies = catalog.archive_copies(archive["id"])
     try:
         reader = ArchiveReader(archive["header"], identities)
         blocks = driver.read_blocks(pos, 1, archive["data_blocks"] - 1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import tempfile
 import threading
@@ -438,7 +437,7 @@ def write_archive(
             site=label.site, created=utcnow(), block_size=summary.block_size,
             plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
             header=summary.header, studies=catalog.study_meta(study_uids),
-            series=_series_rows(catalog, batch), instances=entries,
+            series=catalog.series_meta([r["series_uid"] for r in batch]), instances=entries,
             medium_checksum=pump.medium_checksum,
         )
         # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
@@ -486,26 +485,10 @@ def _instance_entry(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("sop_uid", "version", "series_uid", "study_uid")}
 
 
-def _series_rows(catalog: Catalog, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    uids = list(dict.fromkeys(r["series_uid"] for r in batch))
-    out: list[dict[str, Any]] = []
-    for uid in uids:
-        out.extend(catalog.query("SELECT * FROM series WHERE series_uid = ?", (uid,)))
-    return out
-
-
 def snapshot_catalog(catalog: Catalog, folder: Path) -> Path:
     """A consistent copy of the catalog (SQLite online backup) in ``folder``, mode 0600."""
-    import sqlite3
-
     path = folder / "catalog.sqlite"
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.close(fd)
-    target = sqlite3.connect(path)
-    try:
-        catalog.conn.backup(target)
-    finally:
-        target.close()
+    catalog.backup_to(path)
     return path
 
 

@@ -135,3 +135,39 @@ def test_audit_rows_removed_from_the_end_are_detected(cat: Catalog) -> None:
     assert any("audit_no_delete" in p for p in cat.integrity_check())
     cat.conn.execute("DELETE FROM audit WHERE id = (SELECT MAX(id) FROM audit)")
     assert cat.verify_audit() == (3, 4)
+
+
+def test_a_transaction_inside_another_is_part_of_it(cat: Catalog) -> None:
+    """A job holds several catalog calls in one unit: a call that fails undoes only its own
+    part, and the outer unit failing undoes every call made inside it."""
+    cat.add_cartridge("A00001", "A", "LTO-9", "site", 1024, None)
+    with cat.transaction():
+        cat.move_cartridge("A00001", "transit-to:north", "shipped")
+        with pytest.raises(RuntimeError), cat.transaction() as c:
+            c.execute("UPDATE cartridges SET note = 'half done' WHERE barcode = 'A00001'")
+            raise RuntimeError("this call fails after writing: its part alone is undone")
+        with pytest.raises(NotFound):
+            cat.move_cartridge("ZZZ", "transit-to:north", "shipped")
+        cat.audit("test.event", "A00001", {})
+    assert cat.cartridge("A00001")["note"] is None
+    assert cat.cartridge("A00001")["location"] == "transit-to:north"
+    assert [h["location"] for h in cat.location_history("A00001")] == \
+        ["onsite", "transit-to:north"]
+    with pytest.raises(RuntimeError), cat.transaction():
+        cat.move_cartridge("A00001", "vault:north", "received")
+        cat.audit("test.event", "A00001", {})
+        raise RuntimeError("the job failed after both calls")
+    assert cat.cartridge("A00001")["location"] == "transit-to:north"
+    assert len(cat.location_history("A00001")) == 2
+    assert cat.verify_audit() == (3, None)  # label, move, event: the chain's head agrees
+    assert not cat.conn.in_transaction
+
+
+def test_the_rotation_queries_read_the_policys_location_kinds() -> None:
+    from tapearc.catalog import rotation as queries
+    from tapearc.rotation import policy
+
+    assert queries.OFFSITE_KINDS == policy.OFFSITE_KINDS
+    assert (queries.ONSITE, queries.DRIVE, queries.VAULT, queries.TRANSIT_TO) == \
+        (policy.ONSITE, policy.DRIVE, policy.VAULT, policy.TRANSIT_TO)
+    assert set(queries.GONE_KINDS) == {policy.LOST, policy.DESTROYED, policy.RETIRED}

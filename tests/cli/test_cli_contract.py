@@ -125,7 +125,7 @@ def test_help_starts_fast() -> None:
     assert best < 1.0, best
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "tapearc", "--help"],
                          capture_output=True, text=True, env=env, check=True).stderr
-    for heavy in ("pydicom", "cryptography", "sqlite_utils", "pynetdicom"):
+    for heavy in ("pydicom", "cryptography", "pynetdicom"):
         assert f" {heavy}" not in out, f"--help imports {heavy}"
 
 

@@ -85,12 +85,9 @@ def synth_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Any:
-    """An empty catalog database with the journal tables."""
-    import sqlite_utils
+def db(tmp_path: Path) -> Iterator[Any]:
+    """An empty catalog (its migrations make the journal's tables)."""
+    from tapearc.catalog import create_catalog
 
-    from tapearc.jobs.delivery import ensure_restore_tables
-
-    database = sqlite_utils.Database(tmp_path / "catalog.db")
-    ensure_restore_tables(database)
-    return database
+    with create_catalog(tmp_path / "catalog.db") as catalog:
+        yield catalog

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tapearc.catalog.journal import Journal
 from tapearc.dicomnet.peer import Peer
-from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
+from tapearc.jobs.delivery import run_restore, studies_in_folder
 from tests.dicomnet.orthanc import Orthanc
 
 
@@ -15,7 +16,7 @@ def test_restore_24_studies_into_empty_orthanc_all_confirmed(
 ) -> None:
     refs, fetch = studies_in_folder(synth_studies)
     assert len(refs) == 24
-    journal = Journal.create(db, kind="restore", peer=pacs)
+    journal = Journal.create(db, kind="restore", peer=str(pacs))
     report = run_restore(refs, fetch, pacs, journal)
     assert report.aborted is None
     assert report.by_state()["confirmed"] == 24, [s for s in report.studies if s.state != "confirmed"]
@@ -38,15 +39,17 @@ def _count_states(journal: Journal) -> dict[str, int]:
 
 
 _CHILD = """
-import sys, sqlite_utils
+import sys
 from pathlib import Path
 from tapearc.support.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
-from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
+from tapearc.catalog import open_catalog
+from tapearc.catalog.journal import Journal
+from tapearc.jobs.delivery import run_restore, studies_in_folder
 folder, dbpath, port, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 refs, fetch = studies_in_folder(Path(folder))
 run_restore(refs, fetch, Peer("TESTPACS", "127.0.0.1", port),
-            Journal.open(sqlite_utils.Database(dbpath), job),
+            Journal.open(open_catalog(Path(dbpath)), job),
             Limits(default=RateSetting(instances_per_s=25)))
 """
 
@@ -61,7 +64,7 @@ def test_killed_restore_resumes_without_resending(
 
     refs, fetch = studies_in_folder(synth_studies)
     total = sum(r.expected_instances for r in refs)
-    journal = Journal.create(db, kind="restore", peer=pacs)
+    journal = Journal.create(db, kind="restore", peer=str(pacs))
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(synth_studies), str(tmp_path / "catalog.db"),
          str(pacs.port), str(journal.job_id)],
@@ -98,24 +101,23 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
     import threading
     import time
 
-    import sqlite_utils
-
+    from tapearc.catalog import open_catalog
     from tapearc.support.limits import Limits, RateSetting
     from tests.dicomnet.orthanc import PACS_AET
 
     orthanc = start_orthanc("pacs")
     peer = Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
     refs, fetch = studies_in_folder(synth_studies)
-    journal = Journal.create(db, kind="restore", peer=peer)
+    journal = Journal.create(db, kind="restore", peer=str(peer))
     limits = Limits(default=RateSetting(instances_per_s=40), max_attempts=3, backoff_s=0.1)
 
     def stop_when_half_done() -> None:
-        own_db = sqlite_utils.Database(tmp_path / "catalog.db")  # connections are per thread
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if _count_states(Journal(own_db, journal.job_id)).get("confirmed", 0) >= 6:
-                break
-            time.sleep(0.05)
+        with open_catalog(tmp_path / "catalog.db") as own:  # a connection of its own
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if _count_states(Journal(own, journal.job_id)).get("confirmed", 0) >= 6:
+                    break
+                time.sleep(0.05)
         orthanc.stop(kill=True)
 
     killer = threading.Thread(target=stop_when_half_done)
@@ -157,7 +159,7 @@ def test_refused_instance_does_not_stop_the_run(
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = private
     ds.save_as(bad, enforce_file_format=True)
     refs, fetch = studies_in_folder(tmp_path / "src")
-    report = run_restore(refs, fetch, pacs, Journal.create(db, kind="restore", peer=pacs),
+    report = run_restore(refs, fetch, pacs, Journal.create(db, kind="restore", peer=str(pacs)),
                          Limits(max_attempts=2, backoff_s=0.05))
     assert report.aborted is None
     states = {s.study_uid: s for s in report.studies}
@@ -176,7 +178,7 @@ def test_fetch_short_of_instances_is_reported_missing(
 
     refs, fetch = studies_in_folder(synth_studies)
     short = [replace(refs[0], expected_instances=refs[0].expected_instances + 2), *refs[1:3]]
-    report = run_restore(short, fetch, pacs, Journal.create(db, kind="migrate", peer=pacs))
+    report = run_restore(short, fetch, pacs, Journal.create(db, kind="migrate", peer=str(pacs)))
     first = next(s for s in report.studies if s.study_uid == refs[0].study_uid)
     assert first.state == "missing" and first.missing == 2
     assert "recall gave" in (first.error or "")
@@ -193,7 +195,7 @@ def test_wrong_called_aet_stops_with_config_error(
     peer = Peer("NOTTHEPACS", "127.0.0.1", orthanc.dicom_port)
     refs, fetch = studies_in_folder(synth_studies)
     with pytest.raises(ConfigError, match="rejected the association"):
-        run_restore(refs[:2], fetch, peer, Journal.create(db, kind="restore", peer=peer))
+        run_restore(refs[:2], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)))
 
 
 def test_fetch_failure_stops_with_report_and_resumes(
@@ -213,7 +215,7 @@ def test_fetch_failure_stops_with_report_and_resumes(
                 raise NoMedium("cartridge A00002L9 is not loaded", hint="load it")
             yield item
 
-    journal = Journal.create(db, kind="restore", peer=pacs)
+    journal = Journal.create(db, kind="restore", peer=str(pacs))
     report = run_restore(refs, failing, pacs, journal)
     assert report.aborted and "A00002L9" in report.aborted
     assert report.by_state()["confirmed"] == 3

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from tapearc.catalog.journal import Journal
 from tapearc.dicomnet.peer import Peer, TlsOptions
 from tapearc.dicomnet.pull import pull_studies
 from tapearc.dicomnet.query import QueryClient
 from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
 from tapearc.errors import UnavailableError
-from tapearc.jobs.delivery import Journal, run_restore, studies_in_folder
+from tapearc.jobs.delivery import run_restore, studies_in_folder
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
 from tests.dicomnet.tlsca import make_pki
 
@@ -49,7 +50,7 @@ def test_restore_and_pull_over_tls(
     tls = TlsOptions(ca_file=ca, cert_file=certs["tapearc"].cert, key_file=certs["tapearc"].key)
     peer = _peer(orthanc, tls)
     refs, fetch = studies_in_folder(synth_studies)
-    report = run_restore(refs[:5], fetch, peer, Journal.create(db, kind="restore", peer=peer))
+    report = run_restore(refs[:5], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)))
     assert report.complete, report.to_dict()
     assert orthanc.statistics()["CountInstances"] == sum(r.expected_instances for r in refs[:5])
     pulled = pull_studies(peer, tmp_path / "staging", since="19000101")

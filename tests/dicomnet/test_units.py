@@ -7,9 +7,10 @@ from datetime import time as dtime
 
 import pytest
 
+from tapearc.catalog.journal import StudyRef
 from tapearc.dicomnet.peer import Peer, parse_peer
 from tapearc.errors import UsageError
-from tapearc.jobs.delivery import StudyRef, order_studies
+from tapearc.jobs.delivery import order_studies
 from tapearc.support.limits import (
     Limits,
     RateLimiter,
@@ -141,36 +142,3 @@ def test_fast_meta_parse_agrees_with_pydicom() -> None:
         assert fast == slow, f.name
         compared += 1
     assert compared > 100
-
-
-def test_journal_tables_idempotent_on_the_real_catalog(tmp_path: object) -> None:
-    """The lead's catalog (sqlite3 + WAL) wrapped by sqlite_utils: tables created once, twice ok."""
-    from pathlib import Path
-
-    import sqlite_utils
-
-    from tapearc.catalog.db import create_catalog
-    from tapearc.jobs.delivery import Journal, ensure_restore_tables
-
-    catalog = create_catalog(Path(str(tmp_path)) / "catalog.db")
-    db = sqlite_utils.Database(catalog.conn)
-    ensure_restore_tables(db)
-    ensure_restore_tables(db)
-    assert {"restore_jobs", "restore_items"} <= set(db.table_names())
-    first = Journal.create(db, kind="restore", peer="PACS@h:104")
-    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2)])
-    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2),
-               StudyRef("1.2.4", None, 1, "A00001L9", 5)])
-    assert set(first.items()) == {"1.2.3", "1.2.4"}
-    first.update("1.2.3", state="confirmed")
-    first.add([StudyRef("1.2.3", "20240101", 3, "A00001L9", 2)])  # keeps the state
-    assert first.items()["1.2.3"]["state"] == "confirmed"
-    assert first.job()["studies"] == 2
-    assert Journal.latest(db, peer="PACS@h:104", kind="restore") == first.job_id
-    first.finish("done", {})
-    assert Journal.latest(db, peer="PACS@h:104", kind="restore") is None
-    assert Journal.latest(db, peer="PACS@h:104", kind="migrate") is None
-    from tapearc.errors import NotFound
-
-    with pytest.raises(NotFound):
-        Journal.open(db, 999)

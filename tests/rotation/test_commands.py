@@ -264,10 +264,21 @@ def test_lost_cartridge_copies_stop_counting(site: Site,
     with site.catalog() as cat:
         assert cat.cartridge("A00001")["state"] == "lost"
         assert len(cat.pending_instances("A")) == 4  # they are written again
+    move, state = audit_rows(site)[-2:]
+    assert (move["action"], state["action"]) == ("cartridge.move", "cartridge.state")
+    assert json.loads(str(state["detail"])) == {"from": "appendable", "to": "lost",
+                                                "reason": "dropped"}
+    assert state["actor"] == move["actor"]
     code, _, err = cli(site, "cartridge", "move", "B00001", "destroyed", capsys=capsys)
     assert code == 75 and "retire it first" in err
     code, _, err = cli(site, "cartridge", "move", "B00001", "the-moon", capsys=capsys)
     assert code == 2 and "not a location" in err
+    # a retired cartridge that goes missing is recorded lost where it was; retired is final
+    assert cli(site, "cartridge", "retire", "B00001", capsys=capsys)[0] == 0
+    assert cli(site, "cartridge", "move", "B00001", "lost", capsys=capsys)[0] == 0
+    with site.catalog() as cat:
+        cart = cat.cartridge("B00001")
+        assert (cart["state"], cart["location"]) == ("retired", "lost")
 
 
 def test_bad_rotation_config_is_exit_78(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
@@ -338,8 +349,8 @@ def test_a_bring_back_that_would_leave_no_offsite_copy_waits(
     with site.catalog() as cat:
         rotation_job.ship(site.settings, cat, ["A00001"])
         rotation_job.receive(site.settings, cat, ["A00001"])
-        assert rotation_job.request_bring_back(cat, "A00001", "recall")
-        assert not rotation_job.request_bring_back(cat, "A00001", "recall")  # asked once
+        assert cat.request_bring_back("A00001", "recall")
+        assert not cat.request_bring_back("A00001", "recall")  # asked once
     code, out, _ = cli(site, "rotation", "plan", "--json", capsys=capsys)
     [item] = json.loads(out)["bring_back"]
     assert item["barcode"] == "A00001" and "no copy left offsite" in item["blocked"]

@@ -130,7 +130,7 @@ def test_eight_weeks_of_rotation(tmp_path: Path) -> None:
           f"{max(e for _, e in exposures):.2f} d; overdue on days {sorted(overdue_seen)}; "
           f"nightly warned on days {warned}; cartridges filled on days {fulls}")
     with site.catalog() as cat:
-        assert rotation_job.unsafe_studies(cat) == []
+        assert cat.unsafe_studies() == []
         studies = [r["study_uid"] for r in cat.query("SELECT study_uid FROM studies")]
         assert len(studies) == sum(1 + d % 3 for d in range(WEEKS * 7))
         for uid in studies:

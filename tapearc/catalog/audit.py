@@ -1,0 +1,113 @@
+"""Runs and the audit log: what each run did, and a hash-chained, append-only record of every
+change an operator or a job made (who, when, what, why)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from typing import Any
+
+from tapearc.catalog.base import CatalogBase, actor, utcnow
+
+GENESIS_HASH = "0" * 64
+
+
+def audit_hash(prev_hash: str, at: str, who: str, action: str, subject: str | None,
+               detail: str) -> str:
+    """SHA-256 over the previous hash and this row's fields (unit-separator joined)."""
+    text = "\x1f".join((prev_hash, at, who, action, subject or "", detail))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def append_audit(c: sqlite3.Connection, action: str, subject: str | None,
+                 detail: dict[str, Any], who: str | None = None) -> None:
+    """Append one row to the chain inside the caller's open transaction (the catalog's own
+    modules use it so a change and its audit row commit together; jobs call ``Catalog.audit``).
+    """
+    prev = c.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    prev_hash = prev[0] if prev else GENESIS_HASH
+    at = utcnow()
+    who = who or actor()
+    body = json.dumps(detail, sort_keys=True, default=str)
+    digest = audit_hash(prev_hash, at, who, action, subject, body)
+    c.execute(
+        "INSERT INTO audit (at, actor, action, subject, detail, prev_hash, hash)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (at, who, action, subject, body, prev_hash, digest),
+    )
+    c.execute(
+        "INSERT INTO audit_head (id, rows, hash) VALUES (1, 1, ?)"
+        " ON CONFLICT(id) DO UPDATE SET rows = rows + 1, hash = excluded.hash",
+        (digest,),
+    )
+
+
+class RunsAndAudit(CatalogBase):
+    """Runs, the audit chain and the catalog's own health checks."""
+
+    def start_run(self, kind: str) -> int:
+        """Record the start of an ingest/write/nightly/... run; returns its id."""
+        with self.transaction() as c:
+            cur = c.execute("INSERT INTO runs (kind, started) VALUES (?, ?)", (kind, utcnow()))
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, result: str, exit_code: int, summary: dict[str, Any]) -> None:
+        """Record how a run ended."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE runs SET finished = ?, result = ?, exit_code = ?, summary = ? WHERE id = ?",
+                (utcnow(), result, exit_code, json.dumps(summary, default=str), run_id),
+            )
+
+    def last_run(self, kind: str) -> dict[str, Any] | None:
+        """The most recent run of ``kind``."""
+        rows = self.query("SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,))
+        return rows[0] if rows else None
+
+    def audit(self, action: str, subject: str | None, detail: dict[str, Any],
+              who: str | None = None) -> None:
+        """Append one row to the hash-chained audit log: in its own transaction, or as part of
+        the caller's when one is open (``with catalog.transaction():``)."""
+        with self.transaction() as c:
+            append_audit(c, action, subject, detail, who=who)
+
+    def drive_out_of_use(self, drive: str) -> str | None:
+        """When ``drive`` was put out of use (a TapeAlert hardware fault), or None if it is in
+        use: the last ``drive.failed`` not followed by a ``drive.cleared`` in the audit log."""
+        row = self.conn.execute(
+            "SELECT action, at FROM audit WHERE subject = ? AND action IN"
+            " ('drive.failed', 'drive.cleared') ORDER BY id DESC LIMIT 1", (drive,)).fetchone()
+        return str(row[1]) if row and row[0] == "drive.failed" else None
+
+    def verify_audit(self) -> tuple[int, int | None]:
+        """Walk the chain; return (rows checked, id of the first bad row or None).
+
+        Rows removed from the end are found by the head (row count and last hash) kept with
+        every append; they are reported as the id after the last row left (-1 if none).
+        """
+        prev_hash = GENESIS_HASH
+        n = 0
+        last_id = 0
+        for row_id, at, who, action, subject, detail, prev, digest in self.conn.execute(
+            "SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY id"
+        ):
+            n += 1
+            if prev != prev_hash or digest != audit_hash(prev, at, who, action, subject, detail):
+                return n, row_id
+            prev_hash = digest
+            last_id = row_id
+        head = self.conn.execute("SELECT rows, hash FROM audit_head WHERE id = 1").fetchone()
+        if (head is None and n) or (head is not None and (head[0] != n or head[1] != prev_hash)):
+            return n, last_id + 1
+        return n, None
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own integrity and foreign-key checks; empty when all is well."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"foreign key: {r}" for r in self.conn.execute("PRAGMA foreign_key_check")]
+        triggers = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'")}
+        problems += [f"the audit log's protection {t} was removed"
+                     for t in ("audit_no_update", "audit_no_delete") if t not in triggers]
+        return problems

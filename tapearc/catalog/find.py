@@ -1,0 +1,161 @@
+"""Look-ups over studies and their copies: ``find``, what recall reads, what is still pending,
+and the study rows an archive's index carries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tapearc.catalog.base import COUNTED_STATES, READABLE_STATES, CatalogBase, marks
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    """The look-ups ``find`` offers; all given conditions must hold."""
+
+    study_uid: str | None = None
+    patient_id: str | None = None
+    accession: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    modality: str | None = None
+    limit: int = 1000
+
+
+class Find(CatalogBase):
+    """Questions about studies, instances and where their copies are."""
+
+    def find_studies(self, flt: StudyFilter) -> list[dict[str, Any]]:
+        """Studies matching ``flt``, newest first, each with its copies per pool."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("s.study_uid", flt.study_uid),
+            ("s.patient_id", flt.patient_id),
+            ("s.accession", flt.accession),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if flt.date_from:
+            where.append("s.study_date >= ?")
+            params.append(flt.date_from)
+        if flt.date_to:
+            where.append("s.study_date <= ?")
+            params.append(flt.date_to)
+        if flt.modality:
+            where.append("EXISTS (SELECT 1 FROM series r WHERE r.study_uid = s.study_uid"
+                         " AND r.modality = ?)")
+            params.append(flt.modality)
+        sql = (
+            "SELECT s.study_uid, s.patient_id, s.accession, s.study_date, s.modalities,"
+            " s.instances, s.bytes FROM studies s"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY s.study_date DESC, s.study_uid LIMIT ?"
+        )
+        studies = self.query(sql, [*params, flt.limit])
+        for study in studies:
+            study["modalities"] = [m for m in study["modalities"].split(",") if m]
+            study["copies"] = self.study_copies(study["study_uid"])
+        return studies
+
+    def study_known(self, study_uid: str) -> bool:
+        """Whether the catalog has the study at all (archived or not)."""
+        return self.conn.execute("SELECT 1 FROM studies WHERE study_uid = ?",
+                                 (study_uid,)).fetchone() is not None
+
+    def study_date(self, study_uid: str) -> str | None:
+        """The study's date (YYYYMMDD), None when unknown or the study is not catalogued."""
+        row = self.conn.execute("SELECT study_date FROM studies WHERE study_uid = ?",
+                                (study_uid,)).fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def study_instance_count(self, study_uid: str) -> int:
+        """The study's SOP instances, each counted once whatever its versions."""
+        row = self.conn.execute("SELECT COUNT(DISTINCT sop_uid) FROM instances WHERE study_uid = ?",
+                                (study_uid,)).fetchone()
+        return int(row[0])
+
+    def study_copies(self, study_uid: str) -> dict[str, list[str]]:
+        """Pool -> barcodes of live cartridges that hold the current version (the latest) of
+        every instance of the study."""
+        rows = self.conn.execute(
+            "SELECT k.pool, k.barcode, COUNT(DISTINCT c.instance_id) FROM instances i"
+            " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
+            " JOIN cartridges k ON k.barcode = a.barcode"
+            f" WHERE i.study_uid = ? AND k.state IN ({marks(COUNTED_STATES)})"
+            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            " GROUP BY k.pool, k.barcode ORDER BY k.pool, k.barcode",
+            (study_uid, *COUNTED_STATES),
+        ).fetchall()
+        wanted = self.study_instance_count(study_uid)
+        copies: dict[str, list[str]] = {}
+        per_pool: dict[str, int] = {}
+        for pool, barcode, n in rows:
+            copies.setdefault(pool, []).append(barcode)
+            per_pool[pool] = per_pool.get(pool, 0) + n
+        # a pool counts only when its cartridges together hold every instance (a spanned study)
+        return {pool: codes for pool, codes in copies.items() if per_pool[pool] >= wanted}
+
+    def copy_rows(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every readable copy of every version of the study's instances, with the archive's
+        position and the cartridge's pool, location and state (recall picks, per SOP UID, the
+        latest version that has a copy)."""
+        return self.query(
+            "SELECT i.id AS instance_id, i.sop_uid, i.series_uid, i.study_uid, i.version,"
+            " i.size, c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id,"
+            " a.barcode, a.data_file, a.start_block, a.data_blocks, a.index_bytes, a.header,"
+            " a.key_ids, k.pool, k.location, k.state FROM instances i"
+            " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
+            " JOIN cartridges k ON k.barcode = a.barcode"
+            f" WHERE i.study_uid = ? AND k.state IN ({marks(READABLE_STATES)})"
+            " ORDER BY a.barcode, a.data_file, c.data_offset",
+            (study_uid, *READABLE_STATES),
+        )
+
+    def pending_instances(self, pool: str) -> list[dict[str, Any]]:
+        """Instances with a source and no copy on a live cartridge of ``pool``, grouped by study
+        (oldest first). Instances without a source (gone from the PACS, or known only from the
+        media after a rebuild) cannot be written: ``sourceless`` counts those at risk."""
+        return self.query(
+            "SELECT i.id, i.sop_uid, i.version, i.series_uid, i.study_uid, i.size, i.sha256,"
+            " i.source_path, i.mtime_ns FROM instances i JOIN studies s USING (study_uid)"
+            " WHERE i.source_path IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+            "  JOIN cartridges k ON k.barcode = a.barcode"
+            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))"
+            " ORDER BY s.first_seen, i.study_uid, i.series_uid, i.id",
+            (pool, *COUNTED_STATES),
+        )
+
+    def sourceless(self, pool: str) -> int:
+        """Current instances (latest version) with no source left and no copy on ``pool``: they
+        can no longer be written to that pool (the PACS deleted them before they were archived
+        there, or the catalog was rebuilt without that pool's cartridges)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM instances i WHERE i.source_path IS NULL"
+            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            " AND NOT EXISTS"
+            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+            "  JOIN cartridges k ON k.barcode = a.barcode"
+            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))",
+            (pool, *COUNTED_STATES),
+        ).fetchone()
+        return int(row[0])
+
+    def study_meta(self, study_uids: Sequence[str]) -> list[dict[str, Any]]:
+        """Study rows (with PHI) for the encrypted index of an archive."""
+        out: list[dict[str, Any]] = []
+        for uid in study_uids:
+            out.extend(self.query(
+                "SELECT study_uid, patient_id, patient_name, accession, study_date, description,"
+                " modalities FROM studies WHERE study_uid = ?", (uid,)))
+        return out
+
+    def series_meta(self, series_uids: Sequence[str]) -> list[dict[str, Any]]:
+        """Series rows for the encrypted index of an archive, each once, in the order given."""
+        out: list[dict[str, Any]] = []
+        for uid in dict.fromkeys(series_uids):
+            out.extend(self.query("SELECT * FROM series WHERE series_uid = ?", (uid,)))
+        return out

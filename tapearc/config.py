@@ -78,6 +78,11 @@ class Settings:
             raise ConfigError(f"{self._where()}: [{name}] must be a table")
         return value
 
+    @property
+    def private_dir(self) -> Path:
+        """The site's own 0700 folder for temporary plaintext, beside the catalog (never /tmp)."""
+        return self.catalog_path.parent / "private"
+
     def resolve(self, value: str | Path) -> Path:
         """A path from the config, relative to the config file's folder."""
         return (self.base_dir / Path(value).expanduser()).resolve()

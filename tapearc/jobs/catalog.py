@@ -116,12 +116,11 @@ def check_catalog(settings: Settings) -> dict[str, Any]:
 
 def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
     """Write an encrypted copy of the catalog to ``target`` (a TAE1 stream of the snapshot)."""
-    import tempfile
-
     from tapearc.format.tae import Content
     from tapearc.format.writer import seal_bytes
     from tapearc.jobs.media import load_recipients
     from tapearc.jobs.write import snapshot_catalog
+    from tapearc.support.safefs import private_workdir
 
     if target.exists():
         raise UsageError(f"{target} exists", hint="choose a new file name")
@@ -129,8 +128,8 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
         raise UsageError(f"no folder {target.parent} to write {target.name} into")
     recipients = load_recipients(settings)
     with open_catalog(settings.catalog_path) as catalog, \
-            tempfile.TemporaryDirectory(prefix="tapearc-backup-") as tmp:
-        snap = snapshot_catalog(catalog, Path(tmp))
+            private_workdir(settings.private_dir, "catalog-backup") as tmp:
+        snap = snapshot_catalog(catalog, tmp)
         sealed = seal_bytes(snap.read_bytes(), recipients, settings.block_size,
                             content=Content.CATALOG)
     target.write_bytes(sealed)

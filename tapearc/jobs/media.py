@@ -86,22 +86,6 @@ def member_name(study_uid: str, series_uid: str, sop_uid: str, version: int) -> 
     return f"{study_uid}/{series_uid}/{sop_uid}{suffix}.dcm"
 
 
-def safe_output_path(root: Path, member: str) -> Path:
-    """Where a recalled member goes under ``root``; refuses anything that could leave ``root``."""
-    parts = member.split("/")
-    if len(parts) != 3 or not all(UID_RE.fullmatch(p) for p in parts[:2]) or \
-            not re.fullmatch(r"[0-9]+(\.[0-9]+)*(\.v[0-9]+)?\.dcm", parts[2]):
-        from tapearc.errors import IntegrityError
-
-        raise IntegrityError(f"refusing member name {member!r}: not STUDY/SERIES/SOP.dcm UIDs")
-    target = (root / Path(*parts)).resolve()
-    if not target.is_relative_to(root.resolve()):
-        from tapearc.errors import IntegrityError
-
-        raise IntegrityError(f"refusing member name {member!r}: it points outside {root}")
-    return target
-
-
 @contextmanager
 def run_lock(path: Path, what: str) -> Iterator[None]:
     """Hold the site lock for a run; a second run fails at once (Locked, exit 75) naming the holder."""

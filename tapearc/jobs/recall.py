@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
-from tapearc.drivers.layout import write_atomic
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
-from tapearc.jobs.media import load_identities_for, open_drive, position_of, safe_output_path
+from tapearc.jobs.media import UID_RE, load_identities_for, open_drive, position_of
 from tapearc.jobs.rotation import recall_needs
 from tapearc.rotation.policy import parse_location
+from tapearc.support.safefs import OutputTree
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
@@ -149,11 +149,14 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                if not catalog.study_known(uid)]
     if unknown:  # before anything is read or made
         raise NotFound(f"not in the catalog: {', '.join(unknown)}", hint="tapearc find")
-    dest.mkdir(parents=True, exist_ok=True)
     loaded = drives_by_barcode(settings)
     results = {uid: RecalledStudy(uid) for uid in dict.fromkeys(study_uids)}
     failed: dict[str, set[str]] = {uid: set() for uid in results}
     ids = list(identities) if identities is not None else None
+    # accountable before the first decrypted byte exists: a recall killed midway is on record
+    catalog.audit("recall-start", None, {"who": actor(), "to": str(dest), "studies": list(results)})
+    out = OutputTree(dest)
+    out.clear_leftovers()
     try:
         todo = list(results)
         while todo:
@@ -165,7 +168,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                           for k in json.loads(r["key_ids"])}
                 ids = load_identities_for(settings, wanted)
             for barcode in sorted(plan, key=lambda b: loaded[b]):
-                _read_cartridge(settings, loaded[barcode], plan[barcode], dest, ids, results,
+                _read_cartridge(settings, loaded[barcode], plan[barcode], out, ids, results,
                                 failed)
             # a study that failed on one cartridge is tried again from another loaded copy
             todo = [uid for uid in todo if results[uid].errors
@@ -175,6 +178,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                 results[uid].errors = []
                 results[uid].files = []
     finally:
+        out.close()
         catalog.audit("recall", None, {
             "who": actor(), "to": str(dest), "studies": list(results),
             "recalled": [u for u, r in results.items() if r.verified],
@@ -242,7 +246,7 @@ def _complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[st
     return sorted(best.values(), key=lambda r: (r["barcode"], r["data_file"], r["data_offset"]))
 
 
-def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], dest: Path,
+def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], out: OutputTree,
                     identities: Sequence[Identity], results: dict[str, RecalledStudy],
                     failed: dict[str, set[str]]) -> None:
     from tapearc.format.reader import ArchiveReader
@@ -256,7 +260,7 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
             reader = ArchiveReader(members[0]["header"], identities)
             for run in _contiguous(members):
                 try:
-                    _read_run(driver, reader, run, dest, results)
+                    _read_run(driver, reader, run, out, results)
                 except IntegrityError as exc:  # a damaged block: this run only
                     uid = run[0]["study_uid"]
                     results[uid].errors.append(f"{run[0]['barcode']} archive "
@@ -284,7 +288,7 @@ def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]
         yield run
 
 
-def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], dest: Path,
+def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], out: OutputTree,
               results: dict[str, RecalledStudy]) -> None:
     start = run[0]["data_offset"]
     end = run[-1]["data_offset"] + run[-1]["length"]
@@ -301,11 +305,16 @@ def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], 
             log.error("checksum mismatch for instance %s on %s", m["sop_uid"], m["barcode"])
             continue
         # named by UIDs, as the PACS knows it (a later version keeps the SOP's own name)
-        target = safe_output_path(dest, f"{m['study_uid']}/{m['series_uid']}/{m['sop_uid']}.dcm")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data)
-        result.files.append(target)
+        result.files.append(out.write(_output_parts(m), data))
     result.bytes_read += cursor.bytes_read
+
+
+def _output_parts(m: dict[str, Any]) -> list[str]:
+    """``[STUDY, SERIES, SOP.dcm]``: UIDs only (checked), so no name can leave the folder."""
+    uids = [m["study_uid"], m["series_uid"], m["sop_uid"]]
+    if not all(UID_RE.fullmatch(u) for u in uids):
+        raise IntegrityError(f"refusing to name a recalled file after {uids!r}: not UIDs")
+    return [uids[0], uids[1], f"{uids[2]}.dcm"]
 
 
 def raise_for(results: Sequence[RecalledStudy]) -> None:

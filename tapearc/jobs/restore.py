@@ -8,6 +8,7 @@ read as ``tapearc recall``. Each study's files are deleted once the engine moves
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -87,6 +88,12 @@ def restore_to_pacs(
                else Journal.create(catalog, kind=kind, peer=str(peer)))
     catalog.audit(kind, None, {"who": actor(), "to": str(peer), "job": journal.job_id,
                                "studies": len(refs), "resume": job_id is not None})
-    return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal, limits,
-                       local_aet=local_aet, priority="oldest" if priority == "oldest" else "newest",
-                       workdir=workdir)
+    from tapearc.support.safefs import private_workdir
+
+    with contextlib.ExitStack() as stack:
+        if workdir is None:  # decrypted images wait in the site's private folder, never /tmp
+            workdir = stack.enter_context(private_workdir(settings.private_dir, "restore"))
+        return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal,
+                           limits, local_aet=local_aet,
+                           priority="oldest" if priority == "oldest" else "newest",
+                           workdir=workdir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from tapearc.errors import (
 from tapearc.format.index import IndexDoc
 from tapearc.jobs.media import load_recipients, member_name, pool_drive, position_of
 from tapearc.rotation.policy import writable_location
+from tapearc.support.safefs import private_workdir
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import ArchivePosition, Driver, Label
@@ -496,8 +496,8 @@ def write_catalog_copy(settings: Settings, catalog: Catalog, driver: Driver, lab
                        run_id: int | None) -> int:
     """Append an encrypted copy of the catalog to the loaded cartridge; returns its archive id."""
     recipients = load_recipients(settings)
-    with tempfile.TemporaryDirectory(prefix="tapearc-catalog-") as tmp:
-        snap = snapshot_catalog(catalog, Path(tmp))
+    with private_workdir(settings.private_dir, "catalog-copy") as tmp:
+        snap = snapshot_catalog(catalog, tmp)
         stamp = utcnow().replace(":", "").replace("-", "")[:15]
         written = write_archive(settings, catalog, driver, label, [], recipients, run_id=run_id,
                                 kind="catalog", extra=[(f"catalog/{stamp}.sqlite", snap)])

@@ -62,6 +62,14 @@ def test_pull_cli_pacs_down_exits_69(netns: None, tmp_path: Path) -> None:
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
 
+def test_receive_cli_refuses_to_start_without_an_allow_list(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "tapearc", "receive", "--port", str(free_port()),
+         "--staging", str(tmp_path / "st")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: a receiver accepts nothing without an allow-list")
+
+
 def test_receive_cli_until_sigterm(netns: None, tmp_path: Path) -> None:
     need_tool("storescu")
     from pydicom.data import get_testdata_file
@@ -70,7 +78,7 @@ def test_receive_cli_until_sigterm(netns: None, tmp_path: Path) -> None:
     staging = tmp_path / "staging"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tapearc", "receive", "--aet", "ARCHIVE", "--port", str(port),
-         "--bind", "127.0.0.1", "--staging", str(staging)],
+         "--bind", "127.0.0.1", "--allow", "MOD@127.0.0.1", "--staging", str(staging)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

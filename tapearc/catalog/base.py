@@ -15,9 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from tapearc.support import clock  # one settable clock, so tests can simulate weeks
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 CARTRIDGE_STATES = ("blank", "appendable", "full", "retired", "lost", "error", "suspect")
 #: States whose archives count as copies of a study (for pending work, find and exposure).
@@ -62,6 +65,17 @@ class CatalogBase:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        """The same connection as a ``sqlite_utils.Database``: rows as dicts, bulk inserts,
+        updates by primary key and schema introspection without hand-built SQL."""
+        if self._db is None:
+            from sqlite_utils import Database
+
+            self._db = Database(self.conn)
+        return self._db
 
     def close(self) -> None:
         self.conn.close()
@@ -101,9 +115,7 @@ class CatalogBase:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows of ``sql`` as dicts (for the catalog's modules, tests and benchmarks; the rest
         of tapearc calls the named queries)."""
-        cur = self.conn.execute(sql, params)
-        cols = [c[0] for c in cur.description or ()]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        return list(self.db.query(sql, params))
 
     def backup_to(self, path: Path) -> None:
         """A consistent copy of the whole catalog (SQLite online backup) at ``path``, mode 0600

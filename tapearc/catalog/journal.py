@@ -113,12 +113,12 @@ class Journal:
         """Record ``studies`` as pending, keeping the state of those already in the job."""
         now = utcnow()
         with self.catalog.transaction() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO restore_items (job_id, study_uid, cartridge, position,"
-                " study_date, state, expected, sent, confirmed, missing, refused, attempts,"
-                " bytes, last_error, updated) VALUES (?,?,?,?,?,'pending',?,0,0,0,0,0,0,NULL,?)",
-                [(self.job_id, s.study_uid, s.cartridge, s.position, s.study_date,
-                  s.expected_instances, now) for s in studies])
+            self.catalog.db.table("restore_items").insert_all(  # a study already in the job keeps its row
+                ({"job_id": self.job_id, "study_uid": s.study_uid, "cartridge": s.cartridge,
+                  "position": s.position, "study_date": s.study_date, "state": "pending",
+                  "expected": s.expected_instances, "sent": 0, "confirmed": 0, "missing": 0,
+                  "refused": 0, "attempts": 0, "bytes": 0, "last_error": None, "updated": now}
+                 for s in studies), ignore=True, batch_size=500)
             c.execute("UPDATE restore_jobs SET updated = ?, studies ="
                       " (SELECT COUNT(*) FROM restore_items WHERE job_id = ?) WHERE id = ?",
                       (now, self.job_id, self.job_id))
@@ -128,11 +128,9 @@ class Journal:
         wrong = set(values) - _CHANGEABLE
         if wrong:
             raise ValueError(f"not a journal field: {', '.join(sorted(wrong))}")
-        columns = [*values, "updated"]
-        with self.catalog.transaction() as c:
-            c.execute(f"UPDATE restore_items SET {', '.join(f'{k} = ?' for k in columns)}"
-                      " WHERE job_id = ? AND study_uid = ?",
-                      (*values.values(), utcnow(), self.job_id, study_uid))
+        with self.catalog.transaction():
+            self.catalog.db.table("restore_items").update(
+                (self.job_id, study_uid), {**values, "updated": utcnow()})
 
     def begin_attempt(self, study_uid: str) -> int:
         """Count one more attempt at a study; return the number of earlier attempts."""

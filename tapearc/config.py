@@ -1,40 +1,180 @@
-"""Configuration: one TOML file, validated at start, paths relative to the file.
+"""Configuration: one TOML file, one declarative schema, checked at start by every command.
 
 Where the file is found: ``--config FILE``, then ``$TAPEARC_CONFIG``, then
-``/etc/tapearc/tapearc.toml``. Every problem raises ``ConfigError`` (exit 78) naming the key and
-the fix. Sections owned by other modules (``[rotation]``, ``[network]``, ...) are kept in
-``Settings.raw`` and validated by those modules through ``Settings.section``.
+``/etc/tapearc/tapearc.toml``. The schema is ``Document`` and the tables below it (msgspec
+structs): every table forbids unknown keys, so a misspelt key stops the command instead of
+being ignored. Two parts are declared by their owners and composed here: each driver's keys
+(``tapearc.drivers.options``) and the ``[rotation]`` rules (``tapearc.rotation.policy``).
+
+This module adds what belongs to the file: paths relative to its folder, sizes written as
+``'1 MiB'``, the checks across tables (a pool's drive exists, no two pools share a vault), the
+key files named in ``[keys]``, and one error (``ConfigError``, exit 78) naming the dotted key:
+``tapearc.toml: drives.lto1.devcie is not a known key ([drives.lto1] takes: ...)``.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
+import msgspec
+
+from tapearc.drivers.options import (
+    DiskOptions,
+    DriveOptions,
+    LtfsOptions,
+    OpticalOptions,
+    TapeOptions,
+    VtapeOptions,
+)
 from tapearc.errors import ConfigError
+from tapearc.rotation.policy import Policy, Rotation, make_policy
+from tapearc.support.units import Size, parse_size
 
 DEFAULT_CONFIG = Path("/etc/tapearc/tapearc.toml")
-VERIFY_MODES = ("all", "sample", "none")
+Text = Annotated[str, msgspec.Meta(min_length=1)]
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}
+# --- the schema ---------------------------------------------------------------------------------
+
+
+class _Table(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A TOML table: unknown keys are errors."""
+
+
+class SiteTable(_Table, frozen=True):
+    """``[site]``."""
+
+    #: Short site code written on every cartridge label.
+    name: str
+    catalog: Path = Path("catalog.sqlite")
+    #: The run lock: one writing run at a time.
+    lock: Path = Path("tapearc.lock")
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", self.name):
+            raise ValueError(f"name {self.name!r} must be 1-32 letters, digits, '.', '_' or '-': "
+                             "it is written on every cartridge label (a short site code, no "
+                             "patient data)")
+
+
+class IngestTable(_Table, frozen=True):
+    """``[ingest]``: the PACS storage folders."""
+
+    sources: list[Path] = msgspec.field(default_factory=list)
+    #: Files younger than this are left for the next run (the PACS may still be writing them).
+    quiet_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+
+
+class KeysTable(_Table, frozen=True):
+    """``[keys]``: public keys every archive is encrypted to, private keys that read them."""
+
+    directory: Path = Path("keys")
+    recipients: list[Path] = msgspec.field(default_factory=list)
+    identities: list[Path] = msgspec.field(default_factory=list)
+
+
+class ArchiveTable(_Table, frozen=True):
+    """``[archive]``: how archives are cut and paced."""
+
+    #: One tape block = one encrypted chunk.
+    block_size: Size = Size(1 << 20)
+    #: Cap on the PACS read rate in bytes/s (0: none).
+    read_rate: Size = Size(0)
+    #: Memory between the encrypting stream and the drive.
+    buffer: Size = Size(64 << 20)
+    max_archive_bytes: Size = Size(64 << 30)
+
+    def __post_init__(self) -> None:
+        b = self.block_size
+        if b & (b - 1) or not (1 << 16) <= b <= (1 << 23):
+            raise ValueError("block_size must be a power of two from 64 KiB to 8 MiB (the default "
+                             "1 MiB suits LTO drives)")
+
+
+class VerifyTable(_Table, frozen=True):
+    """``[verify]``: read-back after each nightly write."""
+
+    after_write: Literal["all", "sample", "none"] = "sample"
+    sample: Annotated[int, msgspec.Meta(ge=0)] = 2
+
+
+class ChangerTable(_Table, frozen=True):
+    """``[changer]``: a tape library's robot, driven through mtx."""
+
+    device: Text
+    mtx: Text = "mtx"
+
+
+class PoolTable(_Table, frozen=True):
+    """``[pools.NAME]``: a copy pool, written by one drive and kept in its own vault."""
+
+    drive: Text
+    vault: Text | None = None  # default: vault-NAME
+    media: Text = "LTO"
+
+
+class RotationTable(Rotation, frozen=True, forbid_unknown_fields=True):
+    """``[rotation]``: the offsite policy (docs/OPERATIONS.md)."""
+
+
+# ``[drives.NAME]``: one table per driver, told apart by ``driver = "..."``; the keys are the
+# driver's options (tapearc.drivers.options), with the library and TapeAlert keys every drive has.
+
+
+class TapeTable(TapeOptions, frozen=True, tag="tape", tag_field="driver", forbid_unknown_fields=True):
+    """``driver = "tape"``."""
+
+
+class VtapeTable(VtapeOptions, frozen=True, tag="vtape", tag_field="driver",
+                 forbid_unknown_fields=True):
+    """``driver = "vtape"``."""
+
+
+class DiskTable(DiskOptions, frozen=True, tag="disk", tag_field="driver", forbid_unknown_fields=True):
+    """``driver = "disk"``."""
+
+
+class OpticalTable(OpticalOptions, frozen=True, tag="optical", tag_field="driver",
+                   forbid_unknown_fields=True):
+    """``driver = "optical"``."""
+
+
+class LtfsTable(LtfsOptions, frozen=True, tag="ltfs", tag_field="driver", forbid_unknown_fields=True):
+    """``driver = "ltfs"``."""
+
+
+DriveTable = TapeTable | VtapeTable | DiskTable | OpticalTable | LtfsTable
+
+
+class Document(_Table, frozen=True):
+    """The whole file."""
+
+    site: SiteTable
+    ingest: IngestTable = msgspec.field(default_factory=IngestTable)
+    keys: KeysTable = msgspec.field(default_factory=KeysTable)
+    archive: ArchiveTable = msgspec.field(default_factory=ArchiveTable)
+    verify: VerifyTable = msgspec.field(default_factory=VerifyTable)
+    changer: ChangerTable | None = None
+    rotation: RotationTable = msgspec.field(default_factory=RotationTable)
+    pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
+    drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
+
+
+# --- what the rest of tapearc reads -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DriveConfig:
-    """One ``[drives.NAME]`` table: the driver name and its own options."""
+    """One ``[drives.NAME]`` table: the driver name and its typed options."""
 
     name: str
     driver: str
-    options: dict[str, Any]
+    options: DriveOptions
 
 
 @dataclass(frozen=True)
@@ -49,7 +189,7 @@ class PoolConfig:
 
 @dataclass
 class Settings:
-    """The validated configuration."""
+    """The validated configuration, paths absolute."""
 
     path: Path | None
     base_dir: Path
@@ -69,26 +209,13 @@ class Settings:
     verify_sample: int
     pools: dict[str, PoolConfig]
     drives: dict[str, DriveConfig]
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    def section(self, name: str) -> dict[str, Any]:
-        """The raw table ``[name]`` (empty if absent) for a module that validates its own keys."""
-        value = self.raw.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self._where()}: [{name}] must be a table")
-        return value
+    changer: ChangerTable | None
+    rotation: Policy
 
     @property
     def private_dir(self) -> Path:
         """The site's own 0700 folder for temporary plaintext, beside the catalog (never /tmp)."""
         return self.catalog_path.parent / "private"
-
-    def resolve(self, value: str | Path) -> Path:
-        """A path from the config, relative to the config file's folder."""
-        return (self.base_dir / Path(value).expanduser()).resolve()
-
-    def _where(self) -> str:
-        return str(self.path) if self.path else "configuration"
 
 
 def find_config(explicit: Path | None) -> Path:
@@ -98,8 +225,10 @@ def find_config(explicit: Path | None) -> Path:
     return DEFAULT_CONFIG
 
 
-def load_settings(explicit: Path | None) -> Settings:
-    """Read and validate the config file (``ConfigError``, exit 78, on any problem)."""
+def load_settings(explicit: Path | None, *, check_keys: bool = True) -> Settings:
+    """Read and validate the config file (``ConfigError``, exit 78, on any problem); with
+    ``check_keys``, also the key files it names (key management commands skip that: they are
+    how the files come to exist)."""
     path = find_config(explicit)
     try:
         text = path.read_text(encoding="utf-8")
@@ -114,205 +243,203 @@ def load_settings(explicit: Path | None) -> Settings:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_settings(doc, path)
-
-
-#: Every key tapearc reads, per table; a misspelt key is an error, never silently ignored
-#: (``[drives.*]`` keys are checked by each driver, ``[rotation]`` by the rotation policy).
-KNOWN_KEYS: dict[str, tuple[str, ...]] = {
-    "site": ("name", "catalog", "lock"),
-    "ingest": ("sources", "quiet_seconds"),
-    "keys": ("directory", "recipients", "identities"),
-    "archive": ("block_size", "read_rate", "buffer", "max_archive_bytes"),
-    "verify": ("after_write", "sample"),
-    "changer": ("device", "mtx"),
-    "pools": (),
-    "drives": (),
-    "rotation": (),
-}
-
-
-def _check_known(doc: dict[str, Any], where: str) -> None:
-    for table, value in doc.items():
-        if table not in KNOWN_KEYS:
-            raise ConfigError(f"{where}: [{table}] is not a tapearc table",
-                              hint=f"known: {', '.join(sorted(KNOWN_KEYS))}")
-        keys = KNOWN_KEYS[table]
-        if not keys:
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: [{table}] must be a table")
-        for key in value:
-            if key not in keys:
-                raise ConfigError(f"{where}: {table}.{key} is not a known key",
-                                  hint=f"[{table}] takes: {', '.join(keys)}")
-
-
-def parse_settings(doc: dict[str, Any], path: Path | None) -> Settings:
-    """Validate a parsed TOML document; ``path`` anchors relative paths (cwd if None)."""
-    base = (path.parent if path else Path.cwd()).resolve()
-    where = str(path) if path else "configuration"
-    _check_known(doc, where)
-    v = _Validator(doc, where, base)
-    site = v.string("site.name", required=True)
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", site):
-        raise ConfigError(
-            f"{where}: site.name {site!r} must be 1-32 letters, digits, '.', '_' or '-'",
-            hint="it is written on every cartridge label: use a short site code, no patient data",
-        )
-    drives = v.drives()
-    pools = v.pools(drives)
-    verify_mode = v.string("verify.after_write", default="sample")
-    if verify_mode not in VERIFY_MODES:
-        raise ConfigError(f"{where}: verify.after_write must be one of {', '.join(VERIFY_MODES)}")
-    block_size = v.size("archive.block_size", default=1 << 20)
-    if block_size & (block_size - 1) or not (1 << 16) <= block_size <= (1 << 23):
-        raise ConfigError(
-            f"{where}: archive.block_size must be a power of two from 64 KiB to 8 MiB",
-            hint="the default 1 MiB suits LTO drives",
-        )
-    settings = Settings(
-        path=path,
-        base_dir=base,
-        site=site,
-        catalog_path=v.path("site.catalog", default="catalog.sqlite"),
-        lock_path=v.path("site.lock", default="tapearc.lock"),
-        sources=v.path_list("ingest.sources"),
-        quiet_seconds=v.number("ingest.quiet_seconds", default=300.0),
-        keys_dir=v.path("keys.directory", default="keys"),
-        recipient_files=v.path_list("keys.recipients"),
-        identity_files=v.path_list("keys.identities"),
-        block_size=block_size,
-        read_rate=v.size("archive.read_rate", default=0),
-        buffer_bytes=v.size("archive.buffer", default=64 << 20),
-        max_archive_bytes=v.size("archive.max_archive_bytes", default=64 << 30),
-        verify_mode=verify_mode,
-        verify_sample=int(v.number("verify.sample", default=2)),
-        pools=pools,
-        drives=drives,
-        raw=doc,
-    )
-    # the rotation policy is checked here too, so a bad [rotation] table stops every command
-    from tapearc.rotation.policy import parse_policy
-
-    parse_policy(settings.section("rotation"), {p: c.vault for p, c in pools.items()}, where)
+    settings = parse_settings(doc, path)
+    if check_keys:
+        check_key_files(settings)
     return settings
 
 
-def parse_size(value: object, key: str = "size") -> int:
-    """'1 MiB' -> 1048576; plain integers are bytes."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a size such as '1 MiB'")
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{key} must not be negative")
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    raise ConfigError(f"{key} = {value!r} is not a size", hint="write e.g. 1048576, '1 MiB', '2 GB'")
+def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
+    """Validate a parsed TOML document; ``path`` anchors relative paths (cwd if None)."""
+    base = (path.parent if path else Path.cwd()).resolve()
+    where = str(path) if path else "configuration"
+    d = _anchor(_convert(doc, Document, where), base)
+    drives = {name: DriveConfig(name, _driver_name(table), table) for name, table in d.drives.items()}
+    pools = {}
+    for name, pool in d.pools.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", name):
+            raise ConfigError(f"{where}: pools.{name} has an invalid name",
+                              hint="use a short name such as A or B")
+        if pool.drive not in drives:
+            raise ConfigError(f"{where}: pools.{name}.drive = {pool.drive!r} is not a configured drive",
+                              hint=f"use one of: {', '.join(sorted(drives)) or 'none configured'}")
+        pools[name] = PoolConfig(name, pool.drive, pool.vault or f"vault-{name}", pool.media)
+    return Settings(
+        path=path,
+        base_dir=base,
+        site=d.site.name,
+        catalog_path=d.site.catalog,
+        lock_path=d.site.lock,
+        sources=d.ingest.sources,
+        quiet_seconds=d.ingest.quiet_seconds,
+        keys_dir=d.keys.directory,
+        recipient_files=d.keys.recipients,
+        identity_files=d.keys.identities,
+        block_size=d.archive.block_size,
+        read_rate=d.archive.read_rate,
+        buffer_bytes=d.archive.buffer,
+        max_archive_bytes=d.archive.max_archive_bytes,
+        verify_mode=d.verify.after_write,
+        verify_sample=d.verify.sample,
+        pools=pools,
+        drives=drives,
+        changer=d.changer,
+        rotation=make_policy(d.rotation, {p: c.vault for p, c in pools.items()}, where),
+    )
 
 
-class _Validator:
-    """Typed access to dotted keys of the TOML document, with errors naming the key."""
+def drive_config(name: str, table: Mapping[str, Any], base_dir: Path,
+                 where: str = "configuration") -> DriveConfig:
+    """Validate one ``[drives.NAME]`` table on its own (paths relative to ``base_dir``)."""
+    options = _anchor(_convert(table, DriveTable, where, ("drives", name)), base_dir)
+    return DriveConfig(name, _driver_name(options), options)
 
-    def __init__(self, doc: dict[str, Any], where: str, base: Path) -> None:
-        self.doc = doc
-        self.where = where
-        self.base = base
 
-    def get(self, key: str) -> Any:
-        node: Any = self.doc
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
+def check_key_files(settings: Settings) -> None:
+    """Every ``keys.recipients`` file holds a public key and every ``keys.identities`` file
+    exists (opening one needs its passphrase: that is checked when it is used)."""
+    from tapearc.format.keys import load_recipient
 
-    def fail(self, key: str, problem: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{self.where}: {key} {problem}", hint=hint)
-
-    def string(self, key: str, *, default: str | None = None, required: bool = False) -> str:
-        value = self.get(key)
-        if value is None:
-            if required or default is None:
-                raise self.fail(key, "is missing", hint=f"add {key} to the config")
-            return default
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "must be a non-empty string")
-        return value
-
-    def number(self, key: str, *, default: float) -> float:
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.fail(key, "must be a non-negative number")
-        return float(value)
-
-    def size(self, key: str, *, default: int) -> int:
-        value = self.get(key)
-        if value is None:
-            return default
+    where = str(settings.path) if settings.path else "configuration"
+    fix = "fix the path, or create the key with 'tapearc keys generate'"
+    for path in settings.recipient_files:
+        if not path.is_file():
+            raise ConfigError(f"{where}: keys.recipients names {path}, which does not exist", hint=fix)
         try:
-            return parse_size(value, key)
+            load_recipient(path)
         except ConfigError as exc:
-            raise self.fail(key, f"= {value!r} is not a size", hint="e.g. '1 MiB'") from exc
+            raise ConfigError(f"{where}: keys.recipients: {exc.message}", hint=exc.hint) from None
+    for path in settings.identity_files:
+        if not path.is_file():
+            raise ConfigError(f"{where}: keys.identities names {path}, which does not exist", hint=fix)
 
-    def path(self, key: str, *, default: str) -> Path:
-        value = self.get(key)
-        if value is None:
-            value = default
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "must be a path string")
-        return (self.base / Path(value).expanduser()).resolve()
 
-    def path_list(self, key: str) -> list[Path]:
-        value = self.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
-            raise self.fail(key, "must be a list of path strings")
-        return [(self.base / Path(x).expanduser()).resolve() for x in value]
+# --- reading the document -----------------------------------------------------------------------
 
-    def drives(self) -> dict[str, DriveConfig]:
-        table = self.get("drives") or {}
-        if not isinstance(table, dict):
-            raise self.fail("drives", "must be a table of [drives.NAME] tables")
-        out: dict[str, DriveConfig] = {}
-        for name, options in table.items():
-            if not isinstance(options, dict):
-                raise self.fail(f"drives.{name}", "must be a table")
-            driver = options.get("driver")
-            if not isinstance(driver, str) or not driver:
-                raise self.fail(
-                    f"drives.{name}.driver", "is missing", hint="e.g. driver = \"tape\""
-                )
-            out[name] = DriveConfig(name, driver, {k: v for k, v in options.items() if k != "driver"})
-        return out
+_T = TypeVar("_T")
 
-    def pools(self, drives: dict[str, DriveConfig]) -> dict[str, PoolConfig]:
-        table = self.get("pools") or {}
-        if not isinstance(table, dict):
-            raise self.fail("pools", "must be a table of [pools.NAME] tables")
-        out: dict[str, PoolConfig] = {}
-        for name, options in table.items():
-            key = f"pools.{name}"
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", name):
-                raise self.fail(key, "has an invalid name", hint="use a short name such as A or B")
-            if not isinstance(options, dict):
-                raise self.fail(key, "must be a table")
-            drive = options.get("drive")
-            if not isinstance(drive, str) or drive not in drives:
-                raise self.fail(
-                    f"{key}.drive",
-                    f"= {drive!r} is not a configured drive",
-                    hint=f"use one of: {', '.join(sorted(drives)) or 'none configured'}",
-                )
-            vault = options.get("vault", f"vault-{name}")
-            media = options.get("media", "LTO")
-            if not isinstance(vault, str) or not isinstance(media, str):
-                raise self.fail(key, "vault and media must be strings")
-            out[name] = PoolConfig(name, drive, vault, media)
-        return out
+
+def _decode(kind: type, value: Any) -> Any:
+    """msgspec's hook for the types TOML has no literal for (errors are named by msgspec)."""
+    if kind is Size:
+        return parse_size(value)
+    if kind is Path:
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        raise ValueError(f"{value!r} is not a path")
+    raise NotImplementedError(kind)
+
+
+def _anchor(value: _T, base: Path) -> _T:
+    """``value`` with every relative path in it made absolute against ``base``."""
+    out: Any = value
+    if isinstance(value, Path):
+        out = (base / value).resolve()
+    elif isinstance(value, list):
+        out = [_anchor(v, base) for v in value]
+    elif isinstance(value, dict):
+        out = {k: _anchor(v, base) for k, v in value.items()}
+    elif isinstance(value, msgspec.Struct):
+        out = msgspec.structs.replace(
+            value, **{f: _anchor(getattr(value, f), base) for f in value.__struct_fields__})
+    return out  # type: ignore[no-any-return]
+
+
+def _driver_name(options: DriveOptions) -> str:
+    tag = options.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def _convert(value: Any, kind: Any, where: str, key: tuple[str, ...] = ()) -> Any:
+    try:
+        return msgspec.convert(value, kind, dec_hook=_decode)
+    except msgspec.ValidationError as exc:
+        raise _explain(str(exc), value, kind, where, key) from None
+
+
+_STEP = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
+
+
+def _explain(text: str, raw: Any, kind: Any, where: str, prefix: tuple[str, ...]) -> ConfigError:
+    """msgspec's ``Expected `int`, got `str` - at `$.drives[...].timeout``` as a ConfigError that
+    names the dotted key (``drives.lto1.timeout``)."""
+    message, _, at = text.partition(" - at `")
+    keys, node = list(prefix), raw
+    for name, index in _STEP.findall(at.rstrip("`")[1:]):
+        if index == "...":  # msgspec does not say which entry of a table of tables: find it
+            entry_kind = _entry_kind(kind)
+            for entry, sub in node.items():
+                try:
+                    msgspec.convert(sub, entry_kind, dec_hook=_decode)
+                except msgspec.ValidationError as exc:
+                    return _explain(str(exc), sub, entry_kind, where, (*keys, str(entry)))
+        if index:
+            keys[-1] += f"[{index}]"
+            kind = next((get_args(m)[0] for m in _members(kind) if get_origin(m) in (list, frozenset)),
+                        Any)
+        else:
+            keys.append(name)
+            kind = _field_kind(kind, node, name)
+            node = node.get(name) if isinstance(node, Mapping) else None
+    table = ".".join(keys)
+    struct = _struct_kind(kind, node)
+    fields = struct.__struct_fields__ if struct else ()
+    if m := re.fullmatch(r"Object contains unknown field `(.*)`", message):
+        if not keys:
+            return ConfigError(f"{where}: [{m[1]}] is not a tapearc table",
+                               hint=f"known: {', '.join(fields)}")
+        return ConfigError(f"{where}: {table}.{m[1]} is not a known key",
+                           hint=f"[{table}] takes: {', '.join(_public(struct))}")
+    if m := re.fullmatch(r"Object missing required field `(.*)`", message):
+        return ConfigError(f"{where}: {'.'.join([*keys, m[1]])} is missing")
+    if message.split(" ", 1)[0] in fields:  # a check across keys names its key first
+        return ConfigError(f"{where}: {table}.{message}")
+    choices = [str(a) for m in _members(kind) if get_origin(m) is Literal for a in get_args(m)]
+    if keys and keys[-1] == "driver":
+        choices = _driver_tags()
+    return ConfigError(f"{where}: {table or 'the file'}: {message}",
+                       hint=f"use one of: {', '.join(choices)}" if choices else None)
+
+
+def _field_kind(kind: Any, node: Any, name: str) -> Any:
+    struct = _struct_kind(kind, node)
+    if struct is not None:
+        for field in msgspec.structs.fields(struct):
+            if field.name == name:
+                return field.type
+    return _entry_kind(kind)
+
+
+def _entry_kind(kind: Any) -> Any:
+    """The type of the entries of a table of tables (``dict[str, PoolTable]`` -> PoolTable)."""
+    return next((get_args(m)[1] for m in _members(kind) if get_origin(m) is dict), Any)
+
+
+def _members(kind: Any) -> list[Any]:
+    """The types a type annotation allows (``Annotated`` and unions unwrapped)."""
+    if get_origin(kind) is Annotated:
+        return _members(get_args(kind)[0])
+    if get_origin(kind) in (Union, types.UnionType):
+        return [m for arg in get_args(kind) for m in _members(arg)]
+    return [kind]
+
+
+def _struct_kind(kind: Any, node: Any) -> type[msgspec.Struct] | None:
+    """The struct type ``kind`` stands for at ``node`` (a union of tables: the one tagged so)."""
+    structs = [m for m in _members(kind) if isinstance(m, type) and issubclass(m, msgspec.Struct)]
+    tag = node.get("driver") if isinstance(node, Mapping) else None
+    for struct in structs:
+        if len(structs) == 1 or struct.__struct_config__.tag == tag:
+            return struct
+    return None
+
+
+def _public(struct: type[msgspec.Struct] | None) -> list[str]:
+    names = list(struct.__struct_fields__) if struct else []
+    tag_field = struct.__struct_config__.tag_field if struct else None
+    return [tag_field, *names] if tag_field else names
+
+
+def _driver_tags() -> list[str]:
+    return [str(t.__struct_config__.tag) for t in get_args(DriveTable)]

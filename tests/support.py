@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tapearc.drivers.base import Driver
 
 
 def need_tool(*programs: str) -> None:
@@ -22,3 +29,32 @@ def need_tool(*programs: str) -> None:
     if os.environ.get("TAPEARC_REQUIRE_TOOLS") == "1":
         pytest.fail(message + " (TAPEARC_REQUIRE_TOOLS=1)")
     pytest.skip(message)
+
+
+def make_driver(driver: str, drive: str, table: Mapping[str, object], base: Path,
+                block_size: int) -> Driver:
+    """The driver of a ``[drives.NAME]`` table, read through the config schema as at start
+    (paths relative to ``base``; a bad key raises the ConfigError a command would)."""
+    from tapearc.config import drive_config
+    from tapearc.drivers import make_driver as build
+
+    cfg = drive_config(drive, {"driver": driver, **table}, base)
+    return build(cfg.driver, drive, cfg.options, block_size)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``tapearc ARGV`` in-process through ``main`` (the real error handler): exit code,
+    stdout, stderr."""
+    from tapearc.cli import main
+
+    old = sys.argv
+    sys.argv = ["tapearc", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -20,18 +20,26 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 @dataclass
 class State:
-    """Per-invocation options from the root callback; settings are loaded on first use."""
+    """Per-invocation options from the root callback. Every command that uses the configuration
+    calls ``settings()`` before doing anything (tests/test_config.py runs each command with a
+    broken file); commands that work without one (init, decrypt with --identity, pull, receive)
+    never load it."""
 
     config_path: Path | None
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
+    _keys_checked: bool = field(default=False, repr=False)
 
-    def settings(self) -> Settings:
-        """Load and validate the configuration (exit 78 on any problem)."""
+    def settings(self, *, check_keys: bool = True) -> Settings:
+        """Load and validate the configuration, and the key files it names unless
+        ``check_keys`` is False (key management: it makes them). Exit 78 on any problem."""
+        from tapearc.config import check_key_files, load_settings
+
         if self._settings is None:
-            from tapearc.config import load_settings
-
-            self._settings = load_settings(self.config_path)
+            self._settings = load_settings(self.config_path, check_keys=False)
+        if check_keys and not self._keys_checked:
+            check_key_files(self._settings)
+            self._keys_checked = True
         return self._settings
 
 

@@ -12,6 +12,7 @@ from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table
 if TYPE_CHECKING:
     from tapearc.config import Settings
     from tapearc.drivers.discovery import FoundDrive
+    from tapearc.drivers.options import DriveOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +29,7 @@ def configured_drives(settings: Settings) -> list[dict[str, Any]]:
     for name, cfg in sorted(settings.drives.items()):
         pools = sorted(p for p, pc in settings.pools.items() if pc.drive == name)
         entry: dict[str, Any] = {"name": name, "driver": cfg.driver, "pools": pools,
-                                 "device": cfg.options.get("device") or cfg.options.get("path"),
+                                 "device": _where(cfg.options),
                                  "loaded": None, "barcode": None, "remaining_bytes": None,
                                  "details": {}, "error": None}
         try:
@@ -44,6 +45,12 @@ def configured_drives(settings: Settings) -> list[dict[str, Any]]:
                          remaining_bytes=status.remaining_bytes, details=status.details)
         out.append(entry)
     return out
+
+
+def _where(options: DriveOptions) -> str | None:
+    """The device or folder a drive is configured on."""
+    where = getattr(options, "device", None) or getattr(options, "path", None)
+    return None if where is None else str(where)
 
 
 def _clear(settings: Settings, drive: str) -> None:
@@ -107,7 +114,7 @@ def drives(
         if no_status:
             configured = [{"name": n, "driver": c.driver, "error": None,
                            "pools": sorted(p for p, pc in settings.pools.items() if pc.drive == n),
-                           "device": c.options.get("device") or c.options.get("path")}
+                           "device": _where(c.options)}
                           for n, c in sorted(settings.drives.items())]
         else:
             configured = configured_drives(settings)

@@ -41,14 +41,14 @@ def receive(
     import threading
 
     from tapearc.cli.pull import tls_options
-    from tapearc.config import parse_size
     from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
-    from tapearc.errors import ConfigError, UsageError
+    from tapearc.errors import UsageError
+    from tapearc.support.units import parse_size
 
     try:
-        limit = parse_size(max_object, "--max-object-size")
-    except ConfigError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from None
+        limit = parse_size(max_object)
+    except ValueError as exc:
+        raise UsageError(f"--max-object-size: {exc}") from None
     policy = ReceiverPolicy(tuple(parse_allowed(a) for a in allow or ()), max_object_bytes=limit,
                             max_associations=max_associations)
 

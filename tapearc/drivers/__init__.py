@@ -7,11 +7,13 @@ library is broken cannot break the others.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tapearc.drivers.base import Driver
 from tapearc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tapearc.drivers.base import Driver
+    from tapearc.drivers.options import DriveOptions
 
 #: driver name (config ``driver = "..."``) -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -31,13 +33,13 @@ def driver_class(name: str) -> type[Driver]:
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(f"unknown driver {name!r}", hint=f"use one of: {known}") from None
     module_name, _, class_name = target.partition(":")
+    from tapearc.drivers.base import Driver
+
     cls = getattr(importlib.import_module(module_name), class_name)
     assert isinstance(cls, type) and issubclass(cls, Driver)
     return cls
 
 
-def make_driver(
-    name: str, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-) -> Driver:
-    """Build the driver ``name`` for the drive called ``drive`` from its config table."""
-    return driver_class(name).from_config(drive, options, base_dir, block_size)
+def make_driver(name: str, drive: str, options: DriveOptions, block_size: int) -> Driver:
+    """Build the driver ``name`` for the drive called ``drive`` from its options."""
+    return driver_class(name).from_options(drive, options, block_size)

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from tapearc.errors import FormatError
+
+if TYPE_CHECKING:
+    from tapearc.drivers.options import DriveOptions
 
 LABEL_MAGIC = "tapearc-label"
 LABEL_VERSION = 1
@@ -185,13 +187,9 @@ class Driver(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
-        """Build from the config's ``[drives.NAME]`` table (paths relative to ``base_dir``).
-
-        Raises ``ConfigError`` naming the key (``drives.NAME.device``) and the fix.
-        """
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
+        """Build the drive called ``drive`` from its options (``tapearc.drivers.options``: typed,
+        checked, paths absolute); ``TypeError`` if they are another driver's."""
 
     @classmethod
     def check_available(cls) -> None:

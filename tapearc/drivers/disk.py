@@ -27,7 +27,7 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,7 +41,6 @@ from tapearc.drivers.base import (
 )
 from tapearc.drivers.layout import (
     BlockRule,
-    DriveOptions,
     FolderLock,
     IndexHeader,
     check_label,
@@ -49,6 +48,7 @@ from tapearc.drivers.layout import (
     fsync_dir,
     write_atomic,
 )
+from tapearc.drivers.options import DiskOptions, DriveOptions, expect
 from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
     DeviceError,
@@ -101,19 +101,11 @@ class DiskDriver(Driver):
         self._label: Label | None = None
 
     @classmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
-        opts = DriveOptions(drive, options)
-        root = base_dir / opts.string("path", "volumes")
-        single = opts.flag("single", False)
-        capacity = opts.size("capacity", None)
-        # A USB disk that is not plugged in leaves an empty mount point on the system disk:
-        # writing there would put the "offsite" copy on the server. Required by default for a
-        # single volume; a folder of volumes on a NAS share can ask for it too.
-        require_mount = opts.flag("require_mount", single)
-        opts.done()
-        return cls(drive, block_size, root, single=single, capacity=capacity, require_mount=require_mount)
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
+        o = expect(options, DiskOptions)
+        require_mount = o.single if o.require_mount is None else o.require_mount
+        return cls(drive, block_size, o.path, single=o.single, capacity=o.capacity,
+                   require_mount=require_mount)
 
     def _present(self) -> bool:
         """The volume folder is there (and mounted, when that is required)."""

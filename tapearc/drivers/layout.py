@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc.drivers.base import ArchivePosition, Label
-from tapearc.errors import ConfigError, FormatError, IntegrityError, Locked, WrongMedium
+from tapearc.errors import FormatError, IntegrityError, Locked, WrongMedium
 
 log = logging.getLogger(__name__)
 
@@ -173,57 +173,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-class DriveOptions:
-    """Reads a ``[drives.NAME]`` table and rejects unknown keys (``ConfigError`` names them)."""
-
-    def __init__(self, drive: str, options: Mapping[str, object]) -> None:
-        self.drive = drive
-        self.options = dict(options)
-        self.used: set[str] = {"driver"}
-
-    def raw(self, key: str, default: object) -> object:
-        """The value of ``key`` as written, or ``default``."""
-        self.used.add(key)
-        return self.options.get(key, default)
-
-    def string(self, key: str, default: str) -> str:
-        """A non-empty string."""
-        value = self.raw(key, default)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"drives.{self.drive}.{key} must be a non-empty string")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        """A positive number (seconds)."""
-        value = self.raw(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"drives.{self.drive}.{key} must be a positive number of seconds")
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        """A boolean."""
-        value = self.raw(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"drives.{self.drive}.{key} must be true or false")
-        return value
-
-    def size(self, key: str, default: int | None) -> int | None:
-        """A size such as ``"1 GiB"`` (bytes), or ``default`` when absent."""
-        from tapearc.config import parse_size
-
-        value = self.raw(key, default)
-        return None if value is None else parse_size(value, f"drives.{self.drive}.{key}")
-
-    def done(self) -> None:
-        """Fail on keys nobody read (a misspelt option must not be ignored silently)."""
-        unknown = sorted(set(self.options) - self.used)
-        if unknown:
-            raise ConfigError(
-                f"drives.{self.drive}: unknown key(s) {', '.join(unknown)}",
-                hint="check the spelling against the driver's documented keys",
-            )
 
 
 def check_label(drive: str, found: Label, expected: Label) -> None:

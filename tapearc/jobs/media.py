@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from tapearc.format.keys import Identity, Recipient
 
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
-#: ``[drives.NAME]`` keys for the drive session (tapearc.jobs.session), not for the driver.
-SESSION_KEYS = ("changer_drive", "sg_device", "sg_logs")
 
 
 def open_drive(settings: Settings, drive: str) -> Driver:
@@ -34,9 +32,7 @@ def open_drive(settings: Settings, drive: str) -> Driver:
     except KeyError:  # configured names are checked at load: this one came from the command line
         raise UsageError(f"no drive {drive!r} in the config",
                           hint=f"configured: {', '.join(sorted(settings.drives)) or 'none'}") from None
-    # keys the drive session reads (library slot, TapeAlert device), not the driver
-    options = {k: v for k, v in cfg.options.items() if k not in SESSION_KEYS}
-    return make_driver(cfg.driver, drive, options, settings.base_dir, settings.block_size)
+    return make_driver(cfg.driver, drive, cfg.options, settings.block_size)
 
 
 def position_of(row: Mapping[str, Any]) -> ArchivePosition:

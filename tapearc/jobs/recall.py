@@ -105,12 +105,12 @@ def load_from_library(settings: Settings, barcode: str, pool: str) -> str | None
 
     changer = library(settings)
     drive = settings.pools[pool].drive if pool in settings.pools else None
-    index = settings.drives[drive].options.get("changer_drive") if drive else None
+    index = settings.drives[drive].options.changer_drive if drive else None
     if changer is None or drive is None or index is None:
         return None
     if changer.inventory().find(barcode) is None:
         return None
-    ensure_loaded(changer, barcode, int(index))
+    ensure_loaded(changer, barcode, index)
     driver = open_drive(settings, drive)
     try:
         driver.load(barcode)

@@ -35,10 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def load_policy(settings: Settings) -> Policy:
-    """The validated ``[rotation]`` policy with each pool's vault (ConfigError, 78)."""
-    return rotation.parse_policy(settings.section("rotation"),
-                                 {p: cfg.vault for p, cfg in settings.pools.items()},
-                                 str(settings.path) if settings.path else "configuration")
+    """The ``[rotation]`` policy with each pool's vault (checked when the config was loaded)."""
+    return settings.rotation
 
 
 def drive_table(settings: Settings) -> list[dict[str, Any]]:

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
-from tapearc.errors import ConfigError, NoMedium, TapearcError
+from tapearc.errors import NoMedium, TapearcError
 from tapearc.jobs.media import open_drive
 
 if TYPE_CHECKING:
@@ -37,22 +37,11 @@ class SessionNotes:
 
 def library(settings: Settings) -> Changer | None:
     """The configured tape library, or None."""
-    table = settings.section("changer")
-    if not table:
+    if settings.changer is None:
         return None
-    device = table.get("device")
-    if not isinstance(device, str) or not device:
-        raise ConfigError("changer.device is missing", hint='e.g. device = "/dev/sg3"')
     from tapearc.drivers.changer import Changer
 
-    mtx = table.get("mtx", "mtx")
-    if not isinstance(mtx, str):
-        raise ConfigError("changer.mtx must be a program name or path")
-    return Changer(device, mtx=mtx)
-
-
-def _option(settings: Settings, drive: str, key: str) -> Any:
-    return settings.drives[drive].options.get(key)
+    return Changer(settings.changer.device, mtx=settings.changer.mtx)
 
 
 def cartridge_for(catalog: Catalog, changer: Changer, pool: str, drive_index: int) -> str:
@@ -76,10 +65,9 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
                  notes: SessionNotes) -> Iterator[bool]:
     """Around one pool's work on its drive; yields False when the drive must not be used."""
     drive = settings.pools[pool].drive
-    sg_device = _option(settings, drive, "sg_device")
-    sg_logs = _option(settings, drive, "sg_logs") or "sg_logs"
+    options = settings.drives[drive].options
+    sg_device, sg_logs, index = options.sg_device, options.sg_logs, options.changer_drive
     changer = library(settings)
-    index = _option(settings, drive, "changer_drive")
     failed_at = catalog.drive_out_of_use(drive)
     if failed_at is not None:
         notes.needs.append(f"drive {drive} is out of use since {failed_at} (hardware fault); "
@@ -87,7 +75,7 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
         yield False
         return
     if sg_device:
-        before = _read_alerts(str(sg_device), str(sg_logs), notes, drive)
+        before = _read_alerts(sg_device, sg_logs, notes, drive)
         if before is not None and before.drive_failed:
             notes.needs.append(f"drive {drive} reports a hardware fault; pool {pool} not written")
             catalog.audit("drive.failed", drive, {"flags": sorted(before.flags)})
@@ -99,8 +87,8 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
         if changer is not None and index is not None:
             from tapearc.drivers.changer import ensure_loaded
 
-            barcode = cartridge_for(catalog, changer, pool, int(index))
-            ensure_loaded(changer, barcode, int(index))
+            barcode = cartridge_for(catalog, changer, pool, index)
+            ensure_loaded(changer, barcode, index)
             driver.load(barcode)
         else:
             barcode = driver.status().barcode
@@ -110,12 +98,12 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
         if changer is not None and index is not None and barcode is not None:
             try:
                 driver.eject()
-                changer.unload(int(index), ejected=True)
+                changer.unload(index, ejected=True)
             except TapearcError as exc:
                 notes.needs.append(f"could not unload {barcode} from drive {drive}: {exc}")
         driver.close()
     if sg_device:
-        after = _read_alerts(str(sg_device), str(sg_logs), notes, drive)
+        after = _read_alerts(sg_device, sg_logs, notes, drive)
         if after is not None and after.any:
             _respond(catalog, after, drive, barcode, changer, index, notes)
 
@@ -132,11 +120,11 @@ def _read_alerts(sg_device: str, sg_logs: str, notes: SessionNotes,
 
 
 def _respond(catalog: Catalog, actions: AlertActions, drive: str, barcode: str | None,
-             changer: Changer | None, index: Any, notes: SessionNotes) -> None:
+             changer: Changer | None, index: int | None, notes: SessionNotes) -> None:
     from tapearc.drivers.tapealert import respond
 
     answer = respond(actions, drive=drive, barcode=barcode, changer=changer,
-                     drive_index=int(index) if index is not None else 0)
+                     drive_index=index if index is not None else 0)
     notes.alerts += answer.summary
     notes.needs += answer.needs
     catalog.audit("drive.tapealert", drive, {"flags": sorted(actions.flags), "cartridge": barcode})

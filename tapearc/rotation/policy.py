@@ -5,7 +5,7 @@ tests control the clock):
 
 - the location state machine: ``onsite``, ``drive:NAME``, ``transit-to:VAULT``, ``vault:VAULT``,
   ``transit-back:VAULT``, ``retired``, ``destroyed``, ``lost`` and the moves allowed between them;
-- the policy (the ``[rotation]`` table, validated here with errors naming the key);
+- the policy (the ``[rotation]`` rules and each pool's vault);
 - the invariants a move must keep (a copy leaves only after it was verified; the copies of a
   study are never shipped to or stored in one place, and never all brought back at once; a
   cartridge recorded offsite is never appended to);
@@ -19,11 +19,12 @@ data).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from tapearc.errors import ConfigError, UsageError
 
@@ -128,62 +129,45 @@ def transition_allowed(src: Location, dst: Location) -> bool:
 # --- policy ---------------------------------------------------------------------------------
 
 BRING_BACK_RULES = ("recall", "verify", "append")
+#: A number of days (the upper bound keeps out ``inf``; TOML has no other way to write it).
+Days = Annotated[float, msgspec.Meta(ge=0, le=36500)]
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The ``[rotation]`` table plus each pool's vault."""
+class Rotation(msgspec.Struct, kw_only=True, frozen=True):
+    """The ``[rotation]`` rules (days; read by the config schema, which names a bad key)."""
 
-    vaults: Mapping[str, str]
-    max_onsite_days: float = 7.0
-    exposure_limit_days: float = 14.0
-    transit_days: float = 2.0
-    ship_grace_days: float = 1.0
-    return_hold_days: float = 2.0
-    verify_drill_days: float = 0.0
-    bring_back: frozenset[str] = frozenset({"recall", "verify"})
+    #: A cartridge with data leaves within this many days of its first new archive.
+    max_onsite_days: Days = 7.0
+    #: The oldest study without two verified offsite copies may be this old.
+    exposure_limit_days: Days = 14.0
+    transit_days: Days = 2.0
+    ship_grace_days: Days = 1.0
+    return_hold_days: Days = 2.0
+    #: Bring a vault cartridge back for a read-back drill every N days (0: never).
+    verify_drill_days: Days = 0.0
+    #: Why a cartridge may be brought back from its vault.
+    bring_back: frozenset[Literal["recall", "verify", "append"]] = frozenset({"recall", "verify"})
     ship_after_verify: bool = True
 
+    def __post_init__(self) -> None:
+        if self.max_onsite_days <= 0:
+            raise ValueError("max_onsite_days must be more than 0")
+        needed = self.max_onsite_days + self.transit_days
+        if self.exposure_limit_days <= needed:
+            raise ValueError(
+                f"exposure_limit_days ({self.exposure_limit_days:g}) must exceed max_onsite_days + "
+                f"transit_days ({needed:g}): the plan could never meet it; raise it or ship sooner")
 
-_NUMBERS = ("max_onsite_days", "exposure_limit_days", "transit_days", "ship_grace_days",
-            "return_hold_days", "verify_drill_days")
+
+class Policy(Rotation, frozen=True):
+    """The ``[rotation]`` rules plus each pool's vault."""
+
+    vaults: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
-def parse_policy(table: Mapping[str, Any], vaults: Mapping[str, str],
-                 where: str = "configuration") -> Policy:
-    """Validate the raw ``[rotation]`` table; every problem is a ConfigError naming the key."""
-    known = {*_NUMBERS, "bring_back", "ship_after_verify"}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{where}: rotation.{key} is not a known key",
-                              hint=f"known: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    for key in _NUMBERS:
-        if key in table:
-            value = table[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
-                    or not math.isfinite(value):
-                raise ConfigError(f"{where}: rotation.{key} must be a number of days (>= 0)")
-            values[key] = float(value)
-    if "bring_back" in table:
-        rules = table["bring_back"]
-        if not isinstance(rules, list) or not all(r in BRING_BACK_RULES for r in rules):
-            raise ConfigError(f"{where}: rotation.bring_back must be a list of "
-                              f"{', '.join(repr(r) for r in BRING_BACK_RULES)}")
-        values["bring_back"] = frozenset(rules)
-    if "ship_after_verify" in table:
-        if not isinstance(table["ship_after_verify"], bool):
-            raise ConfigError(f"{where}: rotation.ship_after_verify must be true or false")
-        values["ship_after_verify"] = table["ship_after_verify"]
-    policy = Policy(vaults=dict(vaults), **values)
-    if policy.max_onsite_days <= 0:
-        raise ConfigError(f"{where}: rotation.max_onsite_days must be more than 0")
-    needed = policy.max_onsite_days + policy.transit_days
-    if policy.exposure_limit_days <= needed:
-        raise ConfigError(
-            f"{where}: rotation.exposure_limit_days ({policy.exposure_limit_days:g}) must exceed "
-            f"max_onsite_days + transit_days ({needed:g}): the plan could never meet it",
-            hint="raise exposure_limit_days or ship sooner (lower max_onsite_days)")
+def make_policy(rules: Rotation, vaults: Mapping[str, str], where: str = "configuration") -> Policy:
+    """The rules with the pools' vaults: each vault a valid place and no two pools in one
+    (ConfigError naming the key)."""
     seen: dict[str, str] = {}
     for pool, vault in vaults.items():
         if not _valid_place(vault):
@@ -195,7 +179,7 @@ def parse_policy(table: Mapping[str, Any], vaults: Mapping[str, str],
                 "the two copies of a study would be stored in one place",
                 hint="give every pool its own vault")
         seen[vault] = pool
-    return policy
+    return Policy(**msgspec.structs.asdict(rules), vaults=dict(vaults))
 
 
 # --- what the plan reads ----------------------------------------------------------------------

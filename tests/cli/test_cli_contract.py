@@ -12,26 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.cli import app, main
+from tapearc.cli import app
 from tests.jobs.site import PASSPHRASE, Site, make_site
+from tests.support import run_cli as run
 from tests.synth import generate_studies
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``tapearc ARGV`` in-process through ``main`` (the real error handler)."""
-    old = sys.argv
-    sys.argv = ["tapearc", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -125,7 +111,7 @@ def test_help_starts_fast() -> None:
     assert best < 1.0, best
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "tapearc", "--help"],
                          capture_output=True, text=True, env=env, check=True).stderr
-    for heavy in ("pydicom", "cryptography", "pynetdicom"):
+    for heavy in ("pydicom", "cryptography", "pynetdicom", "msgspec"):
         assert f" {heavy}" not in out, f"--help imports {heavy}"
 
 

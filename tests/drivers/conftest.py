@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import ArchivePosition, Driver
+from tests.support import make_driver
 
 BLOCK = 4096
 MIB = 1024 * 1024

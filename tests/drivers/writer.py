@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import ArchivePosition
+from tests.support import make_driver
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ conformance suite runs on ``ShadowedStDevice``:
 * a block under 512 bytes goes to the tape padded with zeros, and reads back at its own length.
 
 Loaded as a pytest plugin in the guest (``-p tests.rig.shadow``): it makes
-``tapearc.drivers.tape.st.StDevice``, which ``TapeDriver.from_config`` looks up when it builds a
+``tapearc.drivers.tape.st.StDevice``, which ``TapeDriver.from_options`` looks up when it builds a
 device, this class.
 """
 

@@ -21,7 +21,6 @@ from tapearc.drivers.base import (
     Label,
 )
 from tapearc.drivers.disk import DiskDriver
-from tapearc.drivers.layout import DriveOptions
 from tapearc.drivers.ltfs.parse import (
     INDEX_LOST,
     NO_LABELS,
@@ -32,8 +31,8 @@ from tapearc.drivers.ltfs.parse import (
     parse_mount_output,
     same_barcode,
 )
+from tapearc.drivers.options import DriveOptions, LtfsOptions, expect
 from tapearc.errors import (
-    ConfigError,
     DeviceError,
     NoMedium,
     TapearcError,
@@ -113,29 +112,17 @@ class LtfsDriver(Driver):
         self._state: dict[str, object] | None = None
 
     @classmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
-        opts = DriveOptions(drive, options)
-        device = opts.string("device", "/dev/sg0")
-        mountpoint = base_dir / opts.string("mountpoint", "/mnt/ltfs")
-        tape_raw = opts.raw("tape_device", None)
-        if tape_raw is not None and not isinstance(tape_raw, str):
-            raise ConfigError(f"drives.{drive}.tape_device must be a device path like /dev/nst0")
-        capacity = opts.size("capacity", None)
-        extra = opts.raw("mount_options", [])
-        if not isinstance(extra, list) or not all(isinstance(o, str) for o in extra):
-            raise ConfigError(f"drives.{drive}.mount_options must be a list of strings",
-                              hint='e.g. mount_options = ["sync_type=unmount"]')
-        programs = {p: opts.string(p, p) for p in ("mkltfs", "ltfs", "ltfsck", "umount", "mt")}
-        timeouts = {t: opts.number(f"{t}_timeout", d) for t, d in
-                    (("mount", 900.0), ("format", 3600.0), ("unmount", 3600.0),
-                     ("check", 14400.0), ("eject", 900.0))}
-        check_mount = opts.flag("check_mount", True)
-        opts.done()
-        return cls(drive, block_size, device=device, mountpoint=mountpoint, tape_device=tape_raw,
-                   capacity=capacity, mount_options=tuple(extra), programs=programs,
-                   timeouts=timeouts, check_mount=check_mount)
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
+        o = expect(options, LtfsOptions)
+        programs = {"mkltfs": o.mkltfs, "ltfs": o.ltfs, "ltfsck": o.ltfsck, "umount": o.umount,
+                    "mt": o.mt}
+        timeouts = {"mount": o.mount_timeout, "format": o.format_timeout,
+                    "unmount": o.unmount_timeout, "check": o.check_timeout,
+                    "eject": o.eject_timeout}
+        return cls(drive, block_size, device=o.device, mountpoint=o.mountpoint,
+                   tape_device=o.tape_device, capacity=o.capacity,
+                   mount_options=tuple(o.mount_options), programs=programs, timeouts=timeouts,
+                   check_mount=o.check_mount)
 
     # --- reading counters: the disk layout reads ----------------------------------------------
 

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,7 +21,6 @@ from tapearc.drivers.base import (
 )
 from tapearc.drivers.disk import LABEL_FILE, _name
 from tapearc.drivers.layout import (
-    DriveOptions,
     FolderLock,
     IndexHeader,
     check_label,
@@ -40,9 +39,9 @@ from tapearc.drivers.optical.disc import Disc, read_extents
 from tapearc.drivers.optical.media import MIB, SECTOR, MediaProfile, media_profile
 from tapearc.drivers.optical.parse import MediaInfo, check_run, parse_lba_report, parse_toc
 from tapearc.drivers.optical.sink import OpticalSink
+from tapearc.drivers.options import DriveOptions, OpticalOptions, expect
 from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
-    ConfigError,
     DeviceUnavailable,
     FormatError,
     IntegrityError,
@@ -98,54 +97,24 @@ class OpticalDriver(Driver):
         self._disc: Disc | None = None
 
     @classmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
-        opts = DriveOptions(drive, options)
-        path = opts.raw("path", None)
-        device = opts.raw("device", None)
-        if path is not None and device is not None:
-            raise ConfigError(f"drives.{drive}: set either device or path, not both")
-        if path is not None and (not isinstance(path, str) or not path):
-            raise ConfigError(f"drives.{drive}.path must be a folder of disc images")
-        if device is not None and (not isinstance(device, str) or not device):
-            raise ConfigError(f"drives.{drive}.device must be a device path such as /dev/sr0")
-        profile = media_profile(opts.string("media", "BD-R"))
-        margin = opts.raw("margin", 0.01)
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 0.5:
-            raise ConfigError(f"drives.{drive}.margin must be a fraction between 0 and 0.5")
-        writer = opts.string("writer", "xorriso")
-        if writer not in ("xorriso", "cdrecord"):
-            raise ConfigError(f"drives.{drive}.writer must be \"xorriso\" or \"cdrecord\"")
-        raw_cdrecord = opts.raw("cdrecord", "xorrecord")
-        if isinstance(raw_cdrecord, str) and raw_cdrecord:
-            cdrecord = [raw_cdrecord]
-        elif isinstance(raw_cdrecord, list) and raw_cdrecord and all(
-            isinstance(a, str) and a for a in raw_cdrecord
-        ):
-            cdrecord = [str(a) for a in raw_cdrecord]
-        else:
-            raise ConfigError(f"drives.{drive}.cdrecord must be a program or an argument list",
-                              hint='e.g. "cdrskin" or ["xorriso", "-as", "cdrecord"]')
-        staging = base_dir / opts.string("staging", "staging") / drive
-        driver = cls(
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
+        o = expect(options, OpticalOptions)
+        return cls(
             drive,
             block_size,
-            device=None if path is not None else str(device or "/dev/sr0"),
-            images=None if path is None else base_dir / str(path),
-            profile=profile,
-            staging=staging,
-            capacity=opts.size("capacity", None),
-            margin=float(margin),
-            session_reserve=opts.size("session_reserve", None),
-            writer=writer,
-            cdrecord=cdrecord,
-            xorriso=opts.string("xorriso", "xorriso"),
-            timeout=opts.number("timeout", 14400.0),
-            verify=_verify_option(drive, opts.raw("verify", None)),
+            device=None if o.path is not None else o.device or "/dev/sr0",
+            images=o.path,
+            profile=media_profile(o.media),
+            staging=o.staging / drive,
+            capacity=o.capacity,
+            margin=o.margin,
+            session_reserve=o.session_reserve,
+            writer=o.writer,
+            cdrecord=[o.cdrecord] if isinstance(o.cdrecord, str) else o.cdrecord,
+            xorriso=o.xorriso,
+            timeout=o.timeout,
+            verify=o.verify,
         )
-        opts.done()
-        return driver
 
     def check_programs(self) -> None:
         """Raise ``ToolMissing`` (69) if xorriso or the configured cdrecord program is absent."""
@@ -501,9 +470,3 @@ class OpticalDriver(Driver):
                                  hint="the disc or drive may be faulty: close this disc and use another")
 
 
-def _verify_option(drive: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value in ("direct", "xorriso"):
-        return value
-    raise ConfigError(f'drives.{drive}.verify must be "direct" or "xorriso"')

@@ -18,8 +18,7 @@ filemark: ``append_archive`` writes one first, so the next archive starts a file
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import ClassVar
 
 from tapearc.drivers.base import (
@@ -32,13 +31,13 @@ from tapearc.drivers.base import (
 )
 from tapearc.drivers.layout import (
     BlockRule,
-    DriveOptions,
     IndexHeader,
     blocks_for,
     check_label,
     data_header,
     is_data_header,
 )
+from tapearc.drivers.options import DriveOptions, TapeOptions, expect
 from tapearc.drivers.tape.device import TapeDevice
 from tapearc.errors import (
     DeviceError,
@@ -68,18 +67,11 @@ class TapeDriver(Driver):
         self._label: Label | None = None
 
     @classmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
         from tapearc.drivers.tape.st import StDevice
 
-        opts = DriveOptions(drive, options)
-        device_path = opts.string("device", "/dev/nst0")
-        mt = opts.string("mt", "mt")
-        timeout = opts.number("timeout", 900.0)
-        status_timeout = opts.number("status_timeout", 60.0)
-        opts.done()
-        dev = StDevice(device_path, mt=mt, timeout=timeout, status_timeout=status_timeout)
+        o = expect(options, TapeOptions)
+        dev = StDevice(o.device, mt=o.mt, timeout=o.timeout, status_timeout=o.status_timeout)
         return cls(drive, block_size, dev)
 
     @classmethod

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 from tapearc.drivers.base import ArchivePosition, ArchiveSink, Driver, DriveStatus, Label
-from tapearc.drivers.layout import DriveOptions, write_atomic
+from tapearc.drivers.layout import write_atomic
+from tapearc.drivers.options import DriveOptions, VtapeOptions, expect
 from tapearc.drivers.tape.driver import TapeDriver
 from tapearc.drivers.tape.vdevice import VirtualTapeDevice, cartridge_path
-from tapearc.errors import ConfigError, Locked, OperatorActionNeeded, TapearcError
+from tapearc.errors import Locked, OperatorActionNeeded, TapearcError
 
 
 class VirtualTapeDriver(TapeDriver):
@@ -30,20 +31,10 @@ class VirtualTapeDriver(TapeDriver):
         self._restored = False
 
     @classmethod
-    def from_config(
-        cls, drive: str, options: Mapping[str, object], base_dir: Path, block_size: int
-    ) -> Driver:
-        opts = DriveOptions(drive, options)
-        folder = base_dir / opts.string("path", "vtapes")
-        capacity = opts.size("capacity", 1 << 30) or 1 << 30
-        early = opts.size("early_warning", None)
-        opts.done()
-        if early is not None and early >= capacity:
-            raise ConfigError(
-                f"drives.{drive}.early_warning must be smaller than the capacity",
-                hint="e.g. early_warning = '16 MiB'",
-            )
-        dev = VirtualTapeDevice(folder, name=f"vtape:{drive}", capacity=capacity, early_warning=early)
+    def from_options(cls, drive: str, options: DriveOptions, block_size: int) -> Driver:
+        o = expect(options, VtapeOptions)
+        dev = VirtualTapeDevice(o.path, name=f"vtape:{drive}", capacity=o.capacity,
+                                early_warning=o.early_warning)
         return cls(drive, block_size, dev)
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tapearc.drivers.changer import Changer
+from tapearc.drivers.options import VtapeOptions
 from tapearc.drivers.tape import VirtualTapeDriver
 from tests.drivers.changer.recorded import FAKES
 
@@ -100,7 +101,7 @@ def library_vtape(
     tmp_path: Path, name: str, block_size: int, library: Path | None = None, index: int = 0
 ) -> LibraryVtapeDriver:
     """A vtape drive (cartridges in ``tmp_path/vtapes``) that is drive ``index`` of ``library``."""
-    driver = LibraryVtapeDriver.from_config(name, {"path": "vtapes"}, tmp_path, block_size)
+    driver = LibraryVtapeDriver.from_options(name, VtapeOptions(path=tmp_path / "vtapes"), block_size)
     assert isinstance(driver, LibraryVtapeDriver)
     driver.library_state, driver.library_index = library, index
     return driver

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import Label
 from tapearc.drivers.ltfs import LtfsDriver, find_ltfs_processes
 from tapearc.errors import (
@@ -23,6 +22,7 @@ from tapearc.errors import (
 )
 from tests.drivers.changer.recorded import fixture_path
 from tests.drivers.ltfs.fakeworld import FAKE_LTFS, FakeLtfsDrive
+from tests.support import make_driver
 
 BS = 4096
 
@@ -185,7 +185,7 @@ def test_unmount_timeout_does_not_eject(fake: FakeLtfsDrive, monkeypatch: pytest
     assert not fake.index_lost("HER001L9") and fake.loaded() is None
 
 
-def test_from_config_and_registry(tmp_path: Path) -> None:
+def test_options_and_registry(tmp_path: Path) -> None:
     d = make_driver(
         "ltfs", "lto1",
         {"driver": "ltfs", "device": "/dev/sg3", "mountpoint": "mnt/lto1",
@@ -199,9 +199,9 @@ def test_from_config_and_registry(tmp_path: Path) -> None:
     assert d.programs["ltfs"] == "/opt/ltfs/bin/ltfs" and d.programs["mkltfs"] == "mkltfs"
     assert d.timeouts["unmount"] == 600.0
     assert not d.status().loaded  # nothing touched the device
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match=r"drives\.lto1\.devcie is not a known key"):
         make_driver("ltfs", "lto1", {"devcie": "/dev/sg3"}, tmp_path, 4096)
-    with pytest.raises(ConfigError, match="mount_options"):
+    with pytest.raises(ConfigError, match=r"drives\.lto1\.mount_options"):
         make_driver("ltfs", "lto1", {"mount_options": "sync_type=unmount"}, tmp_path, 4096)
 
 

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import Label
+from tests.support import make_driver
 
 BLOCK = 1 << 20
 

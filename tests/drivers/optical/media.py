@@ -12,11 +12,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import ArchivePosition, Driver
 from tapearc.drivers.optical import SECTOR, Extent, parse_lba_report
 from tests.drivers.conftest import Medium
-from tests.support import need_tool
+from tests.support import make_driver, need_tool
 
 
 def extents(image: Path, name: str) -> list[Extent]:

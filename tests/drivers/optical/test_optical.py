@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import Label
 from tapearc.drivers.layout import IndexHeader
 from tapearc.drivers.optical import OpticalDriver
@@ -34,7 +33,7 @@ from tapearc.errors import (
 )
 from tests.drivers.optical.media import flip
 from tests.drivers.test_conformance import blocks, make_label, write_archive
-from tests.support import need_tool
+from tests.support import make_driver, need_tool
 
 BLOCK = 4096
 
@@ -369,10 +368,13 @@ def test_config_of_a_real_drive_and_bad_options(tmp_path: Path) -> None:
     assert real.capabilities.worm and real.staging == tmp_path / "staging" / "bd"
     from tapearc.errors import ConfigError
 
-    bads: list[dict[str, object]] = [{"device": "/dev/sr0", "path": "discs"}, {"verify": "maybe"},
-                                     {"writer": "growisofs"}, {"cdrecord": []}, {"margin": 0.9},
-                                     {"burner": "x"}]
-    for bad in bads:
+    bads: list[tuple[dict[str, object], str]] = [
+        ({"device": "/dev/sr0", "path": "discs"}, "drives.bd.device"),
+        ({"verify": "maybe"}, "drives.bd.verify"),
+        ({"writer": "growisofs"}, "drives.bd.writer"), ({"cdrecord": []}, "drives.bd.cdrecord"),
+        ({"margin": 0.9}, "drives.bd.margin"), ({"burner": "x"}, "drives.bd.burner"),
+        ({"media": "BD-X"}, "drives.bd.media")]
+    for bad, key in bads:
         with pytest.raises(ConfigError) as err:
             make_driver("optical", "bd", bad, tmp_path, BLOCK)
-        assert err.value.exit_code == 78
+        assert err.value.exit_code == 78 and key in str(err.value)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.base import ArchivePosition, Label
 from tapearc.drivers.disk import DiskDriver
 from tapearc.drivers.layout import DATA_MAGIC, INDEX_MAGIC, IndexHeader
@@ -32,6 +31,7 @@ from tapearc.errors import (
     WrongMedium,
 )
 from tests.drivers.test_conformance import blocks, make_label, write_archive
+from tests.support import make_driver
 
 BS = 4096
 REPO = Path(__file__).resolve().parents[3]
@@ -228,13 +228,19 @@ def test_remaining_bytes_shrink(tmp_path: Path) -> None:
 
 
 def test_vtape_config_errors(tmp_path: Path) -> None:
-    for bad in (
-        {"capacity": "lots"},
-        {"capacity": "1 MiB", "early_warning": "2 MiB"},
-        {"pth": "vtapes"},
+    for bad, key in (
+        ({"capacity": "lots"}, "drives.v.capacity"),
+        ({"capacity": "1 MiB", "early_warning": "2 MiB"}, "drives.v.early_warning"),
+        ({"pth": "vtapes"}, "drives.v.pth"),
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError) as err:
             make_driver("vtape", "v", bad, tmp_path, BS)
+        assert key in str(err.value)
+    for bad, key in (({"single": "yes"}, "drives.d.single"), ({"capacity": -1}, "drives.d.capacity"),
+                     ({"requires_mount": True}, "drives.d.requires_mount")):
+        with pytest.raises(ConfigError) as err:
+            make_driver("disk", "d", bad, tmp_path, BS)
+        assert key in str(err.value)
 
 
 def test_disk_single_volume_and_missing_mount(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tapearc.drivers import make_driver
 from tapearc.drivers.tape import TapeDriver
 from tapearc.drivers.tape import st as stdev
 from tapearc.drivers.tape.st import StDevice, check_mt_st, parse_mt_status, parse_mt_tell
@@ -35,7 +34,7 @@ from tapearc.errors import (
     ToolMissing,
     ToolTimeout,
 )
-from tests.support import need_tool
+from tests.support import make_driver, need_tool
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mt"
 FAKE_MT_DIR = Path(__file__).resolve().parents[2] / "fakes" / "mt"
@@ -241,10 +240,12 @@ def test_config_of_the_tape_driver(tmp_path: Path) -> None:
     d = make_driver("tape", "lto1", {"device": "/dev/nst3", "mt": "mt-st", "timeout": 60}, tmp_path, 1 << 20)
     assert isinstance(d, TapeDriver) and isinstance(d.device, StDevice)
     assert (d.device.device, d.device.mt, d.device.timeout) == ("/dev/nst3", "mt-st", 60.0)
-    for bad in ({"devcie": "/dev/nst0"}, {"timeout": "soon"}, {"device": ""}):
+    for bad, key in (({"devcie": "/dev/nst0"}, "drives.lto1.devcie"),
+                     ({"timeout": "soon"}, "drives.lto1.timeout"), ({"timeout": 0}, "drives.lto1.timeout"),
+                     ({"device": ""}, "drives.lto1.device"), ({"sg_device": 3}, "drives.lto1.sg_device")):
         with pytest.raises(ConfigError) as err:
             make_driver("tape", "lto1", bad, tmp_path, 1 << 20)
-        assert err.value.exit_code == EXIT_CONFIG
+        assert err.value.exit_code == EXIT_CONFIG and key in str(err.value)
 
 
 def test_busy_drive(fake_mt: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

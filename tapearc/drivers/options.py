@@ -1,0 +1,130 @@
+"""Each driver's options: typed, with their defaults, one class per driver.
+
+A driver is built from one of these (``Driver.from_options``), never from a raw table: the
+configuration schema (``tapearc.config``) reads ``[drives.NAME]`` tables into them, so a
+misspelt key or a bad value stops every command at start, and the drivers know nothing of the
+file. Paths arrive absolute (the schema anchors them to the config file's folder), sizes in
+bytes. A check that spans fields raises ``ValueError`` whose message starts with the key, so the
+schema can name it (``drives.NAME.early_warning must be ...``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+from tapearc.support.units import Size
+
+#: A positive number of seconds.
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+#: A program name or path, a device node.
+Text = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class DriveOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """What any drive may have besides its driver's options: its place in a tape library and
+    the SCSI generic node its TapeAlert page is read from (used by the nightly's drive session)."""
+
+    #: The drive's number in the library (``mtx status``: Data Transfer Element N).
+    changer_drive: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: ``/dev/sgN`` of the drive (``lsscsi -g``): TapeAlert is read before and after a session.
+    sg_device: Text | None = None
+    #: The sg3-utils program that reads the TapeAlert page.
+    sg_logs: Text = "sg_logs"
+
+
+class TapeOptions(DriveOptions, frozen=True):
+    """``driver = "tape"``: an LTO drive through mt-st and the no-rewind st device."""
+
+    device: Text = "/dev/nst0"
+    mt: Text = "mt"
+    timeout: Seconds = 900.0
+    status_timeout: Seconds = 60.0
+
+
+class VtapeOptions(DriveOptions, frozen=True):
+    """``driver = "vtape"``: cartridges as files in a folder, with st semantics."""
+
+    path: Path = Path("vtapes")
+    capacity: Size = Size(1 << 30)
+    early_warning: Size | None = None
+
+    def __post_init__(self) -> None:
+        if self.capacity <= 0:
+            raise ValueError("capacity must be more than 0 bytes")
+        if self.early_warning is not None and self.early_warning >= self.capacity:
+            raise ValueError("early_warning must be smaller than the capacity (e.g. '16 MiB')")
+
+
+class DiskOptions(DriveOptions, frozen=True):
+    """``driver = "disk"``: a folder of volumes, or (``single``) one volume such as a USB disk."""
+
+    path: Path = Path("volumes")
+    single: bool = False
+    capacity: Size | None = None
+    #: ``path`` must be a mount point; None: true for a single volume (an unplugged USB disk
+    #: leaves an empty mount point on the system disk), false for a folder of volumes.
+    require_mount: bool | None = None
+
+
+class OpticalOptions(DriveOptions, frozen=True):
+    """``driver = "optical"``: a disc writer, or a folder of disc images (``path``)."""
+
+    device: Text | None = None
+    path: Path | None = None
+    media: Text = "BD-R"
+    capacity: Size | None = None
+    margin: Annotated[float, msgspec.Meta(ge=0, lt=0.5)] = 0.01
+    session_reserve: Size | None = None
+    writer: Literal["xorriso", "cdrecord"] = "xorriso"
+    cdrecord: Text | Annotated[list[Text], msgspec.Meta(min_length=1)] = "xorrecord"
+    xorriso: Text = "xorriso"
+    staging: Path = Path("staging")
+    timeout: Seconds = 14400.0
+    verify: Literal["direct", "xorriso"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.device is not None and self.path is not None:
+            raise ValueError("device and path are both set: a drive is either a device or a "
+                             "folder of disc images")
+        from tapearc.drivers.optical.media import PROFILES, media_profile
+        from tapearc.errors import ConfigError
+
+        try:
+            media_profile(self.media)
+        except ConfigError:
+            raise ValueError(f"media {self.media!r} is not a disc type: use one of "
+                             f"{', '.join(PROFILES)}") from None
+
+
+class LtfsOptions(DriveOptions, frozen=True):
+    """``driver = "ltfs"``: an LTFS-formatted cartridge mounted as a folder."""
+
+    device: Text = "/dev/sg0"
+    mountpoint: Path = Path("/mnt/ltfs")
+    tape_device: Text | None = None
+    capacity: Size | None = None
+    mount_options: list[Text] = msgspec.field(default_factory=list)
+    check_mount: bool = True
+    mkltfs: Text = "mkltfs"
+    ltfs: Text = "ltfs"
+    ltfsck: Text = "ltfsck"
+    umount: Text = "umount"
+    mt: Text = "mt"
+    mount_timeout: Seconds = 900.0
+    format_timeout: Seconds = 3600.0
+    unmount_timeout: Seconds = 3600.0
+    check_timeout: Seconds = 14400.0
+    eject_timeout: Seconds = 900.0
+
+
+_O = TypeVar("_O", bound=DriveOptions)
+
+
+def expect(options: DriveOptions, kind: type[_O]) -> _O:
+    """``options`` as the driver's own options class (``TypeError`` for another driver's)."""
+    if not isinstance(options, kind):
+        raise TypeError(f"{type(options).__name__} given where {kind.__name__} is needed")
+    return options

@@ -18,7 +18,7 @@ import re
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -118,6 +118,38 @@ class PoolTable(_Table, frozen=True):
     media: Text = "LTO"
 
 
+class ReceiverTable(_Table, frozen=True):
+    """``[receiver]``: the C-STORE receiver a PACS routes studies to (``tapearc receive``)."""
+
+    staging: Path | None = None
+    aet: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "TAPEARC"
+    #: The address it listens on: the one the PACS routes to (loopback by default).
+    bind: Text = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 11112
+    #: ``AET@ADDRESS`` or ``AET@NETWORK/PREFIX`` of each PACS that may send; nothing else is
+    #: accepted.
+    allow: list[Text] = msgspec.field(default_factory=list)
+    max_object_size: Size = Size(4 << 30)
+    max_associations: Annotated[int, msgspec.Meta(ge=1)] = 4
+
+
+class RecallTable(_Table, frozen=True):
+    """``[recall]``: how recalled images are written."""
+
+    #: A group (e.g. a viewing station's account) that may read recalled files (0640, folders
+    #: 0750); without one they are 0600 in 0700 folders.
+    group: Text | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is not None:
+            import grp
+
+            try:
+                grp.getgrnam(self.group)
+            except KeyError:
+                raise ValueError(f"group {self.group!r} does not exist on this host") from None
+
+
 class RotationTable(Rotation, frozen=True, forbid_unknown_fields=True):
     """``[rotation]``: the offsite policy (docs/OPERATIONS.md)."""
 
@@ -161,6 +193,8 @@ class Document(_Table, frozen=True):
     verify: VerifyTable = msgspec.field(default_factory=VerifyTable)
     changer: ChangerTable | None = None
     rotation: RotationTable = msgspec.field(default_factory=RotationTable)
+    receiver: ReceiverTable = msgspec.field(default_factory=ReceiverTable)
+    recall: RecallTable = msgspec.field(default_factory=RecallTable)
     pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
     drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
 
@@ -211,6 +245,8 @@ class Settings:
     drives: dict[str, DriveConfig]
     changer: ChangerTable | None
     rotation: Policy
+    receiver: ReceiverTable = field(default_factory=ReceiverTable)
+    recall_group: str | None = None
 
     @property
     def private_dir(self) -> Path:
@@ -285,6 +321,8 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         drives=drives,
         changer=d.changer,
         rotation=make_policy(d.rotation, {p: c.vault for p, c in pools.items()}, where),
+        receiver=d.receiver,
+        recall_group=d.recall.group,
     )
 
 

@@ -42,6 +42,10 @@ after_write = "all"
 device = "/dev/sg7"
 [rotation]
 max_onsite_days = 7
+[receiver]
+bind = "127.0.0.1"
+[recall]
+group = "root"
 [drives.lto1]
 driver = "tape"
 device = "/dev/nst0"
@@ -106,7 +110,8 @@ def cli_error(config: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> s
 @pytest.mark.parametrize(("table", "key"), [
     ("site", "name"), ("ingest", "sources"), ("keys", "directory"), ("archive", "block_size"),
     ("verify", "after_write"), ("changer", "device"), ("rotation", "max_onsite_days"),
-    ("pools.A", "vault"), ("drives.d1", "path"), ("drives.lto1", "device"),
+    ("receiver", "bind"), ("recall", "group"), ("pools.A", "vault"), ("drives.d1", "path"),
+    ("drives.lto1", "device"),
     ("drives.usb", "path"), ("drives.bd", "path"), ("drives.lt", "device"),
 ])
 def test_a_misspelt_key_in_any_table_is_named(
@@ -170,6 +175,35 @@ def test_a_bad_changer_value_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
 ) -> None:
     assert key in cli_error(write(tmp_path, text), capsys)
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ('port = 0', "receiver.port"),
+    ('aet = "A_TITLE_FAR_TOO_LONG"', "receiver.aet"),
+    ('max_object_size = "huge"', "receiver.max_object_size"),
+    ('allow = "PACS@10.0.0.1"', "receiver.allow"),
+])
+def test_a_bad_receiver_value_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, key: str
+) -> None:
+    text = FULL.replace('bind = "127.0.0.1"\n', f'bind = "127.0.0.1"\n{line}\n')
+    assert key in cli_error(write(tmp_path, text), capsys)
+
+
+def test_an_unknown_recall_group_is_named(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    text = FULL.replace('group = "root"', 'group = "no-such-group-here"')
+    assert "recall.group 'no-such-group-here' does not exist" in cli_error(write(tmp_path, text),
+                                                                            capsys)
+
+
+def test_receiver_table_is_read(tmp_path: Path) -> None:
+    text = FULL.replace('bind = "127.0.0.1"\n', 'bind = "127.0.0.1"\nstaging = "staging"\n'
+                        'allow = ["PACS@10.1.2.3"]\nmax_object_size = "1 GiB"\n')
+    s = load_settings(write(tmp_path, text), check_keys=False)
+    assert s.receiver.staging == (tmp_path / "etc" / "staging").resolve()
+    assert s.receiver.allow == ["PACS@10.1.2.3"] and s.receiver.max_object_size == 1 << 30
+    assert s.recall_group == "root"
 
 
 @pytest.mark.parametrize(("line", "key"), [
@@ -270,9 +304,10 @@ ARGV: dict[str, list[str]] = {
     "catalog backup": [], "catalog rebuild": [], "catalog check": [],
     "keys generate": ["--name", "extra"], "keys list": [], "keys verify": [],
     "rotation plan": [], "rotation ship": [], "rotation receive": [],
+    "receive": [],
 }
 #: Commands that never read the configuration.
-WITHOUT_CONFIG = {"init", "pull", "receive"}
+WITHOUT_CONFIG = {"init", "pull"}
 
 
 def _commands() -> list[str]:

@@ -1,4 +1,4 @@
-"""``tapearc receive --aet --port --staging``: a C-STORE receiver a PACS can route studies to."""
+"""``tapearc receive``: a C-STORE receiver a PACS can route studies to ([receiver] in the config)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tapearc.cli.pull import LocalAet, TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify
+from tapearc.cli.pull import TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify
 
 
 def register(app: typer.Typer) -> None:
@@ -16,42 +16,52 @@ def register(app: typer.Typer) -> None:
 
 
 def receive(
-    staging: Annotated[
-        Path, typer.Option("--staging", help="Folder the received studies are written to.")
-    ],
-    aet: LocalAet = "TAPEARC",
-    port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = 11112,
+    ctx: typer.Context,
+    staging: Annotated[Path | None, typer.Option(
+        "--staging", help="Folder the received studies are written to.")] = None,
+    aet: Annotated[str | None, typer.Option("--aet", help="Our AE title.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port to listen on.")] = None,
     allow: Annotated[list[str] | None, typer.Option(
         "--allow", help="AET@ADDRESS (or AET@NETWORK/PREFIX) that may send; repeat for each "
         "PACS. Nothing is accepted without one.")] = None,
-    bind: Annotated[str, typer.Option(
-        "--bind", help="Address to listen on (the one the PACS routes to).")] = "127.0.0.1",
-    max_object: Annotated[str, typer.Option(
-        "--max-object-size", help="Largest object accepted, e.g. '4 GiB'.")] = "4 GiB",
-    max_associations: Annotated[int, typer.Option(
-        "--max-associations", help="Associations served at once.")] = 4,
+    bind: Annotated[str | None, typer.Option(
+        "--bind", help="Address to listen on (the one the PACS routes to).")] = None,
+    max_object: Annotated[str | None, typer.Option(
+        "--max-object-size", help="Largest object accepted, e.g. '4 GiB'.")] = None,
+    max_associations: Annotated[int | None, typer.Option(
+        "--max-associations", help="Associations served at once.")] = None,
     tls: TlsFlag = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False,
 ) -> None:
-    """Receive studies by C-STORE into STAGING (atomic writes) until stopped (Ctrl-C, SIGTERM)."""
+    """Receive studies by C-STORE into the staging folder until stopped (Ctrl-C, SIGTERM).
+
+    Defaults come from [receiver] in the configuration when there is one; options override.
+    """
     import signal
     import threading
 
+    from tapearc.cli._common import state
     from tapearc.cli.pull import tls_options
-    from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
+    from tapearc.config import DEFAULT_CONFIG
     from tapearc.errors import UsageError
+    from tapearc.jobs.receive import ReceiveOptions, start_receiver
     from tapearc.support.units import parse_size
 
+    run = state(ctx)
+    base = ReceiveOptions(staging=None)
+    if run.config_path is not None or DEFAULT_CONFIG.exists():
+        base = ReceiveOptions.from_table(run.settings(check_keys=False).receiver)
     try:
-        limit = parse_size(max_object)
+        limit = None if max_object is None else parse_size(max_object)
     except ValueError as exc:
         raise UsageError(f"--max-object-size: {exc}") from None
-    policy = ReceiverPolicy(tuple(parse_allowed(a) for a in allow or ()), max_object_bytes=limit,
-                            max_associations=max_associations)
-
+    options = base.override(
+        staging=staging, aet=aet, port=port, allow=tuple(allow) if allow else None, bind=bind,
+        max_object_bytes=limit, max_associations=max_associations,
+        tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -59,14 +69,14 @@ def receive(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    rx = Receiver(staging, aet=aet, host=bind, port=port, policy=policy,
-                  tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify)).start()
-    typer.echo(f"receiving as {aet} on {bind}:{port} into {staging}", err=True)
+    receiver = start_receiver(options)
+    typer.echo(f"receiving as {options.aet} on {options.bind}:{options.port} into "
+               f"{options.staging}", err=True)
     try:
         while not stop.wait(1.0):
             pass
     finally:
-        rx.stop()
-    w = rx.writer
+        receiver.stop()
+    w = receiver.writer
     typer.echo(f"receive: {w.written} instances ({w.versions} new versions of a resent "
                f"instance), {w.duplicates} duplicates, {w.nbytes} bytes, {len(w.studies)} studies")

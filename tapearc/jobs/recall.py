@@ -155,7 +155,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     ids = list(identities) if identities is not None else None
     # accountable before the first decrypted byte exists: a recall killed midway is on record
     catalog.audit("recall-start", None, {"who": actor(), "to": str(dest), "studies": list(results)})
-    out = OutputTree(dest)
+    out = OutputTree(dest, group=_group_id(settings.recall_group))
     out.clear_leftovers()
     try:
         todo = list(results)
@@ -307,6 +307,15 @@ def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], 
         # named by UIDs, as the PACS knows it (a later version keeps the SOP's own name)
         result.files.append(out.write(_output_parts(m), data))
     result.bytes_read += cursor.bytes_read
+
+
+def _group_id(name: str | None) -> int | None:
+    """The gid of ``[recall] group`` (checked to exist when the config was read)."""
+    if name is None:
+        return None
+    import grp
+
+    return grp.getgrnam(name).gr_gid
 
 
 def _output_parts(m: dict[str, Any]) -> list[str]:

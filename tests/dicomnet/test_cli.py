@@ -96,3 +96,40 @@ def test_receive_cli_until_sigterm(netns: None, tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "receive: 1 instances" in out
     assert len(list(staging.glob("*/*.dcm"))) == 1
+
+
+def test_receive_takes_its_settings_from_the_receiver_table(netns: None, tmp_path: Path) -> None:
+    need_tool("storescu")
+    from pydicom.data import get_testdata_file
+
+    port = free_port()
+    config = tmp_path / "tapearc.toml"
+    config.write_text(f"""
+[site]
+name = "rx"
+[receiver]
+staging = "incoming"
+aet = "ARCHIVE"
+port = {port}
+allow = ["MOD@127.0.0.1"]
+""")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapearc", "--config", str(config), "receive"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        assert f"receiving as ARCHIVE on 127.0.0.1:{port}" in proc.stderr.readline()
+        ct = str(get_testdata_file("CT_small.dcm", download=False))
+        refused = run_tool(["storescu", "-aet", "OTHER", "-aec", "ARCHIVE", "127.0.0.1",
+                            str(port), ct], timeout=30, check=False)
+        assert refused.returncode != 0
+        run_tool(["storescu", "-aet", "MOD", "-aec", "ARCHIVE", "127.0.0.1", str(port), ct],
+                 timeout=30, env={"TCP_NODELAY": "1"})
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "receive: 1 instances" in out
+    assert len(list((tmp_path / "incoming").glob("*/*.dcm"))) == 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
 from tapearc.errors import TapearcError, UnavailableError
+from tapearc.support.retry import retry
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -22,10 +23,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+#: A dropped association is opened again once for the same query.
+FIND_ATTEMPTS = 2
 
 
 class QueryError(TapearcError):
     """The PACS answered a C-FIND with a failure status."""
+
+
+class _NoAnswer(Exception):
+    """The C-FIND got no final status: the association dropped or timed out."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,8 @@ class QueryClient:
         ident.QueryRetrieveLevel = level
         for keyword, value in keys.items():
             setattr(ident, keyword, value)
-        for attempt in (1, 2):
+
+        def attempt() -> list[Dataset]:
             assoc = self._association()
             matches: list[Dataset] = []
             failed: int | None = None
@@ -92,18 +100,26 @@ class QueryClient:
                 got_final = True
                 if code != 0:
                     failed = code
-            if got_final:
-                if failed is not None:
-                    raise QueryError(
-                        f"{self.peer} refused the {level} query with status 0x{failed:04X}",
-                        hint="check that the PACS allows C-FIND from this AE title",
-                    )
-                return matches
-            self.close()
-            log.info("C-FIND to %s got no answer (attempt %d)", self.peer, attempt)
-        raise UnavailableError(
-            f"{self.peer} did not answer a C-FIND", hint="check that the PACS is running"
-        )
+            if not got_final:
+                self.close()  # the next attempt opens a fresh association
+                raise _NoAnswer
+            if failed is not None:
+                raise QueryError(
+                    f"{self.peer} refused the {level} query with status 0x{failed:04X}",
+                    hint="check that the PACS allows C-FIND from this AE title",
+                )
+            return matches
+
+        def note(n: int, _: object = None) -> None:
+            log.info("C-FIND to %s got no answer (attempt %d)", self.peer, n)
+
+        try:
+            return retry(attempt, attempts=FIND_ATTEMPTS, transient=_NoAnswer, on_retry=note)
+        except _NoAnswer:
+            note(FIND_ATTEMPTS)
+            raise UnavailableError(
+                f"{self.peer} did not answer a C-FIND", hint="check that the PACS is running"
+            ) from None
 
     def find_studies(
         self, *, date_range: str | None = None, study_uid: str | None = None

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
-from tapearc.errors import ConfigError, UnavailableError
+from tapearc.errors import UnavailableError
 from tapearc.support.limits import Limits, RateLimiter
+from tapearc.support.retry import retry
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -320,27 +321,8 @@ class StoreSender:
     def _send_one(
         self, worker: _Worker, info: FileInfo, needed: set[tuple[str, str]], result: SendResult
     ) -> None:
-        attempt = 0
-        last_reason = ""
-        last_status: int | None = None
-        while True:
-            attempt += 1
-            if attempt > 1:
-                with self._lock:
-                    result.retries += 1
-                self._sleep(self.limits.backoff(attempt - 1))
-            try:
-                assoc = worker.ensure(needed)
-            except ConfigError:
-                raise
-            except UnavailableError as exc:
-                if attempt >= self.limits.max_attempts:
-                    raise UnavailableError(
-                        f"{self.peer} stopped answering after {attempt} attempts",
-                        hint="check the PACS, then resume the same job",
-                    ) from exc
-                last_reason = str(exc)
-                continue
+        def attempt() -> None:
+            assoc = worker.ensure(needed)  # UnavailableError: tried again; ConfigError: not
             self.limiter.acquire(info.size)
             status, reason = self._store(assoc, worker.accepted, info)
             if status is not None and _is_success(status):
@@ -352,15 +334,30 @@ class StoreSender:
                 with self._lock:
                     result.refused.append(Failure(info.path, info.sop_instance, None, reason))
                 return
-            last_status, last_reason = status, reason
             if status is None:  # association dropped or no answer: open a new one
                 worker.close()
-            log.info("C-STORE of %s: %s (attempt %d)", info.sop_instance, reason, attempt)
-            if attempt >= self.limits.max_attempts:
-                failure = Failure(info.path, info.sop_instance, last_status, last_reason)
-                with self._lock:
-                    (result.refused if last_status is not None else result.failed).append(failure)
-                return
+            raise _NotStored(status, reason)
+
+        def note(n: int, exc: BaseException) -> None:
+            with self._lock:
+                result.retries += 1
+            if isinstance(exc, _NotStored):
+                log.info("C-STORE of %s: %s (attempt %d)", info.sop_instance, exc, n)
+
+        attempts = max(1, self.limits.max_attempts)
+        try:
+            retry(attempt, attempts=attempts, transient=(UnavailableError, _NotStored),
+                  delay=self.limits.backoff, on_retry=note, sleep=self._sleep)
+        except UnavailableError as exc:
+            raise UnavailableError(
+                f"{self.peer} stopped answering after {attempts} attempts",
+                hint="check the PACS, then resume the same job",
+            ) from exc
+        except _NotStored as exc:
+            log.info("C-STORE of %s: %s (attempt %d)", info.sop_instance, exc, attempts)
+            failure = Failure(info.path, info.sop_instance, exc.status, str(exc))
+            with self._lock:
+                (result.refused if exc.status is not None else result.failed).append(failure)
 
     def _store(
         self, assoc: Association, accepted: set[tuple[str, str]], info: FileInfo
@@ -402,6 +399,14 @@ def _is_success(status: int) -> bool:
     # 0x0000 success; 0xB000, 0xB006, 0xB007: stored with a warning (coercion, elements
     # discarded, data set does not match SOP class) -- the instance is on the PACS.
     return status == 0 or (status & 0xF000) == 0xB000
+
+
+class _NotStored(Exception):
+    """One C-STORE that did not store the instance: refused (``status``) or not answered (None)."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class SendInterrupted(UnavailableError):

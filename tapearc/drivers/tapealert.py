@@ -34,7 +34,8 @@ from tapearc.errors import (
     OperatorActionNeeded,
     ToolFailed,
 )
-from tapearc.support.process import run_tool
+from tapearc.support.process import Completed, run_tool
+from tapearc.support.retry import retry
 
 if TYPE_CHECKING:
     from tapearc.drivers.changer import Changer
@@ -328,28 +329,44 @@ def read_tapealert(
     (69) without sg3-utils.
     """
     argv = [sg_logs, "-p", "0x2e", sg_device]
-    for attempt in range(retries + 1):
+
+    def attempt() -> Completed:
         done = run_tool(argv, timeout=timeout, check=False)
-        if done.returncode == 0:
-            return parse_sg_logs_tapealert(done.stdout)
-        tail = _tail(done.stderr or done.stdout)
-        if done.returncode in _TRANSIENT and attempt < retries:
-            log.info("sg_logs %s: drive not ready (%s), retrying", sg_device, tail)
-            sleep(retry_delay)
-            continue
-        if done.returncode == 15 or done.returncode >= 50:
-            raise DeviceUnavailable(
-                f"cannot read TapeAlert from {sg_device}: {tail}",
-                hint="check the drive's sg device in the config (lsscsi -g lists them)",
-            )
-        if done.returncode in _UNSUPPORTED:
-            raise DeviceError(
-                f"the drive at {sg_device} does not support the TapeAlert page: {tail}",
-                hint="check that the configured sg device is the tape drive, not the changer",
-            )
-        raise ToolFailed(f"sg_logs -p 0x2e {sg_device} failed with exit code "
-                         f"{done.returncode}: {tail}")
-    raise AssertionError("unreachable")  # pragma: no cover
+        if done.returncode in _TRANSIENT:
+            raise _NotReady(done)
+        return done
+
+    def note(_: int, exc: BaseException) -> None:
+        log.info("sg_logs %s: drive not ready (%s), retrying", sg_device, exc)
+
+    try:
+        done = retry(attempt, attempts=retries + 1, transient=_NotReady,
+                     delay=lambda _: retry_delay, on_retry=note, sleep=sleep)
+    except _NotReady as exc:
+        done = exc.done  # still not ready after the last try: a failure like any other
+    if done.returncode == 0:
+        return parse_sg_logs_tapealert(done.stdout)
+    tail = _tail(done.stderr or done.stdout)
+    if done.returncode == 15 or done.returncode >= 50:
+        raise DeviceUnavailable(
+            f"cannot read TapeAlert from {sg_device}: {tail}",
+            hint="check the drive's sg device in the config (lsscsi -g lists them)",
+        )
+    if done.returncode in _UNSUPPORTED:
+        raise DeviceError(
+            f"the drive at {sg_device} does not support the TapeAlert page: {tail}",
+            hint="check that the configured sg device is the tape drive, not the changer",
+        )
+    raise ToolFailed(f"sg_logs -p 0x2e {sg_device} failed with exit code "
+                     f"{done.returncode}: {tail}")
+
+
+class _NotReady(Exception):
+    """sg_logs found the drive not ready (a transient state right after a load)."""
+
+    def __init__(self, done: Completed) -> None:
+        super().__init__(_tail(done.stderr or done.stdout))
+        self.done = done
 
 
 def check_drive(sg_device: str, *, sg_logs: str = "sg_logs", timeout: float = 60.0) -> AlertActions:

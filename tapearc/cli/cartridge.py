@@ -141,9 +141,10 @@ def move(
     """Record that a cartridge moved (who, when, why), checked against the rotation rules."""
     from tapearc.catalog import open_catalog
     from tapearc.jobs import rotation as rotation_job
+    from tapearc.jobs.media import loaded_drives
 
     settings = state(ctx).settings()
-    loaded = rotation_job.loaded_drives(settings)
+    loaded = loaded_drives(settings)
     with open_catalog(settings.catalog_path) as catalog:
         done = rotation_job.move(settings, catalog, barcode, location, reason=reason,
                                  force=force, scanned=barcode, loaded=loaded)

@@ -24,25 +24,9 @@ def backup(
     as_json: JsonOption = False,
 ) -> None:
     """An encrypted copy of the catalog: to a file, or onto the loaded cartridge of each pool."""
-    from tapearc.catalog import open_catalog
-    from tapearc.jobs.catalog import backup_catalog_to_file
-    from tapearc.jobs.media import pool_drive
-    from tapearc.jobs.write import loaded_cartridge, write_catalog_copy
+    from tapearc.jobs.catalog_copy import backup_catalog
 
-    settings = state(ctx).settings()
-    written: list[str] = []
-    if to is not None:
-        written.append(str(backup_catalog_to_file(settings, to)))
-    else:
-        with open_catalog(settings.catalog_path) as catalog:
-            for pool in settings.pools:
-                driver = pool_drive(settings, pool)
-                try:
-                    label = loaded_cartridge(driver, catalog, settings, pool)
-                    write_catalog_copy(settings, catalog, driver, label, None)
-                    written.append(label.barcode)
-                finally:
-                    driver.close()
+    written = backup_catalog(state(ctx).settings(), to)
     if as_json:
         print_json({"written": written})
     else:

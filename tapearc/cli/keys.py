@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -59,26 +58,19 @@ def generate(
     typer.echo(f"  private {doc['private_file']}  (0600; keep the passphrase apart from it)")
 
 
-@dataclass
-class _KeyRow:
-    name: str
-    key_id: str
-    fingerprint: str
-    public_file: str | None = None
-    private_file: str | None = None
-    recipient: bool = False
-    identity: bool = False
-    archives: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-
 def list_keys(
     ctx: typer.Context,
     directory: DirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List keys: name, key id, fingerprint, files, use, and how many archives need each."""
-    rows = collect_keys(ctx, directory)
+    from tapearc.jobs.keys import collect_keys
+
+    if directory is None:  # the config's key folder and key files, and the catalog's counts
+        settings = state(ctx).settings(check_keys=False)  # a missing key is a row's problem
+        rows = collect_keys(settings.keys_dir, settings)
+    else:
+        rows = collect_keys(directory, None)
     if as_json:
         print_json({"keys": [r.__dict__ for r in rows]})
         return
@@ -92,61 +84,6 @@ def list_keys(
             for r in rows
         ),
     )  # fmt: skip
-
-
-def collect_keys(ctx: typer.Context, directory: Path | None) -> list[_KeyRow]:
-    """Every key in the folder and the config, merged by key id."""
-    from tapearc.errors import TapearcError
-    from tapearc.format.keys import check_private_mode, key_fingerprint, load_recipient
-
-    recipients: list[Path] = []
-    identities: list[Path] = []
-    counts: dict[str, int] | None = None
-    if directory is None:
-        settings = state(ctx).settings(check_keys=False)  # a missing key is a row's problem
-        directory = settings.keys_dir
-        recipients, identities = settings.recipient_files, settings.identity_files
-        counts = _archive_counts(settings.catalog_path)
-    files: list[Path] = []
-    if directory.is_dir():
-        files = sorted(directory.glob("*.pub")) + sorted(directory.glob("*.key"))
-    recipients = [p.resolve() for p in recipients]
-    identities = [p.resolve() for p in identities]
-    rows: dict[str, _KeyRow] = {}
-    for path in dict.fromkeys(p.resolve() for p in [*files, *recipients, *identities]):
-        try:
-            rcpt = load_recipient(path)
-        except TapearcError as exc:
-            rows[str(path)] = _KeyRow(path.stem, "?", "?", problems=[exc.message])
-            continue
-        row = rows.setdefault(
-            rcpt.key_id.hex(), _KeyRow(rcpt.name, rcpt.key_id.hex(), key_fingerprint(rcpt.public))
-        )
-        if path.suffix == ".key":
-            row.private_file = str(path)
-            try:
-                check_private_mode(path)
-            except TapearcError as exc:
-                row.problems.append(exc.message)
-        else:
-            row.public_file = str(path)
-        row.recipient |= path in recipients
-        row.identity |= path in identities
-    for row in rows.values():
-        if counts is not None:
-            row.archives = counts.get(row.key_id, 0)
-    return list(rows.values())
-
-
-def _archive_counts(catalog_path: Path) -> dict[str, int] | None:
-    """Archives per key id from the catalog, or None if there is no catalog yet."""
-    if not catalog_path.exists():
-        return None
-    from tapearc.catalog import open_catalog
-
-    with open_catalog(catalog_path) as catalog:
-        counts: dict[str, int] = catalog.archive_count_by_key()
-    return counts
 
 
 def _yes(flag: bool) -> str:

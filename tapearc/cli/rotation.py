@@ -37,7 +37,8 @@ def plan(
 ) -> None:
     """Today's pick list: what to ship, what to bring back, what is overdue, and the exposure."""
     from tapearc.catalog import open_catalog
-    from tapearc.jobs.rotation import build_plan, loaded_drives
+    from tapearc.jobs.media import loaded_drives
+    from tapearc.jobs.rotation import build_plan
     from tapearc.rotation.manifest import manifest_html
 
     settings = state(ctx).settings()
@@ -87,9 +88,10 @@ def ship(
     """Hand cartridges to the courier; with no barcodes, today's plan (shipments and returns)."""
     from tapearc.catalog import open_catalog
     from tapearc.jobs import rotation as rotation_job
+    from tapearc.jobs.media import loaded_drives
 
     settings = state(ctx).settings()
-    loaded = rotation_job.loaded_drives(settings)
+    loaded = loaded_drives(settings)
     with open_catalog(settings.catalog_path) as catalog:
         moves = rotation_job.ship(settings, catalog, barcodes or None, to=to, reason=reason,
                                   force=force, loaded=loaded)

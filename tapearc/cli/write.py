@@ -44,39 +44,22 @@ def write(
     as_json: JsonOption = False,
 ) -> None:
     """Write pending studies to the loaded cartridge of each pool."""
-    from tapearc.catalog import open_catalog
-    from tapearc.jobs.media import run_lock
-    from tapearc.jobs.write import write_pool
+    from tapearc.jobs.write import write_pools
 
     settings = state(ctx).settings()
-    pools = [pool] if pool else list(settings.pools)
-    results = []
-    with run_lock(settings.lock_path, "write"), open_catalog(settings.catalog_path) as catalog:
-        run_id = catalog.start_run("write")
-        total = sum(r["size"] for p in pools for r in catalog.pending_instances(p))
-        with _progress(total) as progress:
-            for name in pools:
-                # at a terminal a full disc or cartridge prompts for the next; under cron: exit 75
-                ask = None
-                if sys.stdin.isatty() and not as_json:
-                    from tapearc.jobs.disc_set import prompt_next_medium
-
-                    ask = prompt_next_medium(settings, catalog, name)
-                results.append(write_pool(settings, catalog, name, run_id=run_id,
-                                          progress=progress, next_medium=ask))
-        code = max((r.exit_code for r in results), default=0)
-        catalog.finish_run(run_id, "ok" if code == 0 else "action-needed", code,
-                           {"pools": [r.as_json() for r in results]})
+    # at a terminal a full disc or cartridge prompts for the next; under cron: exit 75
+    report = write_pools(settings, [pool] if pool else list(settings.pools),
+                         progress_bar=_progress, interactive=sys.stdin.isatty() and not as_json)
     if as_json:
-        print_json({"pools": [r.as_json() for r in results]})
+        print_json(report.as_json())
     else:
-        for r in results:
+        for r in report.pools:
             where = f" on {', '.join(r.written)}" if r.written else ""
             typer.echo(f"pool {r.pool}: {r.archives} archives, {r.studies} studies, "
                        f"{human_bytes(r.bytes)}{where}; {r.pending} instances pending")
             for need in r.needs:
                 typer.echo(f"  needs: {need}")
-    raise typer.Exit(code)
+    raise typer.Exit(report.exit_code)
 
 
 def nightly(ctx: typer.Context, as_json: JsonOption = False) -> None:

@@ -9,6 +9,7 @@ chunk buffer); this module only makes headers and padding.
 
 from __future__ import annotations
 
+import re
 import tarfile
 
 from tapearc.errors import UsageError
@@ -17,6 +18,18 @@ BLOCK = 512
 #: The end of a tar archive: two zero blocks.
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 MEMBER_MODE = 0o644
+#: A DICOM UID: numbers joined by dots.
+UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def member_name(study_uid: str, series_uid: str, sop_uid: str, version: int) -> str:
+    """The tar member name of an instance: UIDs only, never patient data
+    (``STUDY/SERIES/SOP.dcm``; a later version of the instance ends ``SOP.vN.dcm``)."""
+    for uid in (study_uid, series_uid, sop_uid):
+        if not UID_RE.fullmatch(uid):
+            raise ValueError(f"not a UID: {uid!r}")
+    suffix = "" if version == 1 else f".v{version}"
+    return f"{study_uid}/{series_uid}/{sop_uid}{suffix}.dcm"
 
 
 def check_member_name(name: str) -> str:

@@ -1,18 +1,18 @@
-"""Catalog backup, rebuild from the cartridges alone, and check."""
+"""Catalog rebuild from the cartridges alone, and check (copies: ``tapearc.jobs.catalog_copy``)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, create_catalog, open_catalog
 from tapearc.config import Settings
-from tapearc.errors import FormatError, NoMedium, UsageError
+from tapearc.errors import FormatError, NoMedium
 from tapearc.format.index import IndexDoc
-from tapearc.jobs.media import load_identities_for, open_drive
+from tapearc.jobs.keys import load_identities_for
+from tapearc.jobs.media import open_drive
 
 if TYPE_CHECKING:
     from tapearc.format.keys import Identity
@@ -112,25 +112,3 @@ def check_catalog(settings: Settings) -> dict[str, Any]:
     if bad is not None:  # the most telling problem first
         problems.insert(0, f"audit log row {bad} was altered or removed (hash chain broken)")
     return {"ok": not problems, "problems": problems, "audit_rows": rows}
-
-
-def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
-    """Write an encrypted copy of the catalog to ``target`` (a TAE1 stream of the snapshot)."""
-    from tapearc.format.tae import Content
-    from tapearc.format.writer import seal_bytes
-    from tapearc.jobs.media import load_recipients
-    from tapearc.jobs.write import snapshot_catalog
-    from tapearc.support.safefs import private_workdir
-
-    if target.exists():
-        raise UsageError(f"{target} exists", hint="choose a new file name")
-    if not target.parent.is_dir():
-        raise UsageError(f"no folder {target.parent} to write {target.name} into")
-    recipients = load_recipients(settings)
-    with open_catalog(settings.catalog_path) as catalog, \
-            private_workdir(settings.private_dir, "catalog-backup") as tmp:
-        snap = snapshot_catalog(catalog, tmp)
-        sealed = seal_bytes(snap.read_bytes(), recipients, settings.block_size,
-                            content=Content.CATALOG)
-    target.write_bytes(sealed)
-    return target

@@ -17,7 +17,10 @@ from tapearc.config import Settings
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver, Label
-    from tapearc.jobs.write import NextMedium
+
+#: Asked for the next medium when the loaded one is full: (driver, full label, why) -> the label
+#: of the medium now loaded and labelled, or None to stop (``prompt_next_medium`` is one).
+NextMedium = Callable[["Driver", "Label", str], "Label | None"]
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 # LTO labels end in a media id (L9, LY, M8 ...): the number to count on comes before it
@@ -63,7 +66,7 @@ def prompt_next_medium(
     stop (the write then ends with exit 75 as under cron).
     """
     from tapearc.jobs.cartridge import label_cartridge
-    from tapearc.jobs.write import loaded_cartridge
+    from tapearc.jobs.media import loaded_cartridge
 
     def next_medium(driver: Driver, full: Label, why: str) -> Label | None:
         suggestion = next_barcode([c["barcode"] for c in catalog.cartridges(pool)])

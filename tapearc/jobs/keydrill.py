@@ -16,7 +16,7 @@ from typing import Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import TapearcError
-from tapearc.jobs.media import open_drive, position_of
+from tapearc.jobs.media import loaded_drives, open_drive, position_of
 
 
 @dataclass
@@ -45,7 +45,6 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
     """Open ``sample`` random archives encrypted to the key in ``key_path``; audit the drill."""
     from tapearc.format.keys import load_identity
     from tapearc.format.reader import ArchiveReader, open_bytes
-    from tapearc.jobs.recall import drives_by_barcode
 
     identity = load_identity(key_path, passphrase)
     kid = identity.key_id.hex()
@@ -53,7 +52,7 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
     mine = catalog.archives_with_key(kid)
     report.archives_using_key = len(mine)
     picked = random.Random(seed).sample(mine, min(sample, len(mine)))
-    loaded = drives_by_barcode(settings) if picked else {}
+    loaded = loaded_drives(settings) if picked else {}
     for archive in picked:
         where = f"{archive['barcode']} file {archive['data_file']}"
         try:

@@ -27,12 +27,13 @@ from tapearc.errors import (
     TapearcError,
 )
 from tapearc.ingest.scan import IngestReport, ingest
-from tapearc.jobs.media import pool_drive, run_lock
+from tapearc.jobs.catalog_copy import copy_catalog_to_pool
+from tapearc.jobs.media import SessionNotes, pool_session
 from tapearc.jobs.outcome import Outcome
 from tapearc.jobs.rotation import nightly_warnings
-from tapearc.jobs.session import SessionNotes, pool_session
 from tapearc.jobs.verify import verify_cartridge
-from tapearc.jobs.write import PoolResult, loaded_cartridge, write_catalog_copy, write_pool
+from tapearc.jobs.write import PoolResult, write_pool
+from tapearc.support.lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,7 @@ def _copy_catalog(settings: Settings, catalog: Catalog, run_id: int,
                   report: NightlyReport, pool: str) -> None:
     """An encrypted catalog copy onto the cartridge written tonight (disaster recovery)."""
     if report.pools[pool].written:
-        driver = pool_drive(settings, pool)
         try:
-            label = loaded_cartridge(driver, catalog, settings, pool)
-            write_catalog_copy(settings, catalog, driver, label, run_id)
-            report.catalog_copies.append(label.barcode)
+            report.catalog_copies.append(copy_catalog_to_pool(settings, catalog, pool, run_id))
         except OperatorActionNeeded as exc:
             report.needs.append(f"pool {pool}: catalog copy not written: {exc}")
-        finally:
-            driver.close()

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
-from tapearc.jobs.media import UID_RE, load_identities_for, open_drive, position_of
+from tapearc.format.tarstream import UID_RE
+from tapearc.jobs.keys import load_identities_for
+from tapearc.jobs.media import load_from_library, loaded_drives, open_drive, position_of
 from tapearc.jobs.rotation import recall_needs
 from tapearc.rotation.policy import parse_location
 from tapearc.support.safefs import OutputTree
@@ -83,42 +85,6 @@ class BlockCursor:
             yield block
 
 
-def drives_by_barcode(settings: Settings) -> dict[str, str]:
-    """Barcode -> drive name for every configured drive that has a cartridge loaded."""
-    loaded: dict[str, str] = {}
-    for name in settings.drives:
-        driver = open_drive(settings, name)
-        try:
-            status = driver.status()
-        finally:
-            driver.close()
-        if status.loaded and status.barcode:
-            loaded.setdefault(status.barcode, name)
-    return loaded
-
-
-def load_from_library(settings: Settings, barcode: str, pool: str) -> str | None:
-    """With a tape library, have the robot put ``barcode`` in its pool's drive; the drive's name,
-    or None when there is no library, the drive is not in it, or the library lacks the cartridge."""
-    from tapearc.drivers.changer import ensure_loaded
-    from tapearc.jobs.session import library
-
-    changer = library(settings)
-    drive = settings.pools[pool].drive if pool in settings.pools else None
-    index = settings.drives[drive].options.changer_drive if drive else None
-    if changer is None or drive is None or index is None:
-        return None
-    if changer.inventory().find(barcode) is None:
-        return None
-    ensure_loaded(changer, barcode, index)
-    driver = open_drive(settings, drive)
-    try:
-        driver.load(barcode)
-    finally:
-        driver.close()
-    return drive
-
-
 def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> str:
     """The cartridge to read a study from: one that holds the most of it, loaded, then onsite."""
     per: dict[str, int] = {}
@@ -149,7 +115,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                if not catalog.study_known(uid)]
     if unknown:  # before anything is read or made
         raise NotFound(f"not in the catalog: {', '.join(unknown)}", hint="tapearc find")
-    loaded = drives_by_barcode(settings)
+    loaded = loaded_drives(settings)
     results = {uid: RecalledStudy(uid) for uid in dict.fromkeys(study_uids)}
     failed: dict[str, set[str]] = {uid: set() for uid in results}
     ids = list(identities) if identities is not None else None

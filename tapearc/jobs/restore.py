@@ -18,7 +18,8 @@ from tapearc.catalog.db import Catalog, StudyFilter, actor
 from tapearc.catalog.journal import Journal, StudyRef
 from tapearc.config import Settings
 from tapearc.errors import NotFound
-from tapearc.jobs.recall import choose_cartridge, drives_by_barcode, raise_for, recall
+from tapearc.jobs.media import loaded_drives
+from tapearc.jobs.recall import choose_cartridge, raise_for, recall
 
 if TYPE_CHECKING:
     from tapearc.dicomnet.peer import Peer
@@ -35,7 +36,7 @@ def study_refs(settings: Settings, catalog: Catalog,
         uids = [s["study_uid"] for s in catalog.find_studies(StudyFilter(limit=10**9))]
     else:
         uids = list(dict.fromkeys(study_uids))
-    loaded = drives_by_barcode(settings)
+    loaded = loaded_drives(settings)
     refs: list[StudyRef] = []
     for uid in uids:
         rows = catalog.copy_rows(uid)
@@ -78,7 +79,7 @@ def restore_to_pacs(
 ) -> RestoreReport:
     """Send studies from the media to ``peer``; ``resume`` continues the last unfinished job."""
     from tapearc.jobs.delivery import run_restore
-    from tapearc.jobs.media import load_identities_for
+    from tapearc.jobs.keys import load_identities_for
 
     refs = study_refs(settings, catalog, study_uids)
     if identities is None and refs:

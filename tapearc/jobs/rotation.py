@@ -39,38 +39,6 @@ def load_policy(settings: Settings) -> Policy:
     return settings.rotation
 
 
-def drive_table(settings: Settings) -> list[dict[str, Any]]:
-    """Each configured drive: its driver, and the cartridge loaded (or why it did not answer).
-    A drive that cannot be asked is listed with its error: the plan and status must still
-    print when a tape drive is switched off."""
-    from tapearc.jobs.media import open_drive
-
-    out: list[dict[str, Any]] = []
-    for name, cfg in settings.drives.items():
-        row: dict[str, Any] = {"drive": name, "driver": cfg.driver, "loaded": None,
-                               "error": None}
-        try:
-            driver = open_drive(settings, name)
-            try:
-                status = driver.status()
-            finally:
-                driver.close()
-            row["loaded"] = status.barcode if status.loaded else None
-        except TapearcError as exc:
-            row["error"] = str(exc)
-        out.append(row)
-    return out
-
-
-def loaded_drives(settings: Settings) -> dict[str, str]:
-    """Barcode -> drive for every drive that answers and holds a cartridge."""
-    loaded: dict[str, str] = {}
-    for row in drive_table(settings):
-        if row["loaded"]:
-            loaded.setdefault(row["loaded"], row["drive"])
-    return loaded
-
-
 # --- reading the catalog ----------------------------------------------------------------------
 
 

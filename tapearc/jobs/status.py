@@ -9,7 +9,8 @@ from typing import Any
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
 from tapearc.errors import ConfigError
-from tapearc.jobs.rotation import build_plan, drive_table
+from tapearc.jobs.media import drive_table
+from tapearc.jobs.rotation import build_plan
 from tapearc.rotation import policy as rotation
 from tapearc.rotation.plan import Plan
 from tapearc.rotation.policy import parse_location

@@ -15,7 +15,8 @@ from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
 from tapearc.errors import EXIT_DATAERR, TapearcError, UsageError, WrongMedium
 from tapearc.format.index import IndexDoc
-from tapearc.jobs.media import load_identities_for, open_drive, position_of
+from tapearc.jobs.keys import load_identities_for
+from tapearc.jobs.media import loaded_drives, open_drive, position_of
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
@@ -57,7 +58,6 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
     The result and date are recorded per archive. Failures are listed, not raised.
     """
     from tapearc.jobs.cartridge import check_barcode
-    from tapearc.jobs.recall import drives_by_barcode
 
     if sample is not None and sample < 1:
         raise UsageError(f"--sample {sample}: give a number of archives, 1 or more")
@@ -72,7 +72,7 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
     if not archives:
         return report
     if drive is None:
-        drive = drives_by_barcode(settings).get(barcode)
+        drive = loaded_drives(settings).get(barcode)
         if drive is None:
             raise WrongMedium(f"cartridge {barcode} is not loaded in any drive",
                               hint=f"load it: tapearc cartridge load {barcode} "
@@ -157,7 +157,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any],
     """
     if not archive["medium_checksum"]:
         return None
-    from tapearc.jobs.write import medium_checksum
+    from tapearc.jobs.archive import medium_checksum
 
     pos = position_of(archive)
     crc = 0

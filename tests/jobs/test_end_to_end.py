@@ -13,11 +13,11 @@ from tapearc.drivers.base import Driver
 from tapearc.errors import IntegrityError, Locked, WrongMedium
 from tapearc.jobs import recall as recall_job
 from tapearc.jobs.catalog import check_catalog, rebuild_catalog
-from tapearc.jobs.media import run_lock
 from tapearc.jobs.nightly import run_nightly
 from tapearc.jobs.recall import recall
 from tapearc.jobs.verify import verify_cartridge
 from tapearc.jobs.write import write_pool
+from tapearc.support.lock import run_lock
 from tests.jobs.site import Site, make_site
 from tests.synth import SynthStudy, generate_studies
 

@@ -11,6 +11,7 @@ from tapearc.catalog import Catalog
 from tapearc.config import Settings, load_settings
 from tapearc.jobs import rotation as rotation_job
 from tapearc.jobs.cartridge import eject_drive, label_cartridge, load_cartridge
+from tapearc.jobs.media import loaded_drives
 from tapearc.jobs.verify import verify_cartridge
 from tapearc.rotation.plan import Plan
 from tapearc.support import clock
@@ -59,7 +60,7 @@ class Operator:
         return f"{pool}{next(counter):05d}"
 
     def plan(self, cat: Catalog) -> Plan:
-        return rotation_job.build_plan(self.settings, cat, rotation_job.loaded_drives(self.settings))
+        return rotation_job.build_plan(self.settings, cat, loaded_drives(self.settings))
 
     def receive_all(self, cat: Catalog) -> None:
         """Yesterday's box reached the vault; returns reached the site."""
@@ -78,7 +79,7 @@ class Operator:
                 report = verify_cartridge(self.settings, cat, item.barcode,
                                           identities=[self.site.identity])
                 assert not report.failures, report.failures
-        loaded = rotation_job.loaded_drives(self.settings)
+        loaded = loaded_drives(self.settings)
         for item in plan.ship:
             if item.barcode in loaded:
                 eject_drive(self.settings, loaded[item.barcode])
@@ -87,7 +88,7 @@ class Operator:
     def ship_plan(self, cat: Catalog) -> None:
         """``tapearc rotation ship`` with no barcodes: today's plan."""
         moved = rotation_job.ship(self.settings, cat,
-                                  loaded=rotation_job.loaded_drives(self.settings))
+                                  loaded=loaded_drives(self.settings))
         self.shipped += [m.barcode for m in moved if m.dst.startswith("transit-to:")]
 
     def ship_today(self, cat: Catalog) -> Plan:
@@ -97,7 +98,7 @@ class Operator:
 
     def in_drive(self, cat: Catalog, barcode: str) -> None:
         """Put ``barcode`` in its pool's drive (swapping out whatever is there)."""
-        if barcode in rotation_job.loaded_drives(self.settings):
+        if barcode in loaded_drives(self.settings):
             return
         pool = cat.cartridge(barcode)["pool"]
         load_cartridge(self.settings, cat, barcode, self.settings.pools[pool].drive)

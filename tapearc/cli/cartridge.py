@@ -154,11 +154,11 @@ def move(
 
 def _set_state(ctx: typer.Context, barcode: str, new: str, reason: str) -> None:
     from tapearc.catalog import open_catalog
+    from tapearc.jobs.cartridge import set_state
 
     with open_catalog(state(ctx).settings().catalog_path) as catalog:
-        catalog.cartridge(barcode.upper())
-        catalog.set_cartridge_state(barcode.upper(), new, reason)
-    typer.echo(f"{barcode.upper()} is now {new}")
+        code = set_state(catalog, barcode, new, reason)
+    typer.echo(f"{code} is now {new}")
 
 
 def _public(cart: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Also holds the DICOM TLS options every networking command shares (``TlsCa`` ... 
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -81,29 +80,13 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Pull the studies a PACS holds since a date (C-FIND, then C-GET or C-MOVE) into staging."""
-    import re
-
     from tapearc.dicomnet.peer import parse_peer
-    from tapearc.dicomnet.pull import load_since, pull_studies, save_since
-    from tapearc.errors import UsageError
+    from tapearc.jobs.pull import PullRequest
+    from tapearc.jobs.pull import pull as run_pull
 
     peer = parse_peer(source, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
-    state_path = state_file or staging / ".tapearc" / "pull-state.json"
-    first = since or load_since(state_path, peer)
-    if first is None:
-        raise UsageError("no --since and no earlier pull from this PACS",
-                         hint="pass --since YYYYMMDD for the first pull")
-    for value in (first, until):
-        if value is not None and not re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", value):
-            raise UsageError(f"invalid date {value!r}", hint="write YYYYMMDD or YYYY-MM-DD")
-    if method not in ("get", "move"):
-        raise UsageError(f"unknown --method {method!r}", hint="use get or move")
-    today = date.today()
-    report = pull_studies(peer, staging, since=first, until=until, local_aet=aet,
-                          method=method, move_port=move_port)  # type: ignore[arg-type]
-    if report.ok and until is None:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        save_since(state_path, peer, today)
+    report = run_pull(PullRequest(peer, staging, since=since, until=until, local_aet=aet,
+                                  method=method, move_port=move_port, state_file=state_file))
     if as_json:
         print_json(report.to_dict())
     else:

@@ -33,10 +33,14 @@ def recall(
     if (to is None) == (to_pacs is None):
         raise UsageError("give exactly one of --to DIR or --to-pacs AET@HOST:PORT")
     if to_pacs is not None:
-        from tapearc.cli.restore import send_to_pacs
+        from tapearc.cli.restore import send_options, send_to_pacs, studies_or_all
+        from tapearc.dicomnet.peer import parse_peer
+        from tapearc.jobs.restore import RestoreRequest
 
-        send_to_pacs(ctx, "recall", to_pacs, study_uids, False, rate, None, False, "newest",
-                     None, "TAPEARC", None, as_json)
+        uids = studies_or_all(study_uids, False)
+        request = RestoreRequest(parse_peer(to_pacs), uids, kind="recall",
+                                 send=send_options(rate, None, "TAPEARC", "newest"))
+        send_to_pacs(ctx, request, None, as_json)
         return
     assert to is not None
     from tapearc.jobs.recall import raise_for

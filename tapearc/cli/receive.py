@@ -40,14 +40,11 @@ def receive(
 
     Defaults come from [receiver] in the configuration when there is one; options override.
     """
-    import signal
-    import threading
-
     from tapearc.cli._common import state
     from tapearc.cli.pull import tls_options
     from tapearc.config import DEFAULT_CONFIG
     from tapearc.errors import UsageError
-    from tapearc.jobs.receive import ReceiveOptions, start_receiver
+    from tapearc.jobs.receive import ReceiveOptions, receive_until_stopped
     from tapearc.support.units import parse_size
 
     run = state(ctx)
@@ -62,21 +59,11 @@ def receive(
         staging=staging, aet=aet, port=port, allow=tuple(allow) if allow else None, bind=bind,
         max_object_bytes=limit, max_associations=max_associations,
         tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
+    def started() -> None:
+        typer.echo(f"receiving as {options.aet} on {options.bind}:{options.port} into "
+                   f"{options.staging}", err=True)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    receiver = start_receiver(options)
-    typer.echo(f"receiving as {options.aet} on {options.bind}:{options.port} into "
-               f"{options.staging}", err=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        receiver.stop()
-    w = receiver.writer
+    w = receive_until_stopped(options, started)
     typer.echo(f"receive: {w.written} instances ({w.versions} new versions of a resent "
                f"instance), {w.duplicates} duplicates, {w.nbytes} bytes, {len(w.studies)} studies")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tapearc.cli._common import JsonOption, print_json, state
 from tapearc.cli.pull import LocalAet, TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify, tls_options
+
+if TYPE_CHECKING:
+    from tapearc.jobs.delivery import SendOptions
+    from tapearc.jobs.restore import RestoreRequest
 
 ToPacs = Annotated[str, typer.Option("--to-pacs", help="The PACS, AET@HOST:PORT.")]
 Rate = Annotated[str | None, typer.Option(
@@ -37,9 +41,14 @@ def restore(
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
 ) -> None:
     """Send studies from the cartridges into a PACS: rate-limited, journalled, confirmed."""
-    send_to_pacs(ctx, "restore", to_pacs, study_uids, all_studies, rate, window, resume, priority,
-                 report_file, aet, tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify),
-                 as_json)
+    from tapearc.dicomnet.peer import parse_peer
+    from tapearc.jobs.restore import RestoreRequest
+
+    uids = studies_or_all(study_uids, all_studies)
+    peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+    request = RestoreRequest(peer, uids, kind="restore", resume=resume,
+                             send=send_options(rate, window, aet, priority))
+    send_to_pacs(ctx, request, report_file, as_json)
 
 
 def migrate(
@@ -51,34 +60,48 @@ def migrate(
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
 ) -> None:
     """Every archived study into a new PACS, with a reconciliation report to keep."""
-    send_to_pacs(ctx, "migrate", to_pacs, None, True, rate, window, resume, "oldest", report_file,
-                 aet, tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify), as_json)
+    from tapearc.dicomnet.peer import parse_peer
+    from tapearc.jobs.restore import RestoreRequest
+
+    peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+    request = RestoreRequest(peer, None, kind="migrate", resume=resume,
+                             send=send_options(rate, window, aet, "oldest"))
+    send_to_pacs(ctx, request, report_file, as_json)
 
 
-def send_to_pacs(ctx: typer.Context, kind: str, to_pacs: str, study_uids: list[str] | None,
-                 all_studies: bool, rate: str | None, window: list[str] | None, resume: bool,
-                 priority: str, report_file: Path | None, aet: str, tls: object,
-                 as_json: bool) -> None:
-    """Shared by restore, migrate and ``recall --to-pacs``."""
-    import json
-
-    from tapearc.catalog import open_catalog
-    from tapearc.dicomnet.peer import TlsOptions, parse_peer
+def studies_or_all(study_uids: list[str] | None, all_studies: bool) -> list[str] | None:
+    """The studies named, or None for ``--all``; exactly one of the two must be given."""
     from tapearc.errors import UsageError
-    from tapearc.jobs.delivery import restore_error_exit
-    from tapearc.jobs.restore import restore_to_pacs
-    from tapearc.support.limits import Limits, parse_setting, parse_window
 
     if bool(study_uids) == all_studies:
         raise UsageError("name the studies or pass --all (not both)")
-    peer = parse_peer(to_pacs, tls=tls if isinstance(tls, TlsOptions) else None)
+    return None if all_studies else study_uids
+
+
+def send_options(rate: str | None, window: list[str] | None, aet: str,
+                 priority: str) -> SendOptions:
+    """The engine's options from ``--rate``, ``--window``, ``--aet`` and ``--priority``."""
+    from tapearc.jobs.delivery import SendOptions
+    from tapearc.support.limits import Limits, parse_setting, parse_window
+
     limits = Limits(default=parse_setting(rate) if rate else parse_setting("unlimited"),
                     windows=tuple(parse_window(w) for w in window or ()))
+    return SendOptions(limits=limits, local_aet=aet,
+                       priority="oldest" if priority == "oldest" else "newest")
+
+
+def send_to_pacs(ctx: typer.Context, request: RestoreRequest, report_file: Path | None,
+                 as_json: bool) -> None:
+    """Run a send job and print its report (restore, migrate and ``recall --to-pacs``)."""
+    import json
+
+    from tapearc.catalog import open_catalog
+    from tapearc.jobs.delivery import restore_error_exit
+    from tapearc.jobs.restore import restore_to_pacs
+
     settings = state(ctx).settings()
     with open_catalog(settings.catalog_path) as catalog:
-        report = restore_to_pacs(settings, catalog, peer, None if all_studies else study_uids,
-                                 kind=kind, limits=limits, resume=resume, local_aet=aet,
-                                 priority=priority)
+        report = restore_to_pacs(settings, catalog, request)
     doc = report.to_dict()
     if report_file is not None:
         report_file.write_text(json.dumps(doc, indent=2) + "\n")
@@ -86,7 +109,7 @@ def send_to_pacs(ctx: typer.Context, kind: str, to_pacs: str, study_uids: list[s
         print_json(doc)
     else:
         counts = report.by_state()
-        typer.echo(f"{kind} job {report.job_id} to {peer}: "
+        typer.echo(f"{request.kind} job {report.job_id} to {request.peer}: "
                    + ", ".join(f"{n} {state_}" for state_, n in counts.items() if n)
                    + f"; {report.skipped_confirmed} already confirmed")
         for study in report.studies:

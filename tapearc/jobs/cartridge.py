@@ -101,6 +101,14 @@ def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
     return {"barcode": barcode, "drive": driver.drive}
 
 
+def set_state(catalog: Catalog, barcode: str, new: str, reason: str) -> str:
+    """Close (``full``) or retire a known cartridge, with the reason in its history; its barcode."""
+    code = barcode.upper()
+    catalog.cartridge(code)  # NotFound for a barcode the catalog does not know
+    catalog.set_cartridge_state(code, new, reason)
+    return code
+
+
 def eject_drive(settings: Settings, drive: str) -> None:
     """Unload whatever is in ``drive``."""
     driver = open_drive(settings, drive)

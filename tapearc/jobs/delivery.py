@@ -40,6 +40,7 @@ from tapearc.catalog.journal import Journal, JournalItem, StudyRef
 from tapearc.dicomnet.peer import Peer
 from tapearc.errors import ConfigError, TapearcError, UnavailableError, UsageError
 from tapearc.support.limits import Limits, RateLimiter
+from tapearc.support.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -141,32 +142,41 @@ class RestoreReport:
 # --------------------------------------------------------------------------------- engine
 
 
+@dataclass(frozen=True)
+class SendOptions:
+    """How the engine sends: rate limits and retry policy, our AE title, which cartridges
+    first, the folder recalled files wait in (default: the system's temporary folder), the
+    DIMSE timeout, and how studies are confirmed: by C-FIND, or with ``commitment=(host,
+    port)`` by Storage Commitment, our AE listening there for the PACS's reports (the PACS must
+    know that address)."""
+
+    limits: Limits = field(default_factory=Limits)
+    local_aet: str = "TAPEARC"
+    priority: Priority = "newest"
+    workdir: Path | None = None
+    timeout: float = 30.0
+    commitment: tuple[str, int] | None = None
+
+
 def run_restore(
     studies: Sequence[StudyRef],
     fetch: Fetch,
     peer: Peer,
     journal: Journal,
-    limits: Limits | None = None,
+    options: SendOptions | None = None,
     *,
-    local_aet: str = "TAPEARC",
-    priority: Priority = "newest",
-    workdir: Path | None = None,
     stop: threading.Event | None = None,
-    timeout: float = 30.0,
-    commitment: tuple[str, int] | None = None,
 ) -> RestoreReport:
-    """Send ``studies`` to ``peer``, confirm each, journal it; see the module doc.
-
-    Confirmation is by C-FIND; with ``commitment=(host, port)`` it is by Storage Commitment,
-    with our AE listening there for the PACS's reports (the PACS must know that address).
-    """
+    """Send ``studies`` to ``peer``, confirm each, journal it; see the module doc and
+    ``SendOptions``. ``stop`` ends the run after the study being sent (resumable)."""
     import contextlib
 
     from tapearc.dicomnet.commitment import CommitmentListener
     from tapearc.dicomnet.query import QueryClient
     from tapearc.dicomnet.sender import StoreSender
 
-    limits = limits or Limits()
+    options = options or SendOptions()
+    limits, local_aet, timeout = options.limits, options.local_aet, options.timeout
     t0 = time.monotonic()
     report = RestoreReport(job_id=journal.job_id, peer=str(peer))
     journal.add(studies)
@@ -180,12 +190,14 @@ def run_restore(
             timeout=timeout,
         ) as sender, contextlib.ExitStack() as stack:
             listener = None
-            if commitment is not None:
+            if options.commitment is not None:
+                host, port = options.commitment
                 listener = stack.enter_context(CommitmentListener(
-                    aet=local_aet, host=commitment[0], port=commitment[1], peer=peer))
+                    aet=local_aet, host=host, port=port, peer=peer))
             todo = _confirm_earlier_sends(todo, rows, journal, client, outcomes)
-            with tempfile.TemporaryDirectory(prefix="tapearc-restore-", dir=workdir) as tmp:
-                for ref, files in fetch(order_studies(todo, priority), Path(tmp)):
+            with tempfile.TemporaryDirectory(prefix="tapearc-restore-",
+                                             dir=options.workdir) as tmp:
+                for ref, files in fetch(order_studies(todo, options.priority), Path(tmp)):
                     if stop is not None and stop.is_set():
                         report.aborted = "stopped on request"
                         break
@@ -340,13 +352,26 @@ def _held_after_send(
         except CommitmentError as exc:
             listener.disabled = True
             log.warning("study %s: %s; confirming by C-FIND", study_uid, exc)
-    held: set[str] = client.study_sop_uids(study_uid)
-    for delay in CONFIRM_DELAYS:
-        if ours <= held:
-            break
-        time.sleep(delay)
-        held = client.study_sop_uids(study_uid)
-    return held
+
+    def ask() -> set[str]:
+        held: set[str] = client.study_sop_uids(study_uid)
+        if not ours <= held:
+            raise _Lacking(held)
+        return held
+
+    try:
+        return retry(ask, attempts=len(CONFIRM_DELAYS) + 1, transient=_Lacking,
+                     delay=lambda n: CONFIRM_DELAYS[n - 1], sleep=time.sleep)
+    except _Lacking as still:
+        return still.held  # the caller counts what is missing
+
+
+class _Lacking(Exception):
+    """The PACS does not hold every instance just sent (yet)."""
+
+    def __init__(self, held: set[str]) -> None:
+        super().__init__(f"{len(held)} held")
+        self.held = held
 
 
 def _account(report: RestoreReport, outcome: StudyOutcome, result: Any) -> None:

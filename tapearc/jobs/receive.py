@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tapearc.config import ReceiverTable
 from tapearc.dicomnet.peer import TlsOptions
-from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
+from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, StagingWriter, parse_allowed
 from tapearc.errors import UsageError
 
 
@@ -46,3 +49,25 @@ def start_receiver(options: ReceiveOptions) -> Receiver:
                             max_associations=options.max_associations)
     return Receiver(options.staging, aet=options.aet, host=options.bind, port=options.port,
                     policy=policy, tls=options.tls).start()
+
+
+def receive_until_stopped(options: ReceiveOptions,
+                          started: Callable[[], None] | None = None) -> StagingWriter:
+    """Receive until SIGTERM or SIGINT (Ctrl-C); ``started`` is called once the receiver
+    listens. Returns its writer, which counts what was received."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    receiver = start_receiver(options)
+    if started is not None:
+        started()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        receiver.stop()
+    return receiver.writer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,14 +19,13 @@ from tapearc.catalog.db import Catalog, StudyFilter, actor
 from tapearc.catalog.journal import Journal, StudyRef
 from tapearc.config import Settings
 from tapearc.errors import NotFound
+from tapearc.jobs.delivery import Fetch, RestoreReport, SendOptions, run_restore
 from tapearc.jobs.media import loaded_drives
 from tapearc.jobs.recall import choose_cartridge, raise_for, recall
 
 if TYPE_CHECKING:
     from tapearc.dicomnet.peer import Peer
     from tapearc.format.keys import Identity
-    from tapearc.jobs.delivery import Fetch, RestoreReport
-    from tapearc.support.limits import Limits
 
 
 def study_refs(settings: Settings, catalog: Catalog,
@@ -71,30 +71,40 @@ def recall_fetch(settings: Settings, catalog: Catalog,
     return fetch
 
 
-def restore_to_pacs(
-    settings: Settings, catalog: Catalog, peer: Peer, study_uids: Sequence[str] | None, *,
-    kind: str = "restore", limits: Limits | None = None, resume: bool = False,
-    local_aet: str = "TAPEARC", priority: str = "newest",
-    identities: Sequence[Identity] | None = None, workdir: Path | None = None,
-) -> RestoreReport:
-    """Send studies from the media to ``peer``; ``resume`` continues the last unfinished job."""
-    from tapearc.jobs.delivery import run_restore
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What to send where: ``study_uids`` (None: every archived study) to ``peer``; ``kind``
+    names the job in the journal (restore, migrate, recall); ``resume`` continues the last
+    unfinished job of that kind to that PACS; ``identities`` (None: the configured private keys)
+    open the archives."""
+
+    peer: Peer
+    study_uids: Sequence[str] | None
+    kind: str = "restore"
+    resume: bool = False
+    send: SendOptions = field(default_factory=SendOptions)
+    identities: Sequence[Identity] | None = None
+
+
+def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreRequest) -> RestoreReport:
+    """Send studies from the media to a PACS, journalled and audited (``RestoreRequest``)."""
     from tapearc.jobs.keys import load_identities_for
 
-    refs = study_refs(settings, catalog, study_uids)
+    refs = study_refs(settings, catalog, request.study_uids)
+    identities = request.identities
     if identities is None and refs:
         identities = load_identities_for(settings, None)
-    job_id = Journal.latest(catalog, peer=str(peer), kind=kind) if resume else None
+    peer, kind = request.peer, request.kind
+    job_id = Journal.latest(catalog, peer=str(peer), kind=kind) if request.resume else None
     journal = (Journal.open(catalog, job_id) if job_id is not None
                else Journal.create(catalog, kind=kind, peer=str(peer)))
     catalog.audit(kind, None, {"who": actor(), "to": str(peer), "job": journal.job_id,
                                "studies": len(refs), "resume": job_id is not None})
     from tapearc.support.safefs import private_workdir
 
+    send = request.send
     with contextlib.ExitStack() as stack:
-        if workdir is None:  # decrypted images wait in the site's private folder, never /tmp
+        if send.workdir is None:  # decrypted images wait in the site's private folder, never /tmp
             workdir = stack.enter_context(private_workdir(settings.private_dir, "restore"))
-        return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal,
-                           limits, local_aet=local_aet,
-                           priority="oldest" if priority == "oldest" else "newest",
-                           workdir=workdir)
+            send = replace(send, workdir=workdir)
+        return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal, send)

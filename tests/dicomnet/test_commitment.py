@@ -38,7 +38,7 @@ def test_restore_confirmed_by_storage_commitment(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from tapearc.catalog.journal import Journal
-    from tapearc.jobs.delivery import run_restore, studies_in_folder
+    from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 
     port = free_port()
     orthanc = start_orthanc(
@@ -47,7 +47,7 @@ def test_restore_confirmed_by_storage_commitment(
     peer = Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
     refs, fetch = studies_in_folder(synth_studies)
     report = run_restore(refs[:4], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)),
-                         commitment=("127.0.0.1", port))
+                         SendOptions(commitment=("127.0.0.1", port)))
     assert report.complete, report.to_dict()
     assert "confirming by C-FIND" not in caplog.text  # the reports came back
 
@@ -57,11 +57,11 @@ def test_commitment_without_pacs_knowing_us_falls_back_to_cfind(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from tapearc.catalog.journal import Journal
-    from tapearc.jobs.delivery import run_restore, studies_in_folder
+    from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 
     refs, fetch = studies_in_folder(synth_studies)
     report = run_restore(refs[:2], fetch, pacs, Journal.create(db, kind="restore", peer=str(pacs)),
-                         commitment=("127.0.0.1", free_port()), timeout=2)
+                         SendOptions(commitment=("127.0.0.1", free_port()), timeout=2))
     assert report.complete, report.to_dict()
     # Orthanc aborts an N-ACTION from an AE it does not know; asked once, then C-FIND only
     assert caplog.text.count("confirming by C-FIND") == 1

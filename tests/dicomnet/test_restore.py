@@ -7,7 +7,7 @@ from typing import Any
 
 from tapearc.catalog.journal import Journal
 from tapearc.dicomnet.peer import Peer
-from tapearc.jobs.delivery import run_restore, studies_in_folder
+from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 from tests.dicomnet.orthanc import Orthanc
 
 
@@ -45,12 +45,12 @@ from tapearc.support.limits import Limits, RateSetting
 from tapearc.dicomnet.peer import Peer
 from tapearc.catalog import open_catalog
 from tapearc.catalog.journal import Journal
-from tapearc.jobs.delivery import run_restore, studies_in_folder
+from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 folder, dbpath, port, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 refs, fetch = studies_in_folder(Path(folder))
 run_restore(refs, fetch, Peer("TESTPACS", "127.0.0.1", port),
             Journal.open(open_catalog(Path(dbpath)), job),
-            Limits(default=RateSetting(instances_per_s=25)))
+            SendOptions(limits=Limits(default=RateSetting(instances_per_s=25))))
 """
 
 
@@ -123,7 +123,7 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
     killer = threading.Thread(target=stop_when_half_done)
     killer.start()
     t0 = time.monotonic()
-    report = run_restore(refs, fetch, peer, journal, limits, timeout=5)
+    report = run_restore(refs, fetch, peer, journal, SendOptions(limits=limits, timeout=5))
     killer.join()
     assert time.monotonic() - t0 < 30
     assert report.aborted is not None and str(peer) in report.aborted, report.to_dict()
@@ -160,7 +160,7 @@ def test_refused_instance_does_not_stop_the_run(
     ds.save_as(bad, enforce_file_format=True)
     refs, fetch = studies_in_folder(tmp_path / "src")
     report = run_restore(refs, fetch, pacs, Journal.create(db, kind="restore", peer=str(pacs)),
-                         Limits(max_attempts=2, backoff_s=0.05))
+                         SendOptions(limits=Limits(max_attempts=2, backoff_s=0.05)))
     assert report.aborted is None
     states = {s.study_uid: s for s in report.studies}
     assert states[studies[1].study_uid].state == "refused"

@@ -12,7 +12,7 @@ import pytest
 from tapearc.cli import main
 from tapearc.dicomnet.peer import Peer
 from tapearc.jobs.nightly import run_nightly
-from tapearc.jobs.restore import restore_to_pacs
+from tapearc.jobs.restore import RestoreRequest, restore_to_pacs
 from tests.dicomnet.orthanc import Orthanc
 from tests.jobs.site import PASSPHRASE, make_site
 from tests.synth import generate_studies
@@ -27,7 +27,8 @@ def test_restore_20_studies_from_vtape_into_empty_orthanc(
     studies = generate_studies(site.pacs, 20, instances_per_study=3, pixel_bytes=20_000)
     assert run_nightly(site.settings).exit_code == 0
     with site.catalog() as cat:
-        report = restore_to_pacs(site.settings, cat, pacs, None, identities=[site.identity])
+        report = restore_to_pacs(site.settings, cat,
+                                 RestoreRequest(pacs, None, identities=[site.identity]))
     assert report.aborted is None and report.complete
     assert report.by_state()["confirmed"] == 20
     for s in studies:

@@ -1,5 +1,5 @@
-"""Jobs: ingest, write, nightly, recall, verify, catalog backup/rebuild.
+"""Jobs: the only composers of ingest, the archive format, drivers and the catalog.
 
-A job composes ingest, the archive format, drivers and the catalog; each is one function the
-CLI calls and tests call too.
+One verb per module, each one function the CLI calls and tests call too; what several jobs
+share about drives and cartridges is in ``tapearc.jobs.media``.
 """

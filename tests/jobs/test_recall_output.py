@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tapearc.errors import UsageError
-from tapearc.jobs import write as write_job
+from tapearc.jobs import catalog_copy
 from tapearc.jobs.nightly import run_nightly
 from tapearc.jobs.recall import recall
 from tapearc.support import safefs
@@ -115,14 +115,14 @@ def test_catalog_copy_snapshot_lives_in_the_private_folder(
     stale.mkdir(parents=True)
     (stale / "snapshot.sqlite").write_bytes(b"every patient name")
     folders: list[Path] = []
-    real = write_job.snapshot_catalog
+    real = catalog_copy.snapshot_catalog
 
     def spy(catalog: object, folder: Path) -> Path:
         folders.append(folder)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         return real(catalog, folder)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(write_job, "snapshot_catalog", spy)
+    monkeypatch.setattr(catalog_copy, "snapshot_catalog", spy)
     generate_studies(s.pacs, 1, instances_per_study=1, pixel_bytes=2_000)
     assert run_nightly(s.settings).exit_code == 0
     assert folders and all(f.parent == private for f in folders)

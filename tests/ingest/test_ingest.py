@@ -72,7 +72,8 @@ def test_hostile_files_are_skipped_with_reasons(cat: Catalog, tmp_path: Path) ->
     assert skipped["text"].startswith("not DICOM")
     assert skipped["empty"].startswith("not DICOM")
     assert skipped["truncated_pixels"].startswith("truncated")
-    assert skipped["truncated_header"].startswith(("truncated", "missing"))
+    # cut before the UIDs: pydicom reads what is there, and the UIDs are what is missing
+    assert skipped["truncated_header"] == "missing or invalid StudyInstanceUID"
     assert skipped["preamble_only"].startswith("missing")
     assert "no_preamble_garbage" in skipped
     assert "good" not in skipped
@@ -86,8 +87,8 @@ def test_quiet_period_and_rescan_by_stat(cat: Catalog, tmp_path: Path) -> None:
     generate_studies(src, 2, instances_per_study=3, pixel_bytes=2048, layout="flat")
     fresh = ingest(cat, [src], quiet_seconds=3600)
     assert fresh.new_instances == 0
-    assert all(r.startswith("still being written") for _, r in fresh.skipped)
     assert len(fresh.skipped) == 6
+    assert all(r.startswith("still being written") for _, r in fresh.skipped)
     later = ingest(cat, [src], quiet_seconds=3600, now=time.time() + 7200)
     assert later.new_instances == 6
     again = ingest(cat, [src], quiet_seconds=0)
@@ -125,3 +126,132 @@ def test_hidden_in_progress_files_are_not_read(cat: Catalog, tmp_path: Path) -> 
     assert report.scanned == 0 and report.new_instances == 0
     shutil.move(src / ".tmp" / "x.part", src / "x.dcm")  # the receiver publishes it
     assert ingest(cat, [src], quiet_seconds=0).new_instances == 1
+
+
+def _changed(path: Path, **attrs: object) -> bytes:
+    """The bytes of the DICOM file at ``path`` with ``attrs`` set (a PACS correcting it)."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for name, value in attrs.items():
+        setattr(ds, name, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def _skip_reason(path: Path) -> str:
+    from tapearc.ingest.scan import Skip, read_instance
+
+    with pytest.raises(Skip) as why:
+        read_instance(str(path), path.stat())
+    return str(why.value)
+
+
+def test_a_change_of_size_alone_is_noticed(cat: Catalog, tmp_path: Path) -> None:
+    """A copy tool that keeps the mtime (rsync -t, cp -p) still changes the size."""
+    src = tmp_path / "src"
+    [study] = generate_studies(src, 1, instances_per_study=1, pixel_bytes=1024)
+    ingest(cat, [src], quiet_seconds=0)
+    path = study.files[0]
+    before = path.stat()
+    path.write_bytes(_changed(path, SeriesDescription="corrected by the PACS, longer now"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size != before.st_size
+    assert ingest(cat, [src], quiet_seconds=0).new_versions == 1
+
+
+def test_every_change_is_a_further_version(cat: Catalog, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    [study] = generate_studies(src, 1, instances_per_study=1, pixel_bytes=1024)
+    ingest(cat, [src], quiet_seconds=0)
+    path = study.files[0]
+    for n in (2, 3):
+        path.write_bytes(_changed(path, SeriesDescription=f"edit {n}"))
+        os.utime(path, ns=(1, n * 1_000_000_000))
+        assert ingest(cat, [src], quiet_seconds=0).new_versions == 1
+    rows = cat.query("SELECT version, source_path FROM instances ORDER BY version")
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    # only the current version is still at the path; the older ones cannot be read from it
+    assert [r["source_path"] is not None for r in rows] == [False, False, True]
+
+
+def test_files_that_are_not_instances_are_remembered_not_reread(cat: Catalog,
+                                                                 tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("not an image\n")
+    shutil.copy(TEST_FILES / "CT_small.dcm", src / "good")
+    first = ingest(cat, [src], quiet_seconds=0)
+    assert [r for _, r in first.skipped] == ["not DICOM"] and first.new_instances == 1
+    again = ingest(cat, [src], quiet_seconds=0)
+    assert (again.skipped, again.known_skipped, again.known) == ([], 1, 1)
+
+
+def test_a_file_growing_while_read_is_left_for_later(tmp_path: Path) -> None:
+    path = tmp_path / "x.dcm"
+    shutil.copy(TEST_FILES / "CT_small.dcm", path)
+    st = path.stat()                          # what the walk saw
+    with path.open("ab") as fh:               # the PACS is still writing
+        fh.write(b"\0" * 100)
+    from tapearc.ingest.scan import Skip, read_instance
+
+    with pytest.raises(Skip, match=r"^still being written \(size changed while reading\)$"):
+        read_instance(str(path), st)
+
+
+@pytest.mark.parametrize(("name", "cut", "reason"), [
+    # an image whose file ends where its pixel data would start
+    ("CT_small.dcm", "pixel-tag", "truncated: image attributes but no pixel data"),
+    # encapsulated (RLE) pixel data cut inside its last fragment
+    ("MR_small_RLE.dcm", 200, "truncated: encapsulated pixel data has no end delimiter"),
+])
+def test_truncated_pixel_data_is_skipped(tmp_path: Path, name: str, cut: object,
+                                         reason: str) -> None:
+    data = (TEST_FILES / name).read_bytes()
+    end = data.find(b"\xe0\x7f\x10\x00") if cut == "pixel-tag" else len(data) - int(str(cut))
+    path = tmp_path / "x"
+    path.write_bytes(data[:end])
+    assert _skip_reason(path) == reason
+
+
+def test_pixel_data_shorter_than_the_image_is_skipped(tmp_path: Path) -> None:
+    """The element is whole (its length says so) but holds half an image."""
+    import pydicom
+
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    path = tmp_path / "x"
+    ds.save_as(path)
+    assert _skip_reason(path) == "truncated: pixel data has 16384 of 32768 bytes"
+
+
+@pytest.mark.parametrize("uid", ["1.2.3/../../x", "1." + "2" * 63, "1.2.3abc"])
+def test_a_sop_uid_that_is_not_a_uid_is_skipped(tmp_path: Path, uid: str) -> None:
+    """UIDs become member and file names: anything but digits and dots, or over 64, is refused."""
+    import warnings
+
+    import pydicom
+
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid UID it is told to write
+        ds.SOPInstanceUID = uid
+        path = tmp_path / "x"
+        ds.save_as(path)
+    assert _skip_reason(path) == "missing or invalid SOPInstanceUID"
+
+
+def test_a_64_character_uid_is_accepted(tmp_path: Path) -> None:
+    import pydicom
+
+    from tapearc.ingest.scan import read_instance
+
+    uid = "1." + "2" * 62
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.SOPInstanceUID = uid
+    path = tmp_path / "x"
+    ds.save_as(path)
+    assert read_instance(str(path), path.stat()).sop_uid == uid

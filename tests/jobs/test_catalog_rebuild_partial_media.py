@@ -34,4 +34,8 @@ def test_nightly_after_rebuild_from_one_pool(tmp_path: Path) -> None:
                           "nightly"], env=env, capture_output=True, text=True, timeout=120)
     print(out.returncode, out.stdout, out.stderr)
     assert "unexpected" not in out.stderr and "Traceback" not in out.stderr, out.stderr
-    assert out.returncode in (0, 75), out.returncode
+    # pool A holds everything; pool B cannot get a copy of what the PACS no longer has
+    assert out.returncode == 75, out.returncode
+    [action] = [line for line in out.stdout.splitlines() if line.startswith("ACTION:")]
+    assert action.startswith("ACTION: pool B: 4 instances have no copy on this pool and no "
+                              "source to write one from"), out.stdout

@@ -2,6 +2,7 @@
 
 Logs and cron mail (stderr, nightly --json failures) must carry no patient names/IDs,
 also when the PACS tree names folders after patients (ingest itself takes care of that)."""
+import json
 import os
 import shutil
 import subprocess
@@ -32,8 +33,19 @@ def test_no_patient_name_in_nightly_output(tmp_path: Path) -> None:
     shutil.copytree(staging, patient_dir)
     with site.catalog() as cat:
         ingest(cat, [site.pacs], quiet_seconds=0)
-    next(patient_dir.rglob("*.dcm")).unlink()      # the PACS purges one instance
-    out = run(site, "-v", "nightly", "--json")
+    purged = next(patient_dir.rglob("*.dcm"))
+    purged.unlink()                                 # the PACS purges one instance
+    (patient_dir / "notes.txt").write_text("x\n")  # and a file ingest cannot use appears
+    out = run(site, "-vv", "nightly", "--json")  # every log line, events too
     text = out.stdout + out.stderr
     print(out.returncode, text[-2000:])
+    # the nightly ran to its end: the other instance written to both pools and verified,
+    # the purged one reported (75: the operator must know a study is incomplete)
+    assert out.returncode == 75, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["archives"] == {"A": 1, "B": 1} and doc["verified_archives"] == 2, doc
+    assert doc["skipped_files"] == 1 and any("no source" in n for n in doc["needs"]), doc
+    # the log lines that name files did run: they name UIDs and counts, not the folders
+    assert f"{purged.name} vanished" in out.stderr
+    assert "skipped 1 files: not DICOM" in out.stderr
     assert "SYNTHETIC^PATIENT" not in text and "SYN01000000" not in text

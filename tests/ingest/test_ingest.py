@@ -255,3 +255,10 @@ def test_a_64_character_uid_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "x"
     ds.save_as(path)
     assert read_instance(str(path), path.stat()).sop_uid == uid
+
+
+def test_pixel_data_one_byte_short_is_skipped(tmp_path: Path) -> None:
+    [study] = generate_studies(tmp_path / "src", 1, instances_per_study=1, pixel_bytes=1024)
+    path = study.files[0]
+    path.write_bytes(path.read_bytes()[:-1])   # the pixel data is the file's last element
+    assert _skip_reason(path) == "truncated: pixel data has 1023 of 1024 bytes"

@@ -27,7 +27,9 @@ def test_nightly_after_rebuild_from_one_pool(tmp_path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):      # the catalog disk dies
         Path(str(site.settings.catalog_path) + suffix).unlink(missing_ok=True)
     eject_drive(site.settings, "db")         # B00001 goes back to its vault
-    rebuild_catalog(site.settings, ["da"], identities=[site.identity])
+    # every configured drive: db is empty now, which is not a reason to stop
+    rebuilt = rebuild_catalog(site.settings, [], identities=[site.identity])
+    assert rebuilt.cartridges == ["A00001"] and rebuilt.instances == 4, rebuilt.as_json()
     site.label("B00002", "B")                # a fresh pool B cartridge for tonight
     env = {**os.environ, "TAPEARC_PASSPHRASE": PASSPHRASE}
     out = subprocess.run([sys.executable, "-m", "tapearc", "--config", str(site.config),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tapearc.catalog import StudyFilter
+from tapearc.catalog import Catalog, StudyFilter
 from tapearc.drivers.base import Driver
 from tapearc.errors import IntegrityError, Locked, WrongMedium
 from tapearc.jobs import recall as recall_job
@@ -104,8 +104,12 @@ def test_second_nightly_writes_nothing_and_new_studies_are_appended(site: Site) 
 def test_catalog_lost_then_rebuilt_from_the_cartridges(site: Site, tmp_path: Path) -> None:
     studies = generate_studies(site.pacs, 5, instances_per_study=3, pixel_bytes=20_000)
     assert run_nightly(site.settings).exit_code == 0
+    def used(cat: Catalog) -> dict[str, int]:
+        return {c["barcode"]: c["bytes_used"] for c in cat.cartridges()}
+
     with site.catalog() as cat:
         before = {s["study_uid"]: s["copies"] for s in cat.find_studies(StudyFilter())}
+        used_before = used(cat)
     for suffix in ("", "-wal", "-shm"):
         Path(str(site.settings.catalog_path) + suffix).unlink(missing_ok=True)
     report = rebuild_catalog(site.settings, [], identities=[site.identity])
@@ -113,6 +117,7 @@ def test_catalog_lost_then_rebuilt_from_the_cartridges(site: Site, tmp_path: Pat
     with site.catalog() as cat:
         after = {s["study_uid"]: s["copies"] for s in cat.find_studies(StudyFilter())}
         assert after == before
+        assert used(cat) == used_before and min(used_before.values()) > 0
         target = studies[2]
         [result] = recall(site.settings, cat, [target.study_uid], tmp_path / "r",
                           identities=[site.identity])

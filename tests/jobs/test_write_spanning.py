@@ -22,6 +22,8 @@ def test_study_larger_than_a_cartridge_spans_and_recalls(tmp_path: Path) -> None
         first = write_pool(site.settings, cat, "A")
         print("first", first.as_json())
         assert first.archives == 1 and first.exit_code == 75
+        # the planner found no room for the rest: the cartridge is closed, not tried again
+        assert cat.cartridge("A00001")["state"] == "full"
     eject_drive(site.settings, "da")
     site.label("A00002", "A")
     with site.catalog() as cat:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tapearc.config import load_settings
 from tapearc.ingest.scan import ingest
 from tapearc.jobs.write import write_pool
 from tests.jobs.site import Site, make_site
@@ -64,6 +65,12 @@ def test_no_drive_thread_is_left_behind(tmp_path: Path, monkeypatch: pytest.Monk
     from tapearc.jobs import write as write_job
 
     site = make_site(tmp_path / "site", capacity="4 MiB", max_archive="1 GiB")
+    # a drive buffer of two blocks: end of medium reaches the writer while it is still
+    # streaming (with a buffer larger than the data it could surface only at the end)
+    site.config.write_text(site.config.read_text().replace(
+        "[archive]\n", '[archive]\nbuffer = "128 KiB"\n'))
+    site.settings = load_settings(site.config)
+    assert site.settings.buffer_bytes == 128 << 10
     site.label("A00001", "A")
     generate_studies(site.pacs, 3, instances_per_study=4, pixel_bytes=400_000)
     # the drive cannot tell its free space: the write runs into early warning

@@ -35,7 +35,7 @@ WRITE = ("tests/jobs/test_write_changed_source.py", "tests/jobs/test_write_vanis
          "tests/jobs/test_write_nothing.py", "tests/jobs/test_end_to_end.py")
 RECALL = ("tests/jobs/test_recall_checksum.py", "tests/jobs/test_recall_partial.py",
           "tests/jobs/test_recall_versions.py", "tests/jobs/test_recall_choice.py",
-          "tests/jobs/test_end_to_end.py")
+          "tests/jobs/test_recall_output.py", "tests/jobs/test_end_to_end.py")
 VERIFY = ("tests/jobs/test_verify.py", "tests/jobs/test_end_to_end.py")
 REBUILD = ("tests/jobs/test_catalog_rebuild_after_interrupt.py",
            "tests/jobs/test_catalog_rebuild_newer_index.py",
@@ -60,12 +60,14 @@ class Mutant:
 
 
 SCAN = "tapearc/ingest/scan.py"
-DB = "tapearc/catalog/db.py"
+INSTANCES = "tapearc/catalog/instances.py"
+FIND = "tapearc/catalog/find.py"
+ARCHIVES = "tapearc/catalog/archives.py"
 WRITE_PY = "tapearc/jobs/write.py"
 RECALL_PY = "tapearc/jobs/recall.py"
 VERIFY_PY = "tapearc/jobs/verify.py"
 REBUILD_PY = "tapearc/jobs/catalog.py"
-MEDIA = "tapearc/jobs/media.py"
+SAFEFS = "tapearc/support/safefs.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- ingest: completeness, quiet period, stat re-scan, version detection --------------------
@@ -101,10 +103,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "pixel data shorter than rows x columns passes", INGEST),
     Mutant("I14", SCAN, 'raise Skip("truncated: encapsulated pixel data has no end delimiter")',
            "return", "compressed pixel data cut mid-fragment passes", INGEST),
-    Mutant("I15", DB, "version = existing[0][1] + 1 if existing else 1",
+    Mutant("I15", INSTANCES, "version = existing[0][1] + 1 if existing else 1",
            "version = existing[-1][1] + 1 if existing else 1",
            "new version numbered from the oldest, not the newest", INGEST),
-    Mutant("I16", DB, "same = next((row for row in existing if row[2] == f.sha256), None)",
+    Mutant("I16", INSTANCES, "same = next((row for row in existing if row[2] == f.sha256), None)",
            "same = next((row for row in existing if row[2] == f.sha256 or True), None)",
            "a changed checksum is not a new version (the old one is overwritten in effect)",
            INGEST),
@@ -146,12 +148,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "if False:", "a study over max_archive is not written alone (split or never)", WRITE),
     Mutant("W12", WRITE_PY, "limit = max_archive if free is None else min(max_archive, free)",
            "limit = max_archive", "the planner ignores the cartridge's free space", WRITE),
-    Mutant("W13", DB, " WHERE i.source_path IS NOT NULL AND NOT EXISTS", " WHERE NOT EXISTS",
+    Mutant("W13", FIND, " WHERE i.source_path IS NOT NULL AND NOT EXISTS", " WHERE NOT EXISTS",
            "instances with no source stay pending forever", WRITE),
-    Mutant("W14", DB, "  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN "
-           "({_marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
+    Mutant("W14", FIND, "  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN "
+           "({marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
            "  WHERE c.instance_id = i.id AND (k.pool = ? OR 1) AND k.state IN "
-           "({_marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
+           "({marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
            "a copy in the other pool counts: the second pool is never written", WRITE),
     Mutant("W15", WRITE_PY, "self._crc = zlib.crc32(memoryview(buf)[:n], self._crc)",
            "self._crc = zlib.crc32(memoryview(buf)[:n])",
@@ -179,12 +181,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("R05", RECALL_PY, 'return (r["version"], r["barcode"] == barcode, r["pool"] == pool)',
            'return (r["barcode"] == barcode, r["version"], r["pool"] == pool)',
            "the chosen cartridge's old version beats a newer one elsewhere", RECALL),
-    Mutant("R06", RECALL_PY,
-           "target = safe_output_path(dest, f\"{m['study_uid']}/{m['series_uid']}/{m['sop_uid']}.dcm\")",
-           "target = dest / m['study_uid'] / m['series_uid'] / f\"{m['sop_uid']}.dcm\"",
-           "recall names files from catalog UIDs without the safe-path check", RECALL),
-    Mutant("R07", MEDIA, "    if not target.is_relative_to(root.resolve()):", "    if False:",
-           "a symlink in the target folder leads files outside it", RECALL),
+    Mutant("R06", RECALL_PY, "    if not all(UID_RE.fullmatch(u) for u in uids):",
+           "    if False:", "recall names files after catalog UIDs without checking them", RECALL),
+    Mutant("R07", SAFEFS, "os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)",
+           "os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent)",
+           "a folder link planted in the target leads files outside it", RECALL),
     Mutant("R08", RECALL_PY, "result.verified = len(result.files) == result.instances and not result.missing",
            "result.verified = len(result.files) == result.instances",
            "a study with unarchived instances is reported verified", RECALL),
@@ -245,19 +246,19 @@ MUTANTS: tuple[Mutant, ...] = (
            "an empty drive stops the rebuild", REBUILD),
     Mutant("B05", REBUILD_PY, '"medium_checksum": index.medium_checksum}', '"medium_checksum": None}',
            "the ciphertext checksum is lost: keyless verify skips everything", REBUILD),
-    Mutant("B06", DB, '                    version = int(inst.get("version") or 1)\n',
+    Mutant("B06", ARCHIVES, '                    version = int(inst.get("version") or 1)\n',
            "                    version = 1\n",
            "rebuild numbers versions in the order it reads cartridges", REBUILD),
-    Mutant("B07", DB, 'row = c.execute("SELECT id FROM instances WHERE sop_uid = ? AND sha256 = ?",\n'
+    Mutant("B07", ARCHIVES, 'row = c.execute("SELECT id FROM instances WHERE sop_uid = ? AND sha256 = ?",\n'
            '                                (inst["sop_uid"], inst["sha256"])).fetchone()',
            'row = c.execute("SELECT id FROM instances WHERE sop_uid = ?",\n'
            '                                (inst["sop_uid"],)).fetchone()',
            "rebuild merges two versions of an instance into one", REBUILD),
-    Mutant("B08", DB,
+    Mutant("B08", ARCHIVES,
            "                      (used, archive[\"barcode\"]))\n"
-           "            self._audit(c, \"archive.import\"",
+           "            append_audit(c, \"archive.import\"",
            "                      (0, archive[\"barcode\"]))\n"
-           "            self._audit(c, \"archive.import\"",
+           "            append_audit(c, \"archive.import\"",
            "a rebuilt cartridge looks empty (bytes used 0)", REBUILD),
     Mutant("B09", REBUILD_PY, "            except FormatError as exc:",
            "            except ValueError as exc:",

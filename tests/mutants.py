@@ -64,6 +64,8 @@ INSTANCES = "tapearc/catalog/instances.py"
 FIND = "tapearc/catalog/find.py"
 ARCHIVES = "tapearc/catalog/archives.py"
 WRITE_PY = "tapearc/jobs/write.py"
+ARCHIVE_PY = "tapearc/jobs/archive.py"
+MEDIA_PY = "tapearc/jobs/media.py"
 RECALL_PY = "tapearc/jobs/recall.py"
 VERIFY_PY = "tapearc/jobs/verify.py"
 REBUILD_PY = "tapearc/jobs/catalog.py"
@@ -111,27 +113,27 @@ MUTANTS: tuple[Mutant, ...] = (
            "a changed checksum is not a new version (the old one is overwritten in effect)",
            INGEST),
     # --- write: commit after index, checksum compare, pending selection, spanning ----------------
-    Mutant("W01", WRITE_PY, 'if not member.complete or member.sha256 != row["sha256"]:',
+    Mutant("W01", ARCHIVE_PY, 'if not member.complete or member.sha256 != row["sha256"]:',
            "if not member.complete:",
            "the write-time checksum comparison deleted: changed bytes recorded as the instance",
            WRITE),
-    Mutant("W02", WRITE_PY, 'if not member.complete or member.sha256 != row["sha256"]:',
+    Mutant("W02", ARCHIVE_PY, 'if not member.complete or member.sha256 != row["sha256"]:',
            'if member.sha256 != row["sha256"]:',
            "a file that grew since ingest counts as archived", WRITE),
     Mutant("W03", "tapearc/format/writer.py", "if src.read(1):", "if False:",
            "the writer does not notice a file that grew since ingest", WRITE),
-    Mutant("W04", WRITE_PY,
+    Mutant("W04", ARCHIVE_PY,
            '        if kind == "studies" and not copies:\n            raise _NothingToCommit\n', "",
            "an archive with no instance is committed (every source changed or vanished)", WRITE),
-    Mutant("W05", WRITE_PY, "        position = sink.commit(sealed)\n",
+    Mutant("W05", ARCHIVE_PY, "        position = sink.commit(sealed)\n",
            "        position = sink.commit(sealed)\n        raise MediumFull('x')\n",
            "commit fails after the data: the studies must stay pending, nothing catalogued", WRITE),
-    Mutant("W06", WRITE_PY,
+    Mutant("W06", ARCHIVE_PY,
            '        _abandon(writer, pump, sink)\n'
            '        catalog.set_cartridge_state(label.barcode, "full", "end',
            '        catalog.set_cartridge_state(label.barcode, "full", "end',
            "a partial archive at end of medium is not abandoned", WRITE),
-    Mutant("W07", WRITE_PY,
+    Mutant("W07", ARCHIVE_PY,
            'catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")',
            "pass", "a cartridge that hit end of medium stays appendable", WRITE),
     Mutant("W08", WRITE_PY,
@@ -155,15 +157,15 @@ MUTANTS: tuple[Mutant, ...] = (
            "  WHERE c.instance_id = i.id AND (k.pool = ? OR 1) AND k.state IN "
            "({marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
            "a copy in the other pool counts: the second pool is never written", WRITE),
-    Mutant("W15", WRITE_PY, "self._crc = zlib.crc32(memoryview(buf)[:n], self._crc)",
+    Mutant("W15", ARCHIVE_PY, "self._crc = zlib.crc32(memoryview(buf)[:n], self._crc)",
            "self._crc = zlib.crc32(memoryview(buf)[:n])",
            "the ciphertext checksum covers only the last block", WRITE),
-    Mutant("W16", WRITE_PY, "copies.append((row[\"id\"], name, member.data_offset,",
+    Mutant("W16", ARCHIVE_PY, "copies.append((row[\"id\"], name, member.data_offset,",
            "copies.append((row[\"id\"], name, member.header_offset,",
            "copies recorded at the tar header, not the body", WRITE),
-    Mutant("W17", WRITE_PY, "if label.pool != pool or label.site != settings.site:",
+    Mutant("W17", MEDIA_PY, "if label.pool != pool or label.site != settings.site:",
            "if label.site != settings.site:", "writes onto another pool's cartridge", WRITE),
-    Mutant("W18", WRITE_PY, "    if cart[\"state\"] != \"appendable\":\n        raise MediumFull",
+    Mutant("W18", MEDIA_PY, "    if cart[\"state\"] != \"appendable\":\n        raise MediumFull",
            "    if False:\n        raise MediumFull", "appends to a full cartridge", WRITE),
     Mutant("W19", WRITE_PY, "result.changed += written.changed", "pass",
            "changed sources are not reported", WRITE),

@@ -8,6 +8,7 @@ requested size, written as Explicit VR Little Endian Part-10 files in an Orthanc
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,15 @@ def generate_studies(
     modalities: tuple[str, ...] = ("CT", "MR", "CR"),
     seed: int = 1,
     layout: str = "tree",
+    study_dates: Sequence[str] | None = None,
 ) -> list[SynthStudy]:
     """Write ``n_studies`` synthetic studies under ``root`` and return what was written.
 
     ``pixel_bytes`` overrides the natural image size (rows*cols*2) so tests stay small and
     benchmarks can reach a volume quickly. ``layout`` is ``"tree"`` (STUDY/SERIES/SOP.dcm) or
     ``"flat"`` (Orthanc-like: two-level hash folders and extensionless UUID-ish names).
+    ``study_dates`` gives study ``s`` the date ``study_dates[s % len]`` (``""``: empty) instead
+    of a random one from 2010-2025.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -64,6 +68,8 @@ def generate_studies(
         patient_id = f"SYN{seed:02d}{s:06d}"
         accession = f"ACC{seed:02d}{s:07d}"
         study_date = f"20{10 + rng.randrange(16):02d}{1 + rng.randrange(12):02d}{1 + rng.randrange(28):02d}"
+        if study_dates:  # after the draw, so the rest of the random stream is unchanged
+            study_date = study_dates[s % len(study_dates)]
         files: list[Path] = []
         total = 0
         series_uids = [

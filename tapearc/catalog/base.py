@@ -1,9 +1,9 @@
 """The catalog's plumbing: one open connection, transactions, the time format, who acts, and the
 cartridge states every query module shares.
 
-The catalog is split by subject (``instances``, ``find``, ``cartridges``, ``archives``,
-``rotation``, ``audit``); each subject is a mixin over ``CatalogBase`` and ``db.Catalog`` joins
-them, so callers hold one object.
+The catalog is split by subject (``instances``, ``find``, ``holdings``, ``cartridges``,
+``archives``, ``rotation``, ``audit``); each subject is a mixin over ``CatalogBase`` and
+``db.Catalog`` joins them, so callers hold one object.
 """
 
 from __future__ import annotations

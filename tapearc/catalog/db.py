@@ -17,6 +17,7 @@ from tapearc.catalog.audit import RunsAndAudit
 from tapearc.catalog.base import COUNTED_STATES, READABLE_STATES, actor, utcnow
 from tapearc.catalog.cartridges import Cartridges
 from tapearc.catalog.find import Find, StudyFilter
+from tapearc.catalog.holdings import Holdings
 from tapearc.catalog.instances import Instances, NewInstance
 from tapearc.catalog.rotation import Rotation
 from tapearc.catalog.schema import migrate
@@ -26,7 +27,7 @@ __all__ = ["COUNTED_STATES", "READABLE_STATES", "Catalog", "NewInstance", "Study
            "create_catalog", "open_catalog", "utcnow"]
 
 
-class Catalog(Instances, Find, Cartridges, Archives, Rotation, RunsAndAudit):
+class Catalog(Instances, Find, Holdings, Cartridges, Archives, Rotation, RunsAndAudit):
     """An open catalog. Use as a context manager or call ``close``."""
 
 

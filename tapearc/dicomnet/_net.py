@@ -98,6 +98,7 @@ def make_ae(local_aet: str, *, timeout: float = DEFAULT_TIMEOUT) -> AE:
     # (identifiers included, which may hold patient names) even when nothing is logged: about
     # a fifth of the sender's CPU per instance. We log our own one-line events instead.
     _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     pn_log = logging.getLogger("pynetdicom")
     if pn_log.level == logging.NOTSET:
         pn_log.setLevel(logging.CRITICAL)

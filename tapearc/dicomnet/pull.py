@@ -1,75 +1,68 @@
-"""Pull new studies from a PACS whose disk tapearc cannot read: C-FIND, then C-GET or C-MOVE.
+"""Retrieve instances from a PACS whose disk tapearc cannot read: C-GET (default) or C-MOVE.
 
-``pull_studies`` finds the studies with a StudyDate in a range (``since`` the last run), then
-retrieves each into a staging folder that ingest catalogues, with the same atomic writer as the
-receiver. C-GET (default) brings the instances back on our own association; C-MOVE asks the
-PACS to send them to our AE title, for which a temporary receiver listens on ``move_port`` (the
-PACS must know our AE title, host and port).
+What to fetch comes from a reconcile (``tapearc.jobs.reconcile``): whole studies, whole series,
+or lists of SOP Instance UIDs. Instances land in a staging folder that ingest catalogues, written
+atomically by the receiver's writer. C-GET brings them back on our own association; C-MOVE asks
+the PACS to send them to our AE title, for which a temporary receiver listens on ``move_port``
+(the PACS must know our AE title, host and port).
 
-``load_since``/``save_since`` keep the date of the last successful run per peer in a small JSON
-state file, so that a nightly ``tapearc pull`` asks only for what is new.
+**Presentation contexts for C-GET** (measured on Orthanc 1.10, /work/scratch/orthanc/FINDINGS.md
+§3): one context per SOP class listing many transfer syntaxes lets the PACS pick one syntax for
+the class, then transcode every object to it (RLE and JPEG-LS silently decoded) or fail (JPEG
+2000: the failure also aborts the rest of the C-GET). So we propose one context per (SOP class,
+transfer syntax) pair, with an SCP role selection per class, and the PACS sends each object in
+the syntax it stores it in. The classes come from C-FIND (SOPClassesInStudy, or SOPClassUID per
+instance); 11 syntaxes per class and at most 128 contexts (one for the GET model) allow 11
+classes per association, so a study with more classes is fetched in groups of instances.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tapearc.dicomnet import _net
+from tapearc.dicomnet.inventory import PacsInventory
 from tapearc.dicomnet.peer import Peer
-from tapearc.dicomnet.query import QueryClient, StudyMatch, dicom_date_range
+from tapearc.dicomnet.query import QueryClient
 from tapearc.dicomnet.receiver import Receiver, StagingWriter, policy_for_peer, store_handler
 from tapearc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 Method = Literal["get", "move"]
-
-
-@dataclass
-class StudyPull:
-    """One study's retrieval: instances expected, received, failed."""
-
-    study_uid: str
-    expected: int | None
-    received: int = 0
-    failed: int = 0
-    error: str | None = None
-
-
-@dataclass
-class PullReport:
-    """What a pull did."""
-
-    peer: str
-    date_range: str
-    studies: list[StudyPull] = field(default_factory=list)
-    instances: int = 0
-    bytes: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return all(s.error is None and s.failed == 0 for s in self.studies)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "peer": self.peer,
-            "date_range": self.date_range,
-            "result": "done" if self.ok else "incomplete",
-            "studies": [s.__dict__ for s in self.studies],
-            "instances": self.instances,
-            "bytes": self.bytes,
-        }
-
-
-#: Storage SOP classes asked for when the PACS does not list a study's classes.
+#: The transfer syntaxes an archive keeps as the PACS stores them; Explicit VR first, so
+#: uncompressed data is proposed in it before Implicit VR.
+SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+)
+#: pynetdicom (and PS3.8: odd context IDs 1..255) allow 128 requested contexts; one is the GET
+#: model's.
+MAX_CONTEXTS = 128
+CLASSES_PER_ASSOCIATION = (MAX_CONTEXTS - 1) // len(SYNTAXES)
+#: SOP Instance UIDs per IMAGE-level retrieve request.
+SOP_BATCH = 200
+#: Storage classes proposed, in the two uncompressed syntaxes only, when the PACS names none of
+#: a study's classes (neither SOPClassesInStudy nor SOPClassUID): compressed objects then fail
+#: and are reported.
 COMMON_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.2",  # CT
     "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
@@ -99,29 +92,74 @@ COMMON_STORAGE = (
 )
 
 
-def pull_studies(
+@dataclass(frozen=True)
+class Wanted:
+    """What to retrieve of one study: all of it (``series`` None), or per series all of it
+    (None) or these SOP Instance UIDs."""
+
+    study_uid: str
+    expected: int | None = None
+    series: Mapping[str, frozenset[str] | None] | None = None
+
+
+@dataclass
+class StudyPull:
+    """One study's retrieval: instances expected, received, failed."""
+
+    study_uid: str
+    expected: int | None
+    received: int = 0
+    failed: int = 0
+    error: str | None = None
+
+
+@dataclass
+class PullReport:
+    """What a retrieval did."""
+
+    peer: str
+    studies: list[StudyPull] = field(default_factory=list)
+    instances: int = 0
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Every study came back whole, with no failed sub-operation."""
+        return all(s.error is None and s.failed == 0 and
+                   (s.expected is None or s.received >= s.expected) for s in self.studies)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``studies``/``instances``/``bytes`` part of ``pull --json``."""
+        return {
+            "peer": self.peer,
+            "result": "done" if self.ok else "incomplete",
+            "studies": [s.__dict__ for s in self.studies],
+            "instances": self.instances,
+            "bytes": self.bytes,
+        }
+
+
+def retrieve(
     peer: Peer,
     staging: Path,
+    wanted: Sequence[Wanted],
     *,
-    since: str | None,
-    until: str | None = None,
     local_aet: str = "TAPEARC",
     method: Method = "get",
     move_port: int | None = None,
     move_host: str = "0.0.0.0",
     timeout: float = _net.DEFAULT_TIMEOUT,
 ) -> PullReport:
-    """Find the studies dated ``since``..``until`` on ``peer`` and retrieve them into ``staging``."""
+    """Retrieve ``wanted`` from ``peer`` into ``staging``; a failed study is reported, never
+    raised, so the others are still fetched."""
     if method not in ("get", "move"):
         raise ConfigError(f"unknown retrieve method {method!r}", hint="use get or move")
     if method == "move" and move_port is None:
         raise ConfigError("C-MOVE needs the port our receiver listens on",
-                          hint="pass --move-port (the port the PACS knows for our AE title)")
-    date_range = dicom_date_range(since, until)
-    report = PullReport(peer=str(peer), date_range=date_range)
-    with QueryClient(peer, local_aet=local_aet, timeout=timeout) as client:
-        matches = client.find_studies(date_range=date_range)
-    log.info("%d studies on %s in %s", len(matches), peer, date_range)
+                          hint="set the move port (the port the PACS knows for our AE title)")
+    report = PullReport(peer=str(peer))
+    if not wanted:
+        return report
     writer = StagingWriter(staging)
     receiver: Receiver | None = None
     if method == "move":
@@ -130,14 +168,23 @@ def pull_studies(
                             tls=peer.tls, policy=policy_for_peer(peer.aet, peer.host)).start()
         writer = receiver.writer
     try:
-        for match in matches:
-            before = writer.written
-            if method == "get":
-                result = _c_get(peer, match, writer, local_aet, timeout)
-            else:
-                result = _c_move(peer, match, local_aet, timeout)
-            result.received = writer.written - before
-            report.studies.append(result)
+        with QueryClient(peer, local_aet=local_aet, timeout=timeout) as client:
+            inventory = PacsInventory(client)
+            classes = inventory.sop_classes([w.study_uid for w in wanted]) if method == "get" else {}
+            for w in wanted:
+                pull = StudyPull(w.study_uid, w.expected)
+                before = writer.written
+                try:
+                    if method == "get":
+                        _get_study(peer, w, classes.get(w.study_uid, ()), inventory, writer,
+                                   local_aet, timeout, pull)
+                    else:
+                        _move_study(peer, w, local_aet, timeout, pull)
+                except Exception as exc:  # one study's failure must not stop the others
+                    log.warning("retrieving %s failed: %s", w.study_uid, exc)
+                    pull.error = str(exc)
+                pull.received = writer.written - before
+                report.studies.append(pull)
     finally:
         if receiver is not None:
             receiver.stop()
@@ -146,92 +193,118 @@ def pull_studies(
     return report
 
 
-def _identifier(study_uid: str) -> Any:
+def identifiers(w: Wanted) -> Iterator[Dataset]:
+    """The retrieve identifiers for ``w``: STUDY or SERIES level for what is wanted whole, IMAGE
+    level with lists of SOP UIDs otherwise."""
     from pydicom.dataset import Dataset
 
-    ident = Dataset()
-    ident.QueryRetrieveLevel = "STUDY"
-    ident.StudyInstanceUID = study_uid
-    return ident
+    def ident(level: str, **keys: object) -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = level
+        ds.StudyInstanceUID = w.study_uid
+        for k, v in keys.items():
+            setattr(ds, k, v)
+        return ds
+
+    if w.series is None:
+        yield ident("STUDY")
+        return
+    for series_uid, sops in w.series.items():
+        if sops is None:
+            yield ident("SERIES", SeriesInstanceUID=series_uid)
+            continue
+        chosen = sorted(sops)
+        for i in range(0, len(chosen), SOP_BATCH):
+            yield ident("IMAGE", SeriesInstanceUID=series_uid,
+                        SOPInstanceUID=chosen[i:i + SOP_BATCH])
 
 
-def _final(responses: Any, pull: StudyPull) -> StudyPull:
-    """Read C-GET/C-MOVE responses: count failures, note a failure status."""
-    last: int | None = None
-    for status, _ident in responses:
-        if "Status" not in status:
-            pull.error = ("no answer from the PACS: association aborted or timed out "
-                          "(does it allow retrieves from this AE title, to this destination?)")
-            return pull
-        last = int(status.Status)
-        if last not in (0xFF00, 0xFF01):
-            pull.failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
-    if last is not None and last not in (0x0000, 0xB000):
-        pull.error = f"retrieve ended with status 0x{last:04X}"
-    elif last == 0xB000 and not pull.failed:
-        pull.error = "some sub-operations failed (status 0xB000)"
-    return pull
+def _get_study(peer: Peer, w: Wanted, classes: tuple[str, ...], inventory: PacsInventory,
+               writer: StagingWriter, local_aet: str, timeout: float, pull: StudyPull) -> None:
+    if 0 < len(classes) <= CLASSES_PER_ASSOCIATION:
+        _c_get(peer, classes, SYNTAXES, list(identifiers(w)), writer, local_aet, timeout, pull)
+        return
+    # too many classes for one association, or none named: ask each instance's class, then
+    # fetch the wanted instances in groups of classes, one association per group
+    series = list(w.series) if w.series is not None else _series_of(inventory, w.study_uid)
+    groups: dict[str, dict[str, set[str]]] = {}  # class -> series -> SOP UIDs
+    for sop, (series_uid, cls) in inventory.instance_classes(w.study_uid, series).items():
+        sops = (w.series or {}).get(series_uid)
+        if sops is None or sop in sops:
+            groups.setdefault(cls, {}).setdefault(series_uid, set()).add(sop)
+    if not groups:
+        log.info("%s names no SOP class for study %s: proposing common ones, uncompressed",
+                 peer, w.study_uid)
+        _c_get(peer, COMMON_STORAGE, SYNTAXES[:2], list(identifiers(w)), writer, local_aet,
+               timeout, pull)
+        return
+    names = sorted(groups)
+    for i in range(0, len(names), CLASSES_PER_ASSOCIATION):
+        group = names[i:i + CLASSES_PER_ASSOCIATION]
+        by_series: dict[str, set[str]] = {}
+        for cls in group:
+            for series_uid, sops in groups[cls].items():
+                by_series.setdefault(series_uid, set()).update(sops)
+        part = Wanted(w.study_uid, None, {k: frozenset(v) for k, v in by_series.items()})
+        _c_get(peer, group, SYNTAXES, list(identifiers(part)), writer, local_aet, timeout, pull)
 
 
-def _c_get(
-    peer: Peer, match: StudyMatch, writer: StagingWriter, local_aet: str, timeout: float
-) -> StudyPull:
-    from pynetdicom import ALL_TRANSFER_SYNTAXES, build_role, evt
+def _series_of(inventory: PacsInventory, study_uid: str) -> list[str]:
+    found = inventory.client.find("SERIES", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": ""})
+    return [str(ds.SeriesInstanceUID) for ds in found if ds.get("SeriesInstanceUID")]
 
-    pull = StudyPull(match.study_uid, match.instances)
+
+def _c_get(peer: Peer, classes: Sequence[str], syntaxes: Sequence[str],
+           requests: Sequence[Dataset], writer: StagingWriter, local_aet: str, timeout: float,
+           pull: StudyPull) -> None:
+    """One association proposing (class, syntax) pairs; every request sent on it."""
+    from pynetdicom import build_role, evt
+    from pynetdicom.presentation import build_context
+
     ae = _net.make_ae(local_aet, timeout=timeout)
-    ae.add_requested_context(STUDY_ROOT_GET)
-    classes = list(dict.fromkeys(match.sop_classes or COMMON_STORAGE))[:127]
-    for sop_class in classes:
-        ae.add_requested_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    ae.requested_contexts = [build_context(STUDY_ROOT_GET)] + [
+        build_context(c, ts) for c in classes for ts in syntaxes]
     roles = [build_role(c, scp_role=True) for c in classes]
     assoc = _net.associate(
-        ae, peer, ext_neg=roles, extra_handlers=[(evt.EVT_C_STORE, store_handler(writer))]
-    )
+        ae, peer, ext_neg=roles, extra_handlers=[(evt.EVT_C_STORE, store_handler(writer))])
     try:
-        _final(assoc.send_c_get(_identifier(match.study_uid), STUDY_ROOT_GET), pull)
+        for ident in requests:
+            _final(assoc.send_c_get(ident, STUDY_ROOT_GET), pull)
+            if pull.error is not None and not assoc.is_established:
+                break
     finally:
         if assoc.is_established:
             assoc.release()
-    return pull
 
 
-def _c_move(peer: Peer, match: StudyMatch, local_aet: str, timeout: float) -> StudyPull:
-    pull = StudyPull(match.study_uid, match.instances)
+def _move_study(peer: Peer, w: Wanted, local_aet: str, timeout: float, pull: StudyPull) -> None:
     ae = _net.make_ae(local_aet, timeout=timeout)
     ae.add_requested_context(STUDY_ROOT_MOVE)
     assoc = _net.associate(ae, peer)
     try:
-        _final(assoc.send_c_move(_identifier(match.study_uid), local_aet, STUDY_ROOT_MOVE), pull)
+        for ident in identifiers(w):
+            _final(assoc.send_c_move(ident, local_aet, STUDY_ROOT_MOVE), pull)
+            if pull.error is not None and not assoc.is_established:
+                break
     finally:
         if assoc.is_established:
             assoc.release()
-    return pull
 
 
-# --------------------------------------------------------------------------------- state
-
-
-def load_since(state_file: Path, peer: Peer) -> str | None:
-    """The date (YYYYMMDD) of the last successful pull from ``peer``, if any."""
-    try:
-        state = json.loads(state_file.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the pull state {state_file}: {exc}",
-                          hint="delete it and pass --since") from exc
-    value = state.get(f"{peer.aet}@{peer.host}:{peer.port}", {}).get("last_run")
-    return str(value) if value else None
-
-
-def save_since(state_file: Path, peer: Peer, day: date) -> None:
-    """Record ``day`` as the last successful pull from ``peer`` (atomically)."""
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        state = {}
-    state[f"{peer.aet}@{peer.host}:{peer.port}"] = {"last_run": day.strftime("%Y%m%d")}
-    tmp = state_file.with_name(state_file.name + ".part")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, state_file)
+def _final(responses: Any, pull: StudyPull) -> None:
+    """Read one C-GET/C-MOVE's responses: add its failures, note a failure status."""
+    last: int | None = None
+    failed = 0
+    for status, _ident in responses:
+        if "Status" not in status:
+            pull.error = ("no answer from the PACS: association aborted or timed out "
+                          "(does it allow retrieves from this AE title, to this destination?)")
+            return
+        last = int(status.Status)
+        if last not in (0xFF00, 0xFF01):
+            failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+    pull.failed += failed
+    if last is not None and last not in (0x0000, 0xB000):
+        pull.error = pull.error or f"retrieve ended with status 0x{last:04X}"
+    elif last == 0xB000 and not failed:
+        pull.error = pull.error or "some sub-operations failed (status 0xB000)"

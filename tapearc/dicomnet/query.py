@@ -1,8 +1,9 @@
 """C-FIND against a PACS (Study Root): find studies by date, and what a PACS holds of a study.
 
 ``QueryClient`` keeps one association open for many queries (a restore confirms every study)
-and re-opens it once if it dropped. ``study_sop_uids`` asks SERIES then IMAGE level, as the
-Study Root hierarchy requires, so it also works on PACS that refuse relational queries.
+and re-opens it once if it dropped; it counts its round trips (one per C-FIND request).
+``study_sop_uids`` asks SERIES then IMAGE level, as the Study Root hierarchy requires, so it
+also works on PACS that refuse relational queries.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class QueryClient:
         self.peer = peer
         self.local_aet = local_aet
         self.timeout = timeout
+        self.round_trips = 0
         self._assoc: Association | None = None
 
     def __enter__(self) -> QueryClient:
@@ -76,7 +78,8 @@ class QueryClient:
         return self._assoc
 
     def find(self, level: str, keys: dict[str, Any]) -> list[Dataset]:
-        """Run one C-FIND at ``level`` with ``keys`` (empty values are return keys)."""
+        """Run one C-FIND at ``level`` with ``keys`` (empty values are return keys, a list of
+        UIDs matches any of them)."""
         from pydicom.dataset import Dataset
 
         ident = Dataset()
@@ -89,6 +92,7 @@ class QueryClient:
             matches: list[Dataset] = []
             failed: int | None = None
             got_final = False
+            self.round_trips += 1
             for status, answer in assoc.send_c_find(ident, STUDY_ROOT_FIND):
                 if "Status" not in status:
                     break  # no answer: association dropped or timed out

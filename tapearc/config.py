@@ -20,7 +20,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
@@ -35,6 +35,9 @@ from tapearc.drivers.options import (
 from tapearc.errors import ConfigError
 from tapearc.rotation.policy import Policy, Rotation, make_policy
 from tapearc.support.units import Size, parse_size
+
+if TYPE_CHECKING:
+    from tapearc.dicomnet.peer import Peer
 
 DEFAULT_CONFIG = Path("/etc/tapearc/tapearc.toml")
 Text = Annotated[str, msgspec.Meta(min_length=1)]
@@ -150,6 +153,67 @@ class RecallTable(_Table, frozen=True):
                 raise ValueError(f"group {self.group!r} does not exist on this host") from None
 
 
+class PacsTable(_Table, frozen=True):
+    """``[pacs]``: the PACS the archive is reconciled with (``tapearc reconcile``, the nightly);
+    with ``staging``, also the network source that fetches from it what the archive lacks."""
+
+    #: ``AET@HOST:PORT`` of the PACS.
+    address: Text
+    #: Our own AE title.
+    aet: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "TAPEARC"
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Check the PACS's certificate (off only by explicit choice).
+    tls_verify: bool = True
+    #: Where fetched instances land (the nightly ingests it); None: report, do not fetch.
+    staging: Path | None = None
+    method: Literal["get", "move"] = "get"
+    #: Port of the temporary C-MOVE receiver (the PACS must know it for ``aet``).
+    move_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    move_host: Text = "0.0.0.0"
+
+    def __post_init__(self) -> None:
+        from tapearc.dicomnet.peer import check_aet, parse_peer
+        from tapearc.errors import UsageError
+
+        try:
+            parse_peer(self.address)
+        except UsageError:
+            raise ValueError(f"address {self.address!r} is not AET@HOST:PORT (e.g. "
+                             "ORTHANC@pacs.example.org:104)") from None
+        try:
+            check_aet(self.aet)
+        except UsageError:
+            raise ValueError(f"aet {self.aet!r} is not an AE title") from None
+        if self.method == "move" and self.move_port is None:
+            raise ValueError("move_port is missing: C-MOVE needs the port the PACS sends to")
+
+    def peer(self) -> Peer:
+        """The PACS as a ``Peer``, with its TLS options."""
+        from tapearc.dicomnet.peer import TlsOptions, parse_peer
+
+        tls = None
+        if self.tls or self.tls_ca or self.tls_cert:
+            tls = TlsOptions(ca_file=self.tls_ca, cert_file=self.tls_cert,
+                             key_file=self.tls_key or self.tls_cert, verify=self.tls_verify)
+        return parse_peer(self.address, tls=tls)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class ReconcileTable(_Table, frozen=True):
+    """``[reconcile]``: the nightly's reconcile with ``[pacs]`` (docs/OPERATIONS.md)."""
+
+    #: Studies dated in the last this many days are checked by identity every night.
+    lookback_days: Annotated[int, msgspec.Meta(ge=0)] = 7
+    #: The day the nightly checks every study by identity (also when none ran for a week).
+    full_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                          "sunday"] = "sunday"
+
+
 class RotationTable(Rotation, frozen=True, forbid_unknown_fields=True):
     """``[rotation]``: the offsite policy (docs/OPERATIONS.md)."""
 
@@ -195,6 +259,8 @@ class Document(_Table, frozen=True):
     rotation: RotationTable = msgspec.field(default_factory=RotationTable)
     receiver: ReceiverTable = msgspec.field(default_factory=ReceiverTable)
     recall: RecallTable = msgspec.field(default_factory=RecallTable)
+    pacs: PacsTable | None = None
+    reconcile: ReconcileTable = msgspec.field(default_factory=ReconcileTable)
     pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
     drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
 
@@ -247,6 +313,8 @@ class Settings:
     rotation: Policy
     receiver: ReceiverTable = field(default_factory=ReceiverTable)
     recall_group: str | None = None
+    pacs: PacsTable | None = None
+    reconcile: ReconcileTable = field(default_factory=ReconcileTable)
 
     @property
     def private_dir(self) -> Path:
@@ -323,6 +391,8 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         rotation=make_policy(d.rotation, {p: c.vault for p, c in pools.items()}, where),
         receiver=d.receiver,
         recall_group=d.recall.group,
+        pacs=d.pacs,
+        reconcile=d.reconcile,
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -96,3 +97,21 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def parse_day(value: str | None, flag: str = "date") -> date | None:
+    """A date given as YYYYMMDD or YYYY-MM-DD (``UsageError`` otherwise); None stays None."""
+    if value is None:
+        return None
+    import re
+    from datetime import datetime
+
+    from tapearc.errors import UsageError
+
+    # the pattern first: strptime alone reads "2024-13" as 2024-1-3
+    try:
+        if not re.fullmatch(r"\d{4}(-?)\d{2}\1\d{2}", value):
+            raise ValueError(value)
+        return datetime.strptime(value.replace("-", ""), "%Y%m%d").date()
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not a date as YYYYMMDD or YYYY-MM-DD") from None

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
         pull,
         recall,
         receive,
+        reconcile,
         restore,
         rotation,
         status,
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
     decrypt.register(app)
     pull.register(app)
     receive.register(app)
+    reconcile.register(app)
     restore.register(app)
     rotation.register(app)
     status.register(app)

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table, state
+from tapearc.cli._common import (
+    JsonOption,
+    human_bytes,
+    parse_day,
+    print_json,
+    print_table,
+    state,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -62,15 +69,5 @@ def find(
 
 def _date(value: str | None) -> str | None:
     """Accept YYYY-MM-DD as well as DICOM's YYYYMMDD."""
-    if value is None:
-        return None
-    from datetime import datetime
-
-    from tapearc.errors import UsageError
-
-    digits = value.replace("-", "")
-    try:
-        datetime.strptime(digits, "%Y%m%d")
-    except ValueError:
-        raise UsageError(f"date {value!r} is not a date as YYYYMMDD or YYYY-MM-DD") from None
-    return digits
+    day = parse_day(value)
+    return None if day is None else day.strftime("%Y%m%d")

@@ -1,4 +1,4 @@
-"""``tapearc pull --from AET@HOST:PORT --since DATE --staging DIR``: C-FIND + C-GET/C-MOVE.
+"""``tapearc pull [--from AET@HOST:PORT] [--staging DIR]``: fetch what a reconcile finds missing.
 
 Also holds the DICOM TLS options every networking command shares (``TlsCa`` ... and
 ``tls_options``), so ``receive`` and ``restore --to-pacs`` offer the same flags.
@@ -48,29 +48,24 @@ def register(app: typer.Typer) -> None:
 
 
 def pull(
-    source: Annotated[
-        str, typer.Option("--from", help="The PACS to pull from, AET@HOST:PORT.", show_default=False)
-    ],
-    staging: Annotated[
-        Path, typer.Option("--staging", help="Folder the studies are written to (ingest it).")
-    ],
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="StudyDate from (YYYYMMDD or YYYY-MM-DD); default: the "
-                     "date of the last successful pull from this PACS."),
-    ] = None,
-    until: Annotated[str | None, typer.Option("--until", help="StudyDate up to.")] = None,
-    aet: LocalAet = "TAPEARC",
-    method: Annotated[
-        str, typer.Option("--method", help="get (C-GET) or move (C-MOVE to --aet).")
-    ] = "get",
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option(
+        "--from", help="The PACS, AET@HOST:PORT (default: [pacs] address in the config).")] = None,
+    staging: Annotated[Path | None, typer.Option(
+        "--staging", help="Folder the instances are written to (default: [pacs] staging); "
+        "ingest it, or let the nightly do so.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only studies dated from (YYYYMMDD); undated ones are then left out.")]
+        = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only studies dated up to.")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Compare every study by identity, not only where counts differ.")] = False,
+    aet: Annotated[str | None, typer.Option(
+        "--aet", help="Our AE title (default: [pacs] aet, else TAPEARC).")] = None,
+    method: Annotated[str | None, typer.Option(
+        "--method", help="get (C-GET, default) or move (C-MOVE to --aet).")] = None,
     move_port: Annotated[
         int | None, typer.Option("--move-port", help="Port our C-MOVE receiver listens on.")
-    ] = None,
-    state_file: Annotated[
-        Path | None,
-        typer.Option("--state", help="Where the last pull date is kept "
-                     "(default: STAGING/.tapearc/pull-state.json)."),
     ] = None,
     tls: TlsFlag = False,
     tls_ca: TlsCa = None,
@@ -79,16 +74,28 @@ def pull(
     tls_no_verify: TlsNoVerify = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Pull the studies a PACS holds since a date (C-FIND, then C-GET or C-MOVE) into staging."""
+    """Fetch what the PACS holds and the archive lacks (a reconcile: C-FIND by study, series and
+    instance, then C-GET or C-MOVE) into the staging folder."""
+    from tapearc.cli._common import parse_day, state
     from tapearc.dicomnet.peer import parse_peer
-    from tapearc.jobs.pull import PullRequest
-    from tapearc.jobs.pull import pull as run_pull
+    from tapearc.errors import TapearcError, UsageError
+    from tapearc.jobs.pull import run_pull
+    from tapearc.jobs.reconcile import Scope
 
-    peer = parse_peer(source, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
-    report = run_pull(PullRequest(peer, staging, since=since, until=until, local_aet=aet,
-                                  method=method, move_port=move_port, state_file=state_file))
+    settings = state(ctx).settings()
+    if method not in (None, "get", "move"):
+        raise UsageError(f"unknown --method {method!r}", hint="use get or move")
+    peer = None
+    if source is not None:
+        peer = parse_peer(source, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+    scope = Scope(mode="full" if full else "rolling",
+                  lookback_days=settings.reconcile.lookback_days,
+                  since=parse_day(since, "--since"), until=parse_day(until, "--until"))
+    result = run_pull(settings, scope, peer=peer, staging=staging, local_aet=aet,
+                      method=method, move_port=move_port)  # type: ignore[arg-type]
+    report = result.pulled
     if as_json:
-        print_json(report.to_dict())
+        print_json(result.as_json())
     else:
         for s in report.studies:
             line = f"{s.study_uid}: {s.received} received"
@@ -97,10 +104,9 @@ def pull(
             if s.error or s.failed:
                 line += f", {s.failed} failed, {s.error or ''}"
             typer.echo(line)
-        typer.echo(f"pull: {len(report.studies)} studies, {report.instances} instances, "
-                   f"{report.bytes} bytes from {peer} ({report.date_range})")
+        typer.echo(f"pull: {len(result.reconcile.comparison.to_fetch)} instances to fetch; "
+                   f"{report.instances} instances, {report.bytes} bytes received from "
+                   f"{report.peer} in {len(report.studies)} studies")
     if not report.ok:
-        from tapearc.errors import TapearcError
-
-        raise TapearcError(f"pull from {peer} incomplete: some studies failed",
+        raise TapearcError(f"pull from {report.peer} incomplete: some studies failed",
                            hint="see the list above; run again to retry")

@@ -123,15 +123,19 @@ def associate(
     A refused connection or a TLS failure raises ``UnavailableError``; a rejection by the
     peer (unknown AE title, no acceptable context) raises ``ConfigError``.
     """
-    assoc = ae.associate(
-        peer.host,
-        peer.port,
-        ae_title=peer.aet,
-        max_pdu=MAX_PDU,
-        ext_neg=list(ext_neg) if ext_neg else None,
-        tls_args=peer.tls_args(),
-        evt_handlers=[*nodelay_handlers(), *extra_handlers],
-    )
+    try:
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.aet,
+            max_pdu=MAX_PDU,
+            ext_neg=list(ext_neg) if ext_neg else None,
+            tls_args=peer.tls_args(),
+            evt_handlers=[*nodelay_handlers(), *extra_handlers],
+        )
+    except OSError as exc:  # the host name does not resolve
+        raise UnavailableError(f"no association with {peer}: {exc.strerror or exc}",
+                               hint="check the PACS's host name and the DNS") from None
     if assoc.is_established:
         _keep_responses_for_caller(assoc)
         return assoc

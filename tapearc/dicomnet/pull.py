@@ -173,7 +173,7 @@ def retrieve(
             classes = inventory.sop_classes([w.study_uid for w in wanted]) if method == "get" else {}
             for w in wanted:
                 pull = StudyPull(w.study_uid, w.expected)
-                before = writer.written
+                before = _arrived(writer)
                 try:
                     if method == "get":
                         _get_study(peer, w, classes.get(w.study_uid, ()), inventory, writer,
@@ -183,7 +183,7 @@ def retrieve(
                 except Exception as exc:  # one study's failure must not stop the others
                     log.warning("retrieving %s failed: %s", w.study_uid, exc)
                     pull.error = str(exc)
-                pull.received = writer.written - before
+                pull.received = _arrived(writer) - before
                 report.studies.append(pull)
     finally:
         if receiver is not None:
@@ -191,6 +191,11 @@ def retrieve(
     report.instances = writer.written
     report.bytes = writer.nbytes
     return report
+
+
+def _arrived(writer: StagingWriter) -> int:
+    """Instances that arrived: written, or already in staging with the same bytes."""
+    return writer.written + writer.duplicates
 
 
 def identifiers(w: Wanted) -> Iterator[Dataset]:
@@ -243,8 +248,8 @@ def _get_study(peer: Peer, w: Wanted, classes: tuple[str, ...], inventory: PacsI
         group = names[i:i + CLASSES_PER_ASSOCIATION]
         by_series: dict[str, set[str]] = {}
         for cls in group:
-            for series_uid, sops in groups[cls].items():
-                by_series.setdefault(series_uid, set()).update(sops)
+            for series_uid, members in groups[cls].items():
+                by_series.setdefault(series_uid, set()).update(members)
         part = Wanted(w.study_uid, None, {k: frozenset(v) for k, v in by_series.items()})
         _c_get(peer, group, SYNTAXES, list(identifiers(part)), writer, local_aet, timeout, pull)
 

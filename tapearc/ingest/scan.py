@@ -19,7 +19,7 @@ import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,12 @@ class IngestReport:
             "unarchivable": self.unarchivable,
             "seconds": round(self.seconds, 3),
         }
+
+    def add(self, other: IngestReport) -> None:
+        """Add ``other``'s counts and lists to this report (two runs reported as one)."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            setattr(self, f.name, mine + getattr(other, f.name))
 
     def summary(self) -> str:
         """One line for cron mail."""

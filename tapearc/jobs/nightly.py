@@ -1,4 +1,11 @@
-"""The nightly cron job: ingest, write every pool, verify, copy the catalog, report.
+"""The nightly cron job: ingest, reconcile with the PACS, write every pool, verify, copy the
+catalog, report.
+
+With a ``[pacs]`` configured, the run reconciles the catalog with the PACS's inventory before
+writing (``tapearc.jobs.reconcile``: rolling, or full on ``reconcile.full_weekday``), fetches
+what the archive lacks and has no source for when ``[pacs] staging`` is set (a network source),
+ingests the staging folder, and after writing counts, per pool, the instances on the PACS still
+not archived: any gives "done, with warnings".
 
 One run at a time (the site lock). It prints one summary line when all is well and says what
 the operator must do when not; the exit code tells cron and monitoring which (0, 3, 75, 65,
@@ -17,6 +24,7 @@ from typing import Any
 
 from tapearc.catalog.db import Catalog, open_catalog
 from tapearc.config import Settings
+from tapearc.dicomnet.pull import PullReport
 from tapearc.errors import (
     EXIT_DATAERR,
     EXIT_OK,
@@ -30,6 +38,8 @@ from tapearc.ingest.scan import IngestReport, ingest
 from tapearc.jobs.catalog_copy import copy_catalog_to_pool
 from tapearc.jobs.media import SessionNotes, pool_session
 from tapearc.jobs.outcome import Outcome
+from tapearc.jobs.pull import fetch_missing, pull_options
+from tapearc.jobs.reconcile import Comparison, ReconcileReport, compare, reconcile, scheduled_scope
 from tapearc.jobs.rotation import nightly_warnings
 from tapearc.jobs.verify import verify_cartridge
 from tapearc.jobs.write import PoolResult, write_pool
@@ -39,10 +49,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class PacsCheck:
+    """The nightly's reconcile: what it found before writing, fetched, and what each pool still
+    lacks after writing."""
+
+    before: ReconcileReport
+    pulled: PullReport | None = None
+    after: Comparison | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``reconcile`` part of ``nightly --json``."""
+        after = self.after or self.before.comparison
+        not_archived, gone = after.not_archived(), after.gone_from_pacs()
+        return {
+            "mode": self.before.scope.mode,
+            "pacs": self.before.survey.as_json(),
+            "to_fetch": len(self.before.comparison.to_fetch),
+            "pulled": self.pulled.instances if self.pulled else 0,
+            "pull_failures": [s.study_uid for s in self.pulled.studies
+                              if s.error or s.failed] if self.pulled else [],
+            "pools": {p: {"not_archived": not_archived[p], "gone_from_pacs": gone[p]}
+                      for p in after.pools},
+        }
+
+
+@dataclass
 class NightlyReport:
     """The nightly run's outcome (``nightly --json``)."""
 
     ingest: IngestReport | None = None
+    pacs: PacsCheck | None = None
     pools: dict[str, PoolResult] = field(default_factory=dict)
     verified: int = 0
     verify_failures: list[str] = field(default_factory=list)
@@ -63,6 +99,7 @@ class NightlyReport:
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``nightly --json`` document."""
+        pacs = self.pacs.as_json() if self.pacs else None
         return {
             "result": self.result,
             "ingested": self.ingest.new_instances + self.ingest.new_versions if self.ingest else 0,
@@ -74,6 +111,10 @@ class NightlyReport:
             "verify_failures": self.verify_failures,
             "catalog_copies": self.catalog_copies,
             "skipped_files": len(self.ingest.skipped) if self.ingest else 0,
+            "reconcile": pacs,
+            # instances on the PACS not archived on each pool (None: no PACS configured)
+            "pacs_not_archived": {p: v["not_archived"] for p, v in pacs["pools"].items()}
+            if pacs else None,
             "alerts": self.alerts,
             "failures": self.failures,
             "needs": self.needs,
@@ -87,6 +128,9 @@ class NightlyReport:
                  else f"nightly {self.result}"]
         if self.ingest:
             parts.append(f"ingested {self.ingest.new_instances + self.ingest.new_versions}")
+        if self.pacs:
+            pulled = f", pulled {self.pacs.pulled.instances}" if self.pacs.pulled else ""
+            parts.append(f"reconciled ({self.pacs.before.scope.mode}) with the PACS{pulled}")
         for pool, r in self.pools.items():
             where = f" on {','.join(r.written)}" if r.written else ""
             parts.append(f"pool {pool}: {r.archives} archives, {r.bytes} bytes{where}")
@@ -116,11 +160,15 @@ def run_nightly(settings: Settings, *,
 
 def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
          progress: Callable[[int], None] | None) -> None:
-    if not settings.sources:
+    network = settings.pacs is not None and settings.pacs.staging is not None
+    if not settings.sources and not network:
         # a nightly that archives nothing must not report "ok" to cron
         raise ConfigError("ingest.sources lists no source folder: the nightly would archive "
-                          "nothing", hint="set ingest.sources to the PACS storage folders")
-    report.ingest = ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+                          "nothing", hint="set ingest.sources to the PACS storage folders, or "
+                          "[pacs] staging to fetch from the PACS over the network")
+    report.ingest = (ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+                     if settings.sources else IngestReport())
+    report.pacs = _check_pacs(settings, catalog, report)
     notes = SessionNotes()
     for pool in settings.pools:
         try:
@@ -148,6 +196,8 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                 f"pool {pool}: {lost} instances have no copy on this pool and no source to write "
                 "one from (deleted from the PACS before they were archived, or the catalog was "
                 "rebuilt without this pool's cartridges: tapearc catalog rebuild --drive D)")
+    if report.pacs is not None:
+        report.pacs.after = compare(catalog, report.pacs.before.survey, list(settings.pools))
     report.alerts += notes.alerts
     report.needs += notes.needs
     report.pending = len({r["id"] for pool in settings.pools
@@ -165,6 +215,32 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
         report.exit_code = report.outcome.exit_code
 
 
+def _check_pacs(settings: Settings, catalog: Catalog, report: NightlyReport) -> PacsCheck | None:
+    """Reconcile with the PACS; fetch what has no source into staging and ingest it. A PACS that
+    cannot be asked is a failure of this step only: the pools are still written."""
+    pacs = settings.pacs
+    if pacs is None:
+        return None
+    try:
+        peer = pacs.peer()
+        check = PacsCheck(reconcile(catalog, peer, list(settings.pools),
+                                    scheduled_scope(settings, catalog), local_aet=pacs.aet))
+        if pacs.staging is not None:
+            found = check.before
+            if found.comparison.to_fetch:
+                check.pulled = fetch_missing(peer, found.comparison, found.survey,
+                                             pull_options(settings), local_aet=pacs.aet)
+            if pacs.staging.is_dir():  # written atomically: no quiet period to wait for
+                assert report.ingest is not None
+                report.ingest.add(ingest(catalog, [pacs.staging], quiet_seconds=0))
+    except TapearcError as exc:
+        log.error("reconcile with the PACS: %s", exc)
+        report.failures.append(f"reconcile with the PACS: {exc}")
+        report.failure_codes.append(exc.exit_code)
+        return None
+    return check
+
+
 def _collect_shortfalls(report: NightlyReport) -> None:
     """What the PACS holds that this run could not archive (counted again every run)."""
     if report.ingest is not None:
@@ -172,6 +248,8 @@ def _collect_shortfalls(report: NightlyReport) -> None:
             "unarchivable-files", report.ingest.unarchivable,
             f"{report.ingest.unarchivable} files in the PACS storage could not be archived "
             "(ingest --json lists them with the reason)")
+    if report.pacs is not None and report.pacs.after is not None:
+        report.outcome.shortfalls += report.pacs.after.outcome().shortfalls
 
 
 def _verify_written(settings: Settings, catalog: Catalog, run_id: int,

@@ -1,60 +1,103 @@
-"""``tapearc pull``: the studies a PACS holds since a date, into staging for ingest.
+"""``tapearc pull``: fetch from the PACS what a reconcile finds missing and without a source.
 
-The first pull from a PACS needs a date; after a complete pull without ``--until`` the date of
-that pull is kept in a small state file in the staging folder, and the next pull starts there.
+The reconcile (``tapearc.jobs.reconcile``) names, by identity, the instances the PACS holds that
+some pool lacks; those the catalog has no source file for are retrieved into the staging folder
+(``tapearc.dicomnet.pull``), which ingest catalogues. So a study stored late with an old date, a
+study without a date, or an instance removed from staging before it was archived is fetched,
+which a pull "by StudyDate since the last run" never did.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tapearc.errors import UsageError
+from tapearc.catalog.db import open_catalog
+from tapearc.dicomnet.peer import Peer
+from tapearc.dicomnet.pull import Method, PullReport, Wanted, retrieve
+from tapearc.jobs.reconcile import Comparison, ReconcileReport, Scope, Survey, pacs_peer, reconcile
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.peer import Peer
-    from tapearc.dicomnet.pull import PullReport
+    from tapearc.config import Settings
+
+
+def wanted_from(comparison: Comparison, found: Survey) -> list[Wanted]:
+    """What to retrieve for the instances to fetch: a whole study or series when every instance
+    of it is to be fetched (one request instead of a list of UIDs), else the SOP UIDs."""
+    by_study: dict[str, dict[str, set[str]]] = {}
+    for m in comparison.to_fetch:
+        by_study.setdefault(m.study_uid, {}).setdefault(m.series_uid, set()).add(m.sop_uid)
+    out = []
+    for uid, series in by_study.items():
+        study = found.studies[uid]
+        n = sum(map(len, series.values()))
+        if study.complete and n == study.instances:
+            out.append(Wanted(uid, n))
+            continue
+        out.append(Wanted(uid, n, {
+            s: None if frozenset(sops) == study.listed.get(s) else frozenset(sops)
+            for s, sops in series.items()}))
+    return out
 
 
 @dataclass(frozen=True)
-class PullRequest:
-    """What to pull: from ``peer`` into ``staging``, StudyDate ``since`` (None: the date of the
-    last complete pull from this PACS) up to ``until``, by C-GET or C-MOVE (to our receiver
-    on ``move_port``); ``state_file`` keeps the last date (default: in the staging folder)."""
+class PullOptions:
+    """How to fetch what is missing: into which staging folder, by C-GET or C-MOVE."""
 
-    peer: Peer
     staging: Path
-    since: str | None = None
-    until: str | None = None
-    local_aet: str = "TAPEARC"
-    method: str = "get"
+    method: Method = "get"
     move_port: int | None = None
-    state_file: Path | None = None
+    move_host: str = "0.0.0.0"
 
 
-def pull(request: PullRequest) -> PullReport:
-    """Pull the studies of ``request``; a complete open-ended pull records today's date."""
-    from tapearc.dicomnet.pull import load_since, pull_studies, save_since
+def fetch_missing(peer: Peer, comparison: Comparison, found: Survey, options: PullOptions, *,
+                  local_aet: str) -> PullReport:
+    """Retrieve into staging every missing instance the catalog has no source for."""
+    return retrieve(peer, options.staging, wanted_from(comparison, found), local_aet=local_aet,
+                    method=options.method, move_port=options.move_port,
+                    move_host=options.move_host)
 
-    state_path = request.state_file or request.staging / ".tapearc" / "pull-state.json"
-    first = request.since or load_since(state_path, request.peer)
-    if first is None:
-        raise UsageError("no --since and no earlier pull from this PACS",
-                         hint="pass --since YYYYMMDD for the first pull")
-    for value in (first, request.until):
-        if value is not None and not re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", value):
-            raise UsageError(f"invalid date {value!r}", hint="write YYYYMMDD or YYYY-MM-DD")
-    if request.method not in ("get", "move"):
-        raise UsageError(f"unknown --method {request.method!r}", hint="use get or move")
-    today = date.today()  # taken before the pull: studies that arrive meanwhile come next time
-    report = pull_studies(request.peer, request.staging, since=first, until=request.until,
-                          local_aet=request.local_aet,
-                          method="get" if request.method == "get" else "move",
-                          move_port=request.move_port)
-    if report.ok and request.until is None:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        save_since(state_path, request.peer, today)
-    return report
+
+@dataclass
+class PullResult:
+    """``tapearc pull``: what the reconcile found to fetch, and what came back."""
+
+    reconcile: ReconcileReport
+    pulled: PullReport
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``pull --json`` document."""
+        doc = self.reconcile.as_json()
+        return {**self.pulled.to_dict(), "to_fetch": doc["to_fetch"],
+                "reconcile": {k: v for k, v in doc.items() if k not in ("missing", "gone")}}
+
+
+def run_pull(settings: Settings, scope: Scope, *, peer: Peer | None = None,
+             staging: Path | None = None, method: Method | None = None,
+             move_port: int | None = None, local_aet: str | None = None) -> PullResult:
+    """``tapearc pull``: reconcile, then fetch what the catalog has no source for into staging
+    (ingest it next, or let the nightly do both). Arguments given override ``[pacs]``."""
+    target = pacs_peer(settings, peer)
+    options = pull_options(settings, staging=staging, method=method, move_port=move_port)
+    aet = local_aet or (settings.pacs.aet if settings.pacs else "TAPEARC")
+    with open_catalog(settings.catalog_path) as catalog:
+        report = reconcile(catalog, target, list(settings.pools), scope, local_aet=aet)
+    pulled = fetch_missing(target, report.comparison, report.survey, options, local_aet=aet)
+    return PullResult(report, pulled)
+
+
+def pull_options(settings: Settings, *, staging: Path | None = None, method: Method | None = None,
+                 move_port: int | None = None) -> PullOptions:
+    """The network source: ``[pacs] staging``, ``method``, ``move_port`` and ``move_host``,
+    each overridden by the argument given."""
+    pacs = settings.pacs
+    folder = staging or (pacs.staging if pacs else None)
+    if folder is None:
+        from tapearc.errors import UsageError
+
+        raise UsageError("no staging folder to pull into",
+                         hint="pass --staging DIR or set [pacs] staging in the config")
+    return PullOptions(folder, method or (pacs.method if pacs else "get"),
+                       move_port or (pacs.move_port if pacs else None),
+                       pacs.move_host if pacs else "0.0.0.0")

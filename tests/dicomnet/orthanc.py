@@ -164,3 +164,13 @@ class Orthanc:
     def upload(self, path: Path) -> None:
         """Store one file through REST (to seed the PACS without using tapearc's sender)."""
         self.request("POST", "/instances", path.read_bytes())
+
+    def delete(self, level: str, uid: str) -> None:
+        """Delete a study (``level`` "Study", by StudyInstanceUID) or an instance ("Instance",
+        by SOPInstanceUID) over REST, as a PACS administrator would."""
+        key, route = {"Study": ("StudyInstanceUID", "studies"),
+                      "Instance": ("SOPInstanceUID", "instances")}[level]
+        ids = self.request("POST", "/tools/find",
+                           json.dumps({"Level": level, "Query": {key: uid}}).encode())
+        assert len(ids) == 1, f"{level} {uid} not found"
+        self.request("DELETE", f"/{route}/{ids[0]}")

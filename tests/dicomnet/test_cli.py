@@ -7,55 +7,61 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from typer.testing import CliRunner
+import pytest
 
-from tapearc.cli import app
-from tapearc.errors import UsageError
 from tapearc.support.process import run_tool
+from tests.cli.test_cli_contract import run
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
+from tests.jobs.site import Site, make_site
 from tests.support import need_tool
 from tests.synth import generate_studies
 
-runner = CliRunner()
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """A site with no [pacs] table: the PACS and staging come from the command line."""
+    s = make_site(tmp_path / "site")
+    monkeypatch.setenv("TAPEARC_CONFIG", str(s.config))
+    return s
 
 
-def test_pull_cli_then_since_last_run(orthanc: Orthanc, tmp_path: Path) -> None:
+def test_pull_cli_fetches_what_the_catalog_lacks(orthanc: Orthanc, site: Site, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     studies = generate_studies(tmp_path / "src", 2, instances_per_study=2, pixel_bytes=1024)
     for s in studies:
         for f in s.files:
             orthanc.upload(f)
     staging = tmp_path / "staging"
     peer = f"{PACS_AET}@127.0.0.1:{orthanc.dicom_port}"
-    res = runner.invoke(app, ["pull", "--from", peer, "--since", "1900-01-01",
-                              "--staging", str(staging), "--json"])
-    assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
-    assert doc["result"] == "done" and doc["instances"] == 4
-    assert (staging / ".tapearc" / "pull-state.json").exists()
-    # the next run needs no --since: it asks from the last run's date (nothing that old here)
-    res = runner.invoke(app, ["pull", "--from", peer, "--staging", str(staging), "--json"])
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["date_range"].startswith(time.strftime("%Y%m%d"))
+    code, out, err = run(["pull", "--from", peer, "--staging", str(staging), "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["result"] == "done" and doc["instances"] == 4 and doc["to_fetch"] == 4
+    # once ingested, the catalog has a source for each: nothing more to fetch
+    assert run(["ingest", str(staging)], capsys)[0] == 0
+    code, out, err = run(["pull", "--from", peer, "--staging", str(staging), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["to_fetch"] == 0 and json.loads(out)["instances"] == 0
 
 
-def test_pull_cli_bad_input(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["pull", "--from", "nonsense", "--since", "20240101",
-                              "--staging", str(tmp_path)])
-    assert isinstance(res.exception, UsageError) and "AET@HOST:PORT" in str(res.exception)
-    res = runner.invoke(app, ["pull", "--from", "P@h:104", "--staging", str(tmp_path)])
-    assert isinstance(res.exception, UsageError) and "--since" in str(res.exception)
-    res = runner.invoke(app, ["pull", "--from", "P@h:104", "--since", "2024-13",
-                              "--staging", str(tmp_path)])
-    assert isinstance(res.exception, UsageError) and res.exception.exit_code == 2
+def test_pull_cli_bad_input(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["pull", "--from", "nonsense", "--staging", str(tmp_path)], capsys)
+    assert code == 2 and "AET@HOST:PORT" in err
+    code, _, err = run(["pull", "--from", "P@h:104"], capsys)
+    assert code == 2 and "--staging" in err  # no [pacs] staging in the config either
+    code, _, err = run(["pull", "--from", "P@h:104", "--since", "2024-13",
+                        "--staging", str(tmp_path)], capsys)
+    assert code == 2 and "--since" in err
+    code, _, err = run(["pull", "--staging", str(tmp_path)], capsys)
+    assert code == 2 and "[pacs]" in err
 
 
-def test_pull_cli_pacs_down_exits_69(netns: None, tmp_path: Path) -> None:
+def test_pull_cli_pacs_down_exits_69(netns: None, site: Site, tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "tapearc", "pull", "--from", f"X@127.0.0.1:{free_port()}",
-         "--since", "20240101", "--staging", str(tmp_path / "st")],
+         "--staging", str(tmp_path / "st")],
         capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 69, res.stderr

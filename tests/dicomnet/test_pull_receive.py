@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from tapearc.catalog.db import create_catalog
 from tapearc.dicomnet.peer import Peer
-from tapearc.dicomnet.pull import load_since, pull_studies, save_since
+from tapearc.dicomnet.pull import Wanted, retrieve
 from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed, safe_name
 from tapearc.ingest.scan import ingest
 from tapearc.support.process import run_tool
@@ -41,7 +41,7 @@ def _pulled(staging: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("method", ["get", "move"])
-def test_pull_since_date_feeds_ingest(
+def test_retrieve_feeds_ingest(
     method: str, start_orthanc: Callable[..., Orthanc], tmp_path: Path
 ) -> None:
     move_port = free_port()
@@ -49,50 +49,41 @@ def test_pull_since_date_feeds_ingest(
         modalities={"tapearc": {"AET": "TAPEARC", "Host": "127.0.0.1", "Port": move_port}}
     )
     studies = _seed(orthanc, tmp_path / "src")
-    cutoff = sorted(s.study_date for s in studies)[1]
-    wanted = {s.study_uid for s in studies if s.study_date >= cutoff}
-    assert 0 < len(wanted) < len(studies)
+    # two studies whole, one series of a third whole, one instance of the last
+    series = {dcmread(f).SeriesInstanceUID: f for f in studies[2].files}
+    some = dcmread(studies[3].files[0])
+    wanted = [Wanted(studies[0].study_uid, 3), Wanted(studies[1].study_uid, 3),
+              Wanted(studies[2].study_uid, None, {next(iter(series)): None}),
+              Wanted(studies[3].study_uid, 1,
+                     {some.SeriesInstanceUID: frozenset([some.SOPInstanceUID])})]
     peer = Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
     staging = tmp_path / "staging"
-    report = pull_studies(peer, staging, since=cutoff, method=method,  # type: ignore[arg-type]
-                          move_port=move_port, move_host="127.0.0.1")
+    report = retrieve(peer, staging, wanted, method=method,  # type: ignore[arg-type]
+                      move_port=move_port, move_host="127.0.0.1")
     assert report.ok, report.to_dict()
-    assert {s.study_uid for s in report.studies} == wanted
     files = _pulled(staging)
-    assert len(files) == 3 * len(wanted) == report.instances
+    first_series = [f for f in studies[2].files
+                    if dcmread(f).SeriesInstanceUID == next(iter(series))]
+    expected = [*studies[0].files, *studies[1].files, *first_series, studies[3].files[0]]
+    assert len(files) == len(expected) == report.instances
     # what arrived is the same data that was stored (Orthanc rewrites the file meta only)
-    originals = {_dataset_key(f) for s in studies if s.study_uid in wanted for f in s.files}
-    assert {_dataset_key(f) for f in files} == originals
+    assert {_dataset_key(f) for f in files} == {_dataset_key(f) for f in expected}
     assert not list((staging / ".tmp").iterdir())
     catalog = create_catalog(tmp_path / "catalog.db")
     got = ingest(catalog, [staging], quiet_seconds=0)
     assert got.new_instances == len(files), got.as_json()
 
 
-def test_pull_unknown_move_destination_is_reported(
+def test_retrieve_to_an_unknown_move_destination_is_reported(
     orthanc: Orthanc, pacs: Peer, tmp_path: Path
 ) -> None:
-    _seed(orthanc, tmp_path / "src")
-    report = pull_studies(pacs, tmp_path / "staging", since="19000101", method="move",
-                          move_port=free_port(), move_host="127.0.0.1")
+    studies = _seed(orthanc, tmp_path / "src")
+    report = retrieve(pacs, tmp_path / "staging", [Wanted(s.study_uid, 3) for s in studies],
+                      method="move", move_port=free_port(), move_host="127.0.0.1")
     assert not report.ok
     # Orthanc 1.10 aborts a C-MOVE from an AE it does not know (log: "Rejected Move request")
     assert report.studies and all(s.error and "aborted" in s.error for s in report.studies)
     assert report.instances == 0
-
-
-def test_pull_state_file_round_trip(tmp_path: Path) -> None:
-    import datetime
-
-    peer = Peer("PACS", "10.0.0.1", 104)
-    state = tmp_path / "state.json"
-    assert load_since(state, peer) is None
-    save_since(state, peer, datetime.date(2026, 11, 27))
-    assert load_since(state, peer) == "20261127"
-    assert load_since(state, Peer("OTHER", "10.0.0.1", 104)) is None
-    state.write_text("{not json")
-    with pytest.raises(Exception, match="cannot read the pull state"):
-        load_since(state, peer)
 
 
 def test_receiver_takes_storescu_and_feeds_ingest(netns: None, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tapearc.catalog.journal import Journal
+from tapearc.dicomnet.inventory import PacsInventory
 from tapearc.dicomnet.peer import Peer, TlsOptions
-from tapearc.dicomnet.pull import pull_studies
+from tapearc.dicomnet.pull import Wanted, retrieve
 from tapearc.dicomnet.query import QueryClient
 from tapearc.dicomnet.receiver import Receiver, ReceiverPolicy, parse_allowed
 from tapearc.errors import UnavailableError
@@ -43,7 +44,7 @@ def _peer(orthanc: Orthanc, tls: TlsOptions | None) -> Peer:
     return Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port, tls)
 
 
-def test_restore_and_pull_over_tls(
+def test_restore_reconcile_and_pull_over_tls(
     tls_pacs: tuple[Orthanc, Any, int], synth_studies: Path, db: Any, tmp_path: Path
 ) -> None:
     orthanc, (ca, certs), _ = tls_pacs
@@ -53,7 +54,14 @@ def test_restore_and_pull_over_tls(
     report = run_restore(refs[:5], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)))
     assert report.complete, report.to_dict()
     assert orthanc.statistics()["CountInstances"] == sum(r.expected_instances for r in refs[:5])
-    pulled = pull_studies(peer, tmp_path / "staging", since="19000101")
+    with QueryClient(peer) as client:  # the reconcile's inventory, over TLS
+        inventory = PacsInventory(client)
+        inventory.sweep((None, None))
+        inventory.list_studies(list(inventory.studies))
+    assert {s.study_uid: s.instances for s in inventory.studies.values()} == {
+        r.study_uid: r.expected_instances for r in refs[:5]}
+    assert all(s.complete for s in inventory.studies.values())
+    pulled = retrieve(peer, tmp_path / "staging", [Wanted(r.study_uid) for r in refs[:5]])
     assert pulled.ok and pulled.instances == orthanc.statistics()["CountInstances"]
 
 

@@ -69,13 +69,15 @@ class Site:
 
 
 def make_site(root: Path, *, block_size: str = "64 KiB", max_archive: str = "1 GiB",
-              capacity: str = "256 MiB", read_rate: int = 0, verify: str = "all") -> Site:
-    """Create the site folder with keys made by the real key code (cheap scrypt for tests)."""
+              capacity: str = "256 MiB", read_rate: int = 0, verify: str = "all",
+              extra: str = "") -> Site:
+    """Create the site folder with keys made by the real key code (cheap scrypt for tests);
+    ``extra`` is appended to the config (more tables)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pacs").mkdir(exist_ok=True)
     (root / "tapearc.toml").write_text(CONFIG.format(
         block_size=block_size, max_archive=max_archive, capacity=capacity,
-        read_rate=read_rate, verify=verify))
+        read_rate=read_rate, verify=verify) + extra)
     keys = root / "keys"
     keys.mkdir(mode=0o700)
     for name in ("site", "escrow"):

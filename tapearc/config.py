@@ -201,7 +201,8 @@ class PacsTable(_Table, frozen=True):
         return parse_peer(self.address, tls=tls)
 
 
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
 
 class ReconcileTable(_Table, frozen=True):
@@ -210,8 +211,7 @@ class ReconcileTable(_Table, frozen=True):
     #: Studies dated in the last this many days are checked by identity every night.
     lookback_days: Annotated[int, msgspec.Meta(ge=0)] = 7
     #: The day the nightly checks every study by identity (also when none ran for a week).
-    full_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-                          "sunday"] = "sunday"
+    full_weekday: Weekday = "sunday"
 
 
 class RotationTable(Rotation, frozen=True, forbid_unknown_fields=True):

@@ -46,6 +46,14 @@ max_onsite_days = 7
 bind = "127.0.0.1"
 [recall]
 group = "root"
+[pacs]
+address = "ORTHANC@pacs.example.org:104"
+staging = "staging"
+method = "move"
+move_port = 11113
+[reconcile]
+lookback_days = 3
+full_weekday = "saturday"
 [drives.lto1]
 driver = "tape"
 device = "/dev/nst0"
@@ -94,6 +102,25 @@ def test_every_table_is_read_into_typed_values(tmp_path: Path) -> None:
     assert lto.driver == "tape" and isinstance(lto.options, TapeOptions)
     assert (lto.options.device, lto.options.timeout, lto.options.changer_drive) == ("/dev/nst0", 900.0, None)
     assert {d.driver for d in s.drives.values()} == {"vtape", "tape", "disk", "optical", "ltfs"}
+    assert s.pacs is not None and s.pacs.staging == (tmp_path / "etc" / "staging").resolve()
+    assert str(s.pacs.peer()) == "ORTHANC@pacs.example.org:104" and s.pacs.peer().tls is None
+    assert (s.pacs.method, s.pacs.move_port, s.pacs.aet) == ("move", 11113, "TAPEARC")
+    assert (s.reconcile.lookback_days, s.reconcile.full_weekday) == (3, "saturday")
+    assert load_settings(write(tmp_path, GOOD)).pacs is None
+
+
+@pytest.mark.parametrize(("table", "problem"), [
+    ('[pacs]\naddress = "nonsense"\n', "pacs.address 'nonsense' is not AET@HOST:PORT"),
+    ('[pacs]\naddress = "P@h:104"\nmethod = "move"\n', "pacs.move_port is missing"),
+    ('[pacs]\naddress = "P@h:104"\naet = "A\\\\B"\n', "pacs.aet"),
+    ('[pacs]\nstaging = "st"\n', "pacs.address is missing"),
+    ('[reconcile]\nfull_weekday = "funday"\n', "reconcile.full_weekday"),
+    ('[reconcile]\nlookback_days = -1\n', "reconcile.lookback_days"),
+])
+def test_pacs_and_reconcile_tables_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, problem: str
+) -> None:
+    assert problem in cli_error(write(tmp_path, GOOD + table), capsys)
 
 
 # --- through the real command line ------------------------------------------------------------
@@ -110,7 +137,8 @@ def cli_error(config: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> s
 @pytest.mark.parametrize(("table", "key"), [
     ("site", "name"), ("ingest", "sources"), ("keys", "directory"), ("archive", "block_size"),
     ("verify", "after_write"), ("changer", "device"), ("rotation", "max_onsite_days"),
-    ("receiver", "bind"), ("recall", "group"), ("pools.A", "vault"), ("drives.d1", "path"),
+    ("receiver", "bind"), ("recall", "group"), ("pacs", "staging"),
+    ("reconcile", "lookback_days"), ("pools.A", "vault"), ("drives.d1", "path"),
     ("drives.lto1", "device"),
     ("drives.usb", "path"), ("drives.bd", "path"), ("drives.lt", "device"),
 ])
@@ -305,9 +333,11 @@ ARGV: dict[str, list[str]] = {
     "keys generate": ["--name", "extra"], "keys list": [], "keys verify": [],
     "rotation plan": [], "rotation ship": [], "rotation receive": [],
     "receive": [],
+    "reconcile": ["--pacs", "PACS@127.0.0.1:104"],
+    "pull": ["--from", "PACS@127.0.0.1:104", "--staging", "st"],
 }
 #: Commands that never read the configuration.
-WITHOUT_CONFIG = {"init", "pull"}
+WITHOUT_CONFIG = {"init"}
 
 
 def _commands() -> list[str]:

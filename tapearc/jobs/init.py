@@ -58,6 +58,16 @@ max_archive_bytes = "{max_archive}"
 after_write = "sample"
 sample = 2
 
+# The PACS the nightly reconciles with (C-FIND): every instance it holds must be archived on
+# every pool. With staging, it also fetches what the archive lacks (C-GET; "move" needs move_port).
+# [pacs]
+# address = "ORTHANC@pacs.example.org:104"
+# aet = "TAPEARC"
+# staging = "pull"
+# [reconcile]
+# lookback_days = 7         # studies of the last days are checked by identity every night
+# full_weekday = "sunday"   # every study checked by identity
+
 {drives}
 """
 

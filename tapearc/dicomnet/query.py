@@ -174,12 +174,3 @@ class QueryClient:
             )
             uids.update(str(i.SOPInstanceUID) for i in images if i.get("SOPInstanceUID"))
         return uids
-
-
-def dicom_date_range(since: str | None, until: str | None = None) -> str:
-    """``("20240101", None)`` -> ``"20240101-"``; dates as YYYYMMDD or YYYY-MM-DD."""
-    def norm(d: str | None) -> str:
-        return "" if d is None else d.replace("-", "")
-
-    return f"{norm(since)}-{norm(until)}"
-

@@ -67,7 +67,7 @@ def reconcile(
         print_table(None, ["pool", "not archived", "no longer on the PACS"],
                     [[p, not_archived[p], gone[p]] for p in c.pools])
         for m in c.missing[:SHOWN]:
-            how = "fetch from the PACS" if m.fetch else "pending (source in the catalog)"
+            how = "to fetch from the PACS" if m.fetch else "pending: its source is catalogued"
             typer.echo(f"missing on {','.join(m.pools)}: {m.study_uid} {m.sop_uid} ({how})")
         for g in c.gone[:SHOWN]:
             typer.echo(f"not on the PACS, archived on {','.join(g.pools)}: {g.study_uid} "

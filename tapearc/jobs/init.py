@@ -193,8 +193,9 @@ def copy_sample_studies(dest: Path) -> int:
     count = 0
     for src in sample_dicom_dirs():
         for path in sorted(src.rglob("*")):
-            if not path.is_file() or path.name.upper().startswith("DICOMDIR") or \
-                    path.name == "TINY_ALPHA" or path.suffix == ".txt":
+            # the studies only: not the media's DICOMDIR index nor the notes beside it
+            if not path.is_file() or path.name.upper().startswith(("DICOMDIR", "README")) or \
+                    path.suffix == ".txt":
                 continue
             target = dest / path.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)

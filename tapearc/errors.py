@@ -12,7 +12,7 @@ Exit codes (the contract in docs and scripts):
 1     failed (an error with no more specific code)
 2     usage error (bad arguments)
 3     done, with warnings: something the PACS holds could not be archived, sent or confirmed
-65    data integrity failure: authentication tag, checksum, MAC, tampered medium
+65    data integrity failure: authentication tag, checksum, MAC, tampered or damaged medium
 69    a required tool or device is unavailable (says what to install)
 75    operator action needed or temporary: no, wrong or full cartridge; locked by another run
 78    bad configuration
@@ -20,6 +20,8 @@ Exit codes (the contract in docs and scripts):
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,6 +60,21 @@ class IntegrityError(TapearcError):
     """Data failed authentication or a checksum: tampering, corruption, truncation."""
 
     exit_code = EXIT_DATAERR
+
+
+class MediumError(IntegrityError):
+    """The medium cannot give back what it holds: an I/O error (EIO), a short read, a damaged
+    record, end of data before the end of an archive, a file missing from a volume.
+
+    Raised by drivers; the jobs read the study from the other pool's copy and report the damage
+    per archive. ``files`` are the medium file numbers of the data files of the archives
+    affected (empty when the driver cannot tell).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 files: Sequence[int] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.files = tuple(files)
 
 
 class WrongKeyError(IntegrityError):

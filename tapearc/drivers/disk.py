@@ -10,8 +10,17 @@ A volume holds the same files as a tape, as named files:
 
 Archive k is medium file ``2k-1`` (its index ``2k``), as on tape. Writes are atomic: data and
 index go to hidden temporary names, are fsynced, then renamed (data first, index last) and the
-folder fsynced. A data file without its index is an interrupted archive: ``append_archive``
-removes it and any temporary file, since nothing in the catalog can point at them.
+folder fsynced.
+
+The writer never deletes what it did not record: before its first byte it writes a marker,
+``.NNNNNN.open``, naming the files it is about to create, and removes it once the index is in
+place. The next ``append_archive`` removes what a marker names (an archive interrupted by a
+crash: its temporary files, its data file if no index followed) and hidden temporary files of
+tapearc's own names, which are never an archive. Anything else that is not a whole archive (a
+data file without its index and without a marker, an index that is missing, unreadable or
+names another archive, a data file of the wrong size) is damage: the volume is then read-only
+for tapearc (``MediumError``, 65, naming the archives), and nothing on it is removed. Reading
+commands never change a volume.
 
 Config (``[drives.NAME]``): ``path`` (a folder of volumes, one sub-folder per barcode; or, with
 ``single = true``, the volume itself, e.g. a USB disk's mount point), ``capacity`` (optional,
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -43,8 +53,11 @@ from tapearc.drivers.layout import (
     BlockRule,
     FolderLock,
     IndexHeader,
+    archive_damage,
+    check_block,
     check_label,
     complete_archives,
+    damaged_medium,
     fsync_dir,
     write_atomic,
 )
@@ -54,6 +67,7 @@ from tapearc.errors import (
     DeviceError,
     DeviceUnavailable,
     FormatError,
+    MediumError,
     MediumFull,
     NoMedium,
     OperatorActionNeeded,
@@ -69,10 +83,25 @@ LABEL_FILE = "label.json"
 _ARCHIVE_RE = re.compile(r"^(\d{6})\.(data|index)$")
 #: Our temporary names only (a USB disk's root may hold the owner's own hidden files).
 _TEMP_RE = re.compile(r"^\.(\d{6}\.(data|index)|label\.json\.\d+)\.tmp$")
+#: The writer's marker for archive k while it is being written.
+_OPEN_RE = re.compile(r"^\.(\d{6})\.open$")
 
 
 def _name(k: int, kind: str) -> str:
     return f"{k:06d}.{kind}"
+
+
+def _marker(k: int) -> str:
+    return f".{k:06d}.open"
+
+
+def _temp(k: int, kind: str) -> str:
+    return f".{_name(k, kind)}.tmp"
+
+
+def _writes(k: int) -> list[str]:
+    """The files the writer of archive k creates: what its marker allows to remove."""
+    return [_temp(k, "data"), _temp(k, "index"), _name(k, "data")]
 
 
 class DiskDriver(Driver):
@@ -243,10 +272,11 @@ class DiskDriver(Driver):
             self.refuse_relabel(f"the volume {vol}", "holds a file that is not a tapearc label",
                                 "use a blank volume")
         self._check_writable(vol)
+        # Relabelling erases the volume (refused above unless --force): every archive goes.
         for k, kinds in self._archives(vol).items():
             for kind in kinds:
                 (vol / _name(k, kind)).unlink()
-        self._remove_leftovers(vol)
+        self._remove_uncommitted(vol, None)
         try:
             write_atomic(vol / LABEL_FILE, label.to_bytes())
         except OSError as exc:
@@ -259,16 +289,32 @@ class DiskDriver(Driver):
                 f"the volume {vol} is read-only", hint="remount it read-write or load another"
             )
 
-    def _remove_leftovers(self, vol: Path) -> None:
-        """Delete temporary files and data files without an index (interrupted archives)."""
+    def _remove_uncommitted(self, vol: Path, after: ArchivePosition | None) -> None:
+        """Remove what interrupted writers recorded in their markers, and our temporaries.
+
+        A data file named by a marker stays if its index is there (the archive was committed)
+        or if the catalog knows an archive at or after it (``after``): only damage takes an
+        index away from such an archive, and damage is reported, not cleaned up.
+        """
+        k_after = 0 if after is None else (after.data_file + 1) // 2
+        for entry in os.scandir(vol):
+            m = _OPEN_RE.match(entry.name)
+            if not m:
+                continue
+            k = int(m.group(1))
+            for name in _marked(Path(entry.path)) & set(_writes(k)):
+                if name == _name(k, "data") and (
+                        (vol / _name(k, "index")).exists() or k <= k_after):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(vol / name)
+                    log.info("%s: removed %s of an interrupted archive", self.drive, name)
+            os.unlink(entry.path)
         for entry in os.scandir(vol):
             if _TEMP_RE.match(entry.name):
                 log.info("%s: removing leftover %s", self.drive, entry.name)
                 os.unlink(entry.path)
-        for k, kinds in self._archives(vol).items():
-            if kinds == {"data"}:
-                log.info("%s: removing interrupted archive %s", self.drive, _name(k, "data"))
-                (vol / _name(k, "data")).unlink()
+        fsync_dir(vol)
 
     def _header(self, vol: Path, k: int) -> IndexHeader:
         with open(vol / _name(k, "index"), "rb") as fh:
@@ -298,8 +344,6 @@ class DiskDriver(Driver):
     def _open_sink(
         self, vol: Path, label: Label, after: ArchivePosition | None, lock: FolderLock
     ) -> ArchiveSink:
-        archives = self._archives(vol)
-        complete = [k for k, kinds in archives.items() if "index" in kinds]
         if after is not None:
             k_after = (after.data_file + 1) // 2
             try:
@@ -312,8 +356,14 @@ class DiskDriver(Driver):
                     f"{after.data_file}; nothing was written",
                     hint="the volume was changed or is a different one: check it",
                 )
-        self._remove_leftovers(vol)
-        k = max(complete, default=0) + 1
+        self._remove_uncommitted(vol, after)
+        damage = archive_damage(self._archives(vol), lambda k: self._header(vol, k),
+                                lambda k: (vol / _name(k, "data")).stat().st_size,
+                                label.block_size, _name)
+        if damage:
+            raise damaged_medium(f"disk volume {vol}", [2 * k - 1 for k in damage],
+                                 "; ".join(damage.values()))
+        k = max(self._archives(vol), default=0) + 1
         used = self._used(vol) if self.capacity is not None else 0
         return _DiskSink(self, vol, k, label.block_size, used, lock)
 
@@ -333,18 +383,20 @@ class DiskDriver(Driver):
         count = min(count, position.data_blocks - first)
         if count <= 0:
             return
+        path = vol / _name(k, "data")
         try:
-            fd = os.open(vol / _name(k, "data"), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise FormatError(f"{vol / _name(k, 'data')} is missing") from None
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _read_error(exc, path, position) from exc
         try:
             for i in range(first, first + count):
-                block = os.pread(fd, bs, i * bs)
-                if not block:
-                    return
+                try:
+                    block = os.pread(fd, bs, i * bs)
+                except OSError as exc:
+                    raise _read_error(exc, path, position) from exc
                 self.blocks_read += 1
                 self.bytes_read += len(block)
-                yield block
+                yield check_block(block, i, position, bs, str(path))
         finally:
             os.close(fd)
 
@@ -353,11 +405,14 @@ class DiskDriver(Driver):
         path = vol / _name(k, "index")
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
-            raise FormatError(f"{path} is missing") from None
+        except OSError as exc:
+            raise _read_error(exc, path, position) from exc
         self.blocks_read += 1
         self.bytes_read += len(data)
-        header = IndexHeader.from_bytes(data)
+        try:
+            header = IndexHeader.from_bytes(data)
+        except FormatError as exc:
+            raise MediumError(f"{path}: {exc}", files=[position.data_file]) from exc
         if not header.matches(position):
             raise FormatError(f"{path} belongs to another archive")
         return header.check(data[IndexHeader.SIZE :], str(path))
@@ -379,10 +434,12 @@ class _DiskSink(ArchiveSink):
         self._used = used
         self._rule = BlockRule(block_size)
         self._blocks = 0
-        self._tmp_data = vol / f".{_name(k, 'data')}.tmp"
-        self._tmp_index = vol / f".{_name(k, 'index')}.tmp"
+        self._tmp_data = vol / _temp(k, "data")
+        self._tmp_index = vol / _temp(k, "index")
+        self._marker = vol / _marker(k)
         self._state = "open"
         try:
+            _write_marker(self._marker, _writes(k))
             self._fd: int | None = os.open(
                 self._tmp_data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
             )
@@ -436,6 +493,9 @@ class _DiskSink(ArchiveSink):
             os.replace(self._tmp_data, self.vol / _name(self.k, "data"))
             os.replace(self._tmp_index, self.vol / _name(self.k, "index"))
             fsync_dir(self.vol)
+            # committed: nothing of this archive may be removed any more
+            os.unlink(self._marker)
+            fsync_dir(self.vol)
         except OSError as exc:
             raise _os_error(exc, self.vol) from exc
         self._state = "committed"
@@ -450,10 +510,35 @@ class _DiskSink(ArchiveSink):
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
-        for path in (self._tmp_data, self._tmp_index):
+        for path in (self._tmp_data, self._tmp_index, self._marker):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._lock.release()
+
+
+def _write_marker(path: Path, names: list[str]) -> None:
+    """Record, durably and before any of them exists, the files a writer may leave behind."""
+    with open(path, "x") as fh:
+        json.dump({"may_remove": names}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(path.parent)
+
+
+def _marked(path: Path) -> set[str]:
+    """The names a marker allows to remove; none if it is torn (the writer died writing it,
+    before it created anything)."""
+    try:
+        names = json.loads(path.read_text()).get("may_remove", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str)}
+
+
+def _read_error(exc: OSError, path: Path, position: ArchivePosition) -> MediumError:
+    """A file of an archive the catalog places on this volume cannot be read."""
+    what = "is missing" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})"
+    return MediumError(f"{path} {what}", files=[position.data_file])
 
 
 def _parse_label(vol: Path) -> Label | None:

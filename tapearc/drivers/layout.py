@@ -20,12 +20,19 @@ import hashlib
 import logging
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tapearc.drivers.base import ArchivePosition, Label
-from tapearc.errors import FormatError, IntegrityError, Locked, WrongMedium
+from tapearc.errors import (
+    FormatError,
+    IntegrityError,
+    Locked,
+    MediumError,
+    TapearcError,
+    WrongMedium,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,31 @@ class IndexHeader:
         return index
 
 
+def damaged_medium(medium: str, files: Collection[int], what: str) -> MediumError:
+    """The error that makes a damaged medium read-only for tapearc: ``files`` are the data
+    files of the archives affected, ``what`` says what was found."""
+    data_files = sorted(set(files))
+    which = (f"the archives at files {', '.join(map(str, data_files))}" if data_files
+             else "no archive")
+    return MediumError(
+        f"{medium} is damaged ({what}; {which} affected): tapearc will not write to it",
+        hint="read those studies from the other pool's copy; write new copies and retire "
+             "the cartridge once verify confirms the damage (docs/OPERATIONS.md)",
+        files=data_files)
+
+
+def check_block(block: bytes, i: int, position: ArchivePosition, block_size: int,
+                where: str) -> bytes:
+    """``block``, the archive's data block ``i``, if its length is possible: ``block_size``
+    bytes, only the archive's last block shorter; ``MediumError`` for a short read."""
+    last = i == position.data_blocks - 1
+    if not block or len(block) > block_size or (len(block) < block_size and not last):
+        raise MediumError(f"block {i} of the archive at {where} is {len(block)} bytes, not "
+                          f"{block_size}: a short read or a damaged medium",
+                          files=[position.data_file])
+    return block
+
+
 def blocks_for(nbytes: int, block_size: int) -> int:
     """Blocks needed for ``nbytes`` split into ``block_size`` pieces."""
     return -(-nbytes // block_size)
@@ -162,6 +194,46 @@ def complete_archives(
             continue
         found.append(header.position())
     return found
+
+
+def archive_damage(
+    files: Mapping[int, set[str]],
+    read_header: Callable[[int], IndexHeader],
+    data_size: Callable[[int], int],
+    block_size: int,
+    name: Callable[[int, str], str],
+) -> dict[int, str]:
+    """Archive number k -> what is wrong, for each archive of a file volume (disk, disc) that
+    is not whole: a file missing, an index header that is unreadable or names another
+    archive, a data file that cannot hold the blocks its index lists. Reads index headers and
+    file sizes only."""
+    found: dict[int, str] = {}
+    for k, kinds in sorted(files.items()):
+        if "index" not in kinds:
+            found[k] = f"{name(k, 'index')} is missing"
+            continue
+        if "data" not in kinds:
+            found[k] = f"{name(k, 'data')} is missing"
+            continue
+        try:
+            header = read_header(k)
+            size = data_size(k)
+        except (OSError, TapearcError):
+            found[k] = f"{name(k, 'index')} has no readable index header"
+            continue
+        if header.data_file != 2 * k - 1:
+            found[k] = f"{name(k, 'index')} names another archive"
+        elif not _holds_blocks(size, header.data_blocks, block_size):
+            found[k] = (f"{name(k, 'data')} is {size} bytes, not the {header.data_blocks} "
+                        "blocks its index lists")
+    return found
+
+
+def _holds_blocks(size: int, blocks: int, block_size: int) -> bool:
+    """A data file of ``size`` bytes can hold ``blocks`` blocks (all full but the last)."""
+    if blocks == 0:
+        return size == 0
+    return (blocks - 1) * block_size < size <= blocks * block_size
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tapearc.drivers.optical.media import SECTOR
 from tapearc.drivers.optical.parse import Extent, MediaInfo
-from tapearc.errors import DeviceError, DeviceUnavailable
+from tapearc.errors import DeviceUnavailable, MediumError
 
 _ARCHIVE_RE = re.compile(r"^/?(\d{6})\.(data|index)$")
 
@@ -38,7 +38,7 @@ class Disc:
 
 def read_extents(path: str, extents: Sequence[Extent], offset: int, length: int) -> bytes:
     """``length`` bytes at ``offset`` of a file made of ``extents``, read from ``path`` (the
-    disc image, or /dev/srN)."""
+    disc image, or /dev/srN); ``MediumError`` for an I/O error or a short read."""
     out = bytearray()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -53,13 +53,13 @@ def read_extents(path: str, extents: Sequence[Extent], offset: int, length: int)
                 take = min(length, ext.size - start)
                 chunk = os.pread(fd, take, ext.lba * SECTOR + start)
                 if len(chunk) != take:
-                    raise DeviceError(f"short read from {path} at sector {ext.lba}")
+                    raise MediumError(f"short read from {path} at sector {ext.lba}")
                 out += chunk
                 offset += take
                 length -= take
             base = end
     except OSError as exc:
-        raise DeviceError(f"reading {path}: {exc.strerror}") from exc
+        raise MediumError(f"reading {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
     return bytes(out)

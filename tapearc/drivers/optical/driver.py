@@ -23,8 +23,11 @@ from tapearc.drivers.disk import LABEL_FILE, _name
 from tapearc.drivers.layout import (
     FolderLock,
     IndexHeader,
+    archive_damage,
+    check_block,
     check_label,
     complete_archives,
+    damaged_medium,
     write_atomic,
 )
 from tapearc.drivers.optical.commands import (
@@ -37,7 +40,13 @@ from tapearc.drivers.optical.commands import (
 )
 from tapearc.drivers.optical.disc import Disc, read_extents
 from tapearc.drivers.optical.media import MIB, SECTOR, MediaProfile, media_profile
-from tapearc.drivers.optical.parse import MediaInfo, check_run, parse_lba_report, parse_toc
+from tapearc.drivers.optical.parse import (
+    Extent,
+    MediaInfo,
+    check_run,
+    parse_lba_report,
+    parse_toc,
+)
 from tapearc.drivers.optical.sink import OpticalSink
 from tapearc.drivers.options import DriveOptions, OpticalOptions, expect
 from tapearc.drivers.tape.vdevice import BARCODE_RE
@@ -45,6 +54,7 @@ from tapearc.errors import (
     DeviceUnavailable,
     FormatError,
     IntegrityError,
+    MediumError,
     MediumFull,
     NoMedium,
     UsageError,
@@ -383,6 +393,12 @@ class OpticalDriver(Driver):
                     f"the disc in drive {self.drive} does not hold the archive the catalog lists "
                     f"at file {after.data_file}; nothing was written",
                     hint="the disc is a different one: check it")
+        damage = archive_damage(archives, lambda k: self._header(disc, k),
+                                lambda k: sum(e.size for e in disc.file(_name(k, "data")) or ()),
+                                label.block_size, _name)
+        if damage:  # a session can harm nothing on a disc, but its damage must be seen first
+            raise damaged_medium(f"disc {label.barcode} in drive {self.drive}",
+                                 [2 * k - 1 for k in damage], "; ".join(damage.values()))
         k = max(archives, default=0) + 1
         room = self._remaining(disc)
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -402,28 +418,40 @@ class OpticalDriver(Driver):
         if count <= 0:
             return
         disc = self._look()
-        extents = disc.file(_name(k, "data"))
-        if extents is None:
-            raise FormatError(f"{_name(k, 'data')} is not on the disc in drive {self.drive}")
+        name = _name(k, "data")
+        extents = self._extents(disc, name, position)
         size = sum(e.size for e in extents)
         for i in range(first, first + count):
-            if i * bs >= size:
-                return
-            block = read_extents(self._device_file(), extents, i * bs, min(bs, size - i * bs))
+            try:
+                block = read_extents(self._device_file(), extents, i * bs,
+                                     max(0, min(bs, size - i * bs)))
+            except MediumError as exc:
+                raise MediumError(f"{name} on the disc in drive {self.drive}: {exc}",
+                                  files=[position.data_file]) from exc
             self.blocks_read += 1
             self.bytes_read += len(block)
-            yield block
+            yield check_block(block, i, position, bs, f"{self.drive}:{name}")
+
+    def _extents(self, disc: Disc, name: str, position: ArchivePosition) -> list[Extent]:
+        extents = disc.file(name)
+        if extents is None:
+            raise MediumError(f"{name} is not on the disc in drive {self.drive}",
+                              files=[position.data_file])
+        return extents
 
     def read_index(self, position: ArchivePosition) -> bytes:
         k = (position.data_file + 1) // 2
         disc = self._look()
-        extents = disc.file(_name(k, "index"))
-        if extents is None:
-            raise FormatError(f"{_name(k, 'index')} is not on the disc in drive {self.drive}")
-        data = read_extents(self._device_file(), extents, 0, sum(e.size for e in extents))
+        name = _name(k, "index")
+        extents = self._extents(disc, name, position)
+        try:
+            data = read_extents(self._device_file(), extents, 0, sum(e.size for e in extents))
+            header = IndexHeader.from_bytes(data)
+        except (MediumError, FormatError) as exc:
+            raise MediumError(f"{name} on the disc in drive {self.drive}: {exc}",
+                              files=[position.data_file]) from exc
         self.blocks_read += 1
         self.bytes_read += len(data)
-        header = IndexHeader.from_bytes(data)
         if not header.matches(position):
             raise FormatError(f"{_name(k, 'index')} on the disc belongs to another archive")
         return header.check(data[IndexHeader.SIZE :], f"{self.drive}:{_name(k, 'index')}")

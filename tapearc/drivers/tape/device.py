@@ -141,6 +141,15 @@ class TapeStatus:
         )
 
 
+@dataclass(frozen=True)
+class Damage:
+    """An unreadable span the device knows of without reading it: at block address ``block``,
+    in medium file ``file`` (filemarks before it)."""
+
+    block: int
+    file: int
+
+
 class TapeDevice(ABC):
     """One tape drive seen through the st driver (see the module docstring for semantics).
 
@@ -221,6 +230,11 @@ class TapeDevice(ABC):
     @abstractmethod
     def set_compression(self, on: bool) -> None:
         """Drive compression on or off (``mt compression 1|0``); ciphertext does not compress."""
+
+    def damage(self) -> list[Damage]:
+        """Damaged spans known without reading them. A real drive finds damage only when it
+        reads there (EIO), so by default none; the virtual tape finds them when it loads."""
+        return []
 
     @abstractmethod
     def close(self) -> None:

@@ -13,6 +13,11 @@ after data (that would leave an empty file). An archive interrupted by a full ta
 power cut leaves a data file with no index after it (or a torn index); ``list_archives`` skips
 it and the next archive is appended after it. After a power cut the last data file may lack its
 filemark: ``append_archive`` writes one first, so the next archive starts a file of its own.
+
+Nothing is ever erased to recover: a damaged cartridge (one whose device already knows of an
+unreadable span, ``TapeDevice.damage``) is refused for writing with ``MediumError`` naming the
+archives affected, and a read error, a short block or end of data inside an archive is a
+``MediumError`` for that archive, so a job can read the other pool's copy.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from tapearc.drivers.layout import (
     BlockRule,
     IndexHeader,
     blocks_for,
+    check_block,
     check_label,
+    damaged_medium,
     data_header,
     is_data_header,
 )
@@ -43,6 +50,7 @@ from tapearc.errors import (
     DeviceError,
     FormatError,
     Locked,
+    MediumError,
     NoMedium,
     TapearcError,
     WriteProtected,
@@ -291,6 +299,13 @@ class TapeDriver(Driver):
         label = self._require_label()
         check_label(self.drive, label, expected)
         dev = self.device
+        damage = dev.damage()
+        if damage:
+            # file 2k-1 is archive k's data, 2k its index; file 0 the label
+            raise damaged_medium(
+                f"cartridge {label.barcode} in {self.drive}",
+                [f if f % 2 else f - 1 for f in (d.file for d in damage) if f > 0],
+                f"unreadable blocks at {', '.join(str(d.block) for d in damage)}")
         if dev.status().write_protected:
             raise WriteProtected(
                 f"cartridge {label.barcode} in {self.drive} is write-protected",
@@ -333,10 +348,19 @@ class TapeDriver(Driver):
         dev = self.device
         try:
             dev.seek(after.start_block + after.data_blocks + 1)
-            header = IndexHeader.from_bytes(dev.read_block(self._read_size()))
-            ok = header.matches(after)
-        except (DeviceError, FormatError):
-            ok = False
+        except DeviceError:
+            ok = False  # end of data comes first
+        else:
+            try:
+                head = dev.read_block(self._read_size())
+            except DeviceError as exc:
+                raise MediumError(f"cartridge {label.barcode}: the index of the archive at "
+                                  f"file {after.data_file} cannot be read ({exc})",
+                                  files=[after.data_file]) from exc
+            try:
+                ok = IndexHeader.from_bytes(head).matches(after)
+            except FormatError:
+                ok = False
         if not ok:
             raise WrongMedium(
                 f"cartridge {label.barcode} does not hold the archive the catalog lists at file "
@@ -377,33 +401,47 @@ class TapeDriver(Driver):
         self._ready()
         dev = self.device
         size = self._read_size()
-        dev.seek(position.start_block + first)
-        for _ in range(count):
-            block = dev.read_block(size)
-            if not block:
-                return
-            yield block
+        bs = self._label.block_size if self._label else self.block_size
+        where = self._where(position)
+        try:
+            dev.seek(position.start_block + first)
+            for i in range(first, first + count):
+                yield check_block(dev.read_block(size), i, position, bs, where)
+        except DeviceError as exc:
+            # EIO, a seek past end of data: the blocks the catalog places here are not there
+            raise MediumError(f"reading the archive at {where}: {exc}",
+                              files=[position.data_file]) from exc
+
+    def _where(self, position: ArchivePosition) -> str:
+        return f"file {position.data_file} of the cartridge in {self.drive}"
 
     def read_index(self, position: ArchivePosition) -> bytes:
         self._ready()
         dev = self.device
-        where = f"file {position.data_file} of the cartridge in {self.drive}"
-        dev.seek(position.start_block + position.data_blocks + 1)
+        where = self._where(position)
         size = self._read_size()
-        try:
-            header = IndexHeader.from_bytes(dev.read_block(size))
-        except FormatError:
-            raise FormatError(f"no index header after the data of the archive at {where}") from None
-        if not header.matches(position):
-            raise FormatError(f"the index at {where} belongs to another archive")
         parts: list[bytes] = []
-        got = 0
-        while got < header.index_bytes:
-            block = dev.read_block(size)
-            if not block:
-                break
-            parts.append(block)
-            got += len(block)
+        try:
+            dev.seek(position.start_block + position.data_blocks + 1)
+            head = dev.read_block(size)
+            try:
+                header = IndexHeader.from_bytes(head)
+            except FormatError:
+                raise MediumError(f"no index header after the data of the archive at {where}",
+                                  files=[position.data_file]) from None
+            if not header.matches(position):
+                raise FormatError(f"the index at {where} belongs to another archive")
+            got = 0
+            while got < header.index_bytes:
+                block = dev.read_block(size)
+                if not block:
+                    raise MediumError(f"the index of the archive at {where} ends early",
+                                      files=[position.data_file])
+                parts.append(block)
+                got += len(block)
+        except DeviceError as exc:
+            raise MediumError(f"reading the index of the archive at {where}: {exc}",
+                              files=[position.data_file]) from exc
         return header.check(b"".join(parts), where)
 
 

@@ -3,12 +3,16 @@
 A cartridge is one file, ``<folder>/<barcode>.vtape``: an 8-byte header (magic ``TAVT``, a
 version byte, a flags byte whose bit 0 is the write-protect tab, two reserved bytes), then one
 record per block or filemark: ``[kind u8][length u32 little-endian][data]``. End of data is the
-end of the file. Writing anywhere truncates the file there first, as writing erases the rest of
-a tape.
+end of the last record. Writing anywhere truncates the file there first, as writing erases the
+rest of a tape.
 
-A killed writer can leave a torn last record; opening the cartridge truncates it, which is
-what a drive finds after a power cut: the blocks that reached the medium, then end of data (no
-closing filemark). Capacity counts the file's bytes; early warning is a margin before it.
+A killed writer can leave a torn final record, and a damaged cartridge holds spans that are not
+records (``tape.records`` reads them): loading, reading and positioning never change the file.
+End of data is where a torn final record starts; the next write at end of data overwrites it,
+the only place one is removed. A damaged span reads as one block that fails with EIO (a medium
+error on a real drive); every later record keeps its block address. ``damage`` lists the
+damaged spans, so that a driver can refuse to write to such a cartridge. Capacity counts the
+file's bytes; early warning is a margin before it.
 
 Only one ``VirtualTapeDevice`` may hold a cartridge at a time (``flock``), like one drive.
 """
@@ -33,8 +37,18 @@ from tapearc.drivers.tape.device import (
     GMT_IM_REP_EN,
     GMT_ONLINE,
     GMT_WR_PROT,
+    Damage,
     TapeDevice,
     TapeStatus,
+)
+from tapearc.drivers.tape.records import (
+    KIND_BLOCK,
+    KIND_DAMAGED,
+    KIND_FILEMARK,
+    MAX_BLOCK,
+    MIN_BLOCK,
+    RECORD,
+    scan_records,
 )
 from tapearc.errors import (
     DeviceError,
@@ -51,9 +65,6 @@ MAGIC = b"TAVT"
 VERSION = 1
 FLAG_WRITE_PROTECT = 0x01
 FILE_HEADER = struct.Struct("<4sBBH")
-RECORD = struct.Struct("<BI")
-KIND_BLOCK = 1
-KIND_FILEMARK = 2
 SUFFIX = ".vtape"
 # st's eof states that matter here (drivers/scsi/st.h): none; just past a filemark (read,
 # spaced over or written: EOF bit, the next read at end of data returns 0 once); at end of data
@@ -64,12 +75,6 @@ _NOEOF, _FM, _EOD = 0, 1, 2
 _EW_NONE, _EW_WARNED, _EW_REFUSED = 0, 1, 2
 #: Barcodes name files: keep them to what a label printer prints.
 BARCODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-#: Block length limits (READ BLOCK LIMITS) of LTO drives: 1 byte to 8 MiB. scsi_debug's tape
-#: reports 512 to 1 MiB; the rig passes those to compare like with like.
-MIN_BLOCK = 1
-MAX_BLOCK = 8 * 1024 * 1024
-
-
 def cartridge_path(folder: Path, barcode: str) -> Path:
     """Path of the cartridge file for ``barcode``; ``UsageError`` for a barcode unfit as a name."""
     if not BARCODE_RE.match(barcode):
@@ -134,7 +139,8 @@ class VirtualTapeDevice(TapeDevice):
         self._offsets = array("q")  # start of each record
         self._kinds = bytearray()
         self._lengths = array("q")
-        self._end = FILE_HEADER.size  # file size = end of data
+        self._end = FILE_HEADER.size  # end of data
+        self._size = FILE_HEADER.size  # the file's size: more than _end after a torn write
         self._pos = 0  # record index; len(self._kinds) is end of data
         self._dirty = False  # last data operation was a write: close writes a filemark
         # st's own bookkeeping (drv_file, drv_block, eof state), reported by status: -1 is
@@ -196,7 +202,7 @@ class VirtualTapeDevice(TapeDevice):
         self._online = False
 
     def _scan(self, fd: int, path: Path) -> None:
-        """Read the record headers; truncate a torn last record (a killed writer)."""
+        """Read the record headers; never changes the file (see the module docstring)."""
         size = os.fstat(fd).st_size
         head = os.pread(fd, FILE_HEADER.size, 0)
         if len(head) < FILE_HEADER.size:
@@ -205,30 +211,20 @@ class VirtualTapeDevice(TapeDevice):
         if magic != MAGIC or version != VERSION:
             raise DeviceError(f"{path} is not a version-{VERSION} virtual cartridge")
         self._write_protected = bool(flags & FLAG_WRITE_PROTECT)
-        offsets, kinds, lengths = array("q"), bytearray(), array("q")
-        off = FILE_HEADER.size
-        while off < size:
-            rec = os.pread(fd, RECORD.size, off)
-            torn = len(rec) < RECORD.size
-            if not torn:
-                kind, length = RECORD.unpack(rec)
-                torn = kind not in (KIND_BLOCK, KIND_FILEMARK) or off + RECORD.size + length > size
-            if torn:
-                log.warning(
-                    "virtual cartridge %s: torn record at byte %d (interrupted write), truncating %d bytes",
-                    path.name,
-                    off,
-                    size - off,
-                )
-                if not self._write_protected:
-                    os.ftruncate(fd, off)
-                size = off
-                break
-            offsets.append(off)
-            kinds.append(kind)
-            lengths.append(length)
-            off += RECORD.size + length
-        self._offsets, self._kinds, self._lengths, self._end = offsets, kinds, lengths, size
+        found = scan_records(fd, FILE_HEADER.size, size, path.name)
+        self._offsets, self._kinds, self._lengths = found.offsets, found.kinds, found.lengths
+        self._end = found.end
+        self._size = size
+
+    def damage(self) -> list[Damage]:
+        found = []
+        files = 0
+        for i, kind in enumerate(self._kinds):
+            if kind == KIND_FILEMARK:
+                files += 1
+            elif kind == KIND_DAMAGED:
+                found.append(Damage(i, files))
+        return found
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -258,13 +254,17 @@ class VirtualTapeDevice(TapeDevice):
             self._append_filemark()
 
     def _truncate_here(self, fd: int) -> None:
-        """Writing at a position erases everything after it."""
+        """Writing at a position erases everything after it; at end of data, that is only a
+        torn final record (the one place a torn record is removed)."""
         if self._pos < len(self._kinds):
             self._end = self._offsets[self._pos]
             del self._offsets[self._pos :]
             del self._kinds[self._pos :]
             del self._lengths[self._pos :]
-            os.ftruncate(fd, self._end)
+        elif self._size == self._end:
+            return
+        os.ftruncate(fd, self._end)
+        self._size = self._end
 
     def _append_filemark(self) -> None:
         fd = self._ready()
@@ -282,6 +282,7 @@ class VirtualTapeDevice(TapeDevice):
         self._kinds.append(kind)
         self._lengths.append(length)
         self._end += RECORD.size + length
+        self._size = self._end
         self._pos += 1
 
     def _crossed_filemark(self) -> None:
@@ -363,6 +364,12 @@ class VirtualTapeDevice(TapeDevice):
         if kind == KIND_FILEMARK:
             self._crossed_filemark()
             return b""
+        if kind == KIND_DAMAGED:
+            # A medium error: st reports EIO, the position is past the bad block.
+            self._block = -1
+            self._eof = _NOEOF
+            raise DeviceError(f"{self.name}: medium error reading block {self._pos - 1} of "
+                              f"cartridge {self.barcode} (EIO)")
         self._next_block()
         length = self._lengths[self._pos - 1]
         if length > max_size:

@@ -342,7 +342,7 @@ def records(path: Path) -> list[tuple[int, int]]:
     return out
 
 
-def test_torn_last_record_is_truncated_on_insert(tmp_path: Path) -> None:
+def test_torn_last_record_is_kept_until_the_next_append(tmp_path: Path) -> None:
     dev = VirtualTapeDevice(tmp_path)
     dev.insert("TORN01")
     dev.write_block(b"a" * 1000)
@@ -350,21 +350,93 @@ def test_torn_last_record_is_truncated_on_insert(tmp_path: Path) -> None:
     dev.remove()  # closes: filemark
     path = cartridge_path(tmp_path, "TORN01")
     assert records(path) == [(1, 1000), (1, 1000), (2, 0)]
+    clean = path.read_bytes()
     # A writer killed in the middle of a 1000-byte block: header and 300 bytes on disk.
-    with open(path, "ab") as fh:
-        fh.write(struct.pack("<BI", 1, 1000) + b"c" * 300)
+    for torn in (struct.pack("<BI", 1, 1000) + b"c" * 300,  # data cut short
+                 b"\x01\x00\x10",  # a torn record header (3 of 5 bytes)
+                 bytes(700)):  # a power cut: the file grew, its data never reached the disk
+        path.write_bytes(clean + torn)
+        dev.insert("TORN01")
+        assert dev.damage() == []
+        dev.eod()
+        assert dev.tell() == 3  # end of data is where the torn record starts
+        dev.rewind()
+        assert dev.read_block(2000) == b"a" * 1000
+        dev.remove()
+        assert path.read_bytes() == clean + torn  # loading, reading, positioning change nothing
+    # Appending overwrites it.
     dev.insert("TORN01")
-    assert records(path) == [(1, 1000), (1, 1000), (2, 0)]
     dev.eod()
-    assert dev.tell() == 3
-    # A torn record header (3 of 5 bytes).
+    dev.write_block(b"d" * 10)
     dev.remove()
-    with open(path, "ab") as fh:
-        fh.write(b"\x01\x00\x10")
-    dev.insert("TORN01")
+    assert records(path) == [(1, 1000), (1, 1000), (2, 0), (1, 10), (2, 0)]
+
+
+def _damaged_cartridge(tmp_path: Path, header: bytes) -> tuple[Path, bytes]:
+    """Three files of three 1000-byte blocks; the header of the 2nd file's 2nd block replaced."""
+    dev = VirtualTapeDevice(tmp_path)
+    dev.insert("DMG001")
+    for f in range(3):
+        for i in range(3):
+            dev.write_block(bytes([0x30 + f]) * 999 + bytes([i]))
+        dev.close()
+    dev.remove()
+    path = cartridge_path(tmp_path, "DMG001")
+    raw = bytearray(path.read_bytes())
+    record = 8 + 3 * 1005 + 5 + 1005  # 3 blocks, a filemark, a block
+    raw[record : record + 5] = header
+    path.write_bytes(bytes(raw))
+    return path, bytes(raw)
+
+
+#: One damaged field of a 1000-byte block's header: the kind, a length that stops short in the
+#: block, one that runs into the next record, one past the end of the file, one past 8 MiB.
+DAMAGED_HEADERS = [struct.pack("<BI", 0x7F, 1000), struct.pack("<BI", 1, 791),
+                   struct.pack("<BI", 1, 1500), struct.pack("<BI", 1, 64744),
+                   struct.pack("<BI", 1, 0xFF0003E8), struct.pack("<BI", 2, 1000)]
+
+
+@pytest.mark.parametrize("header", DAMAGED_HEADERS)
+def test_a_damaged_record_in_the_middle_is_one_unreadable_block(
+    tmp_path: Path, header: bytes
+) -> None:
+    path, raw = _damaged_cartridge(tmp_path, header)
+    dev = VirtualTapeDevice(tmp_path)
+    dev.insert("DMG001")
+    assert [(d.block, d.file) for d in dev.damage()] == [(5, 1)]
+    dev.seek(4)
+    assert dev.read_block(2000)[-1] == 0
+    with pytest.raises(DeviceError, match="medium error"):
+        dev.read_block(2000)
+    assert dev.read_block(2000)[-1] == 2  # the next block is where it was
+    assert dev.read_block(2000) == b""
+    dev.seek(8)  # every later block keeps its address
+    assert [dev.read_block(2000)[:1] for _ in range(3)] == [b"2"] * 3
+    dev.rewind()
+    dev.fsf(2)
+    assert dev.read_block(2000)[:1] == b"2"
     dev.eod()
-    assert dev.tell() == 3
-    assert records(path) == [(1, 1000), (1, 1000), (2, 0)]
+    assert dev.tell() == 12
+    dev.remove()
+    assert path.read_bytes() == raw  # nothing was truncated
+
+
+def test_damage_at_the_end_is_not_a_torn_record(tmp_path: Path) -> None:
+    """A length that runs past the end of the file looks torn; with records after it, it is not."""
+    path, _ = _damaged_cartridge(tmp_path, DAMAGED_HEADERS[3])  # past the end of the file
+    dev = VirtualTapeDevice(tmp_path)
+    dev.insert("DMG001")
+    dev.eod()
+    assert dev.tell() == 12
+    # The closing filemark's header damaged: nothing after it, and no plausible torn record.
+    dev.remove()
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    dev.insert("DMG001")
+    assert [d.block for d in dev.damage()] == [5, 11]
+    dev.remove()
+    assert path.read_bytes() == bytes(raw)
 
 
 def test_not_a_cartridge(tmp_path: Path) -> None:

@@ -46,6 +46,11 @@ class Medium:
     tamper_data: Callable[[str, ArchivePosition, int], None] | None = None
     """Flip a byte in data block ``i`` of an archive, on the medium, behind the driver's back."""
     tamper_index: Callable[[str, ArchivePosition], None] | None = None
+    damage_record: Callable[[str, ArchivePosition], None] | None = None
+    """Damage the medium inside an archive, behind the driver's back, as a failing medium does
+    (vtape: a record header in its data; disk: its index file lost; disc: its index header)."""
+    tear: Callable[[str], None] | None = None
+    """Leave a torn last write on a medium that is not loaded, as a power cut does."""
     spoil_label: Callable[[str], None] | None = None
     """Replace a medium's label with foreign bytes (another program's tape or disk)."""
     write_protect: Callable[[str], None] | None = None
@@ -113,6 +118,16 @@ def _vtape_medium(tmp: Path) -> Medium:
             fh.seek(off)
             fh.write(bytes([byte[0] ^ 0xFF]))
 
+    def damage_record(barcode: str, pos: ArchivePosition) -> None:
+        off = record_offset(barcode, pos.start_block + pos.data_blocks // 2)
+        with open(cartridge_path(folder, barcode), "r+b") as fh:
+            fh.seek(off)
+            fh.write(b"\x7f")  # no such record kind
+
+    def tear(barcode: str) -> None:
+        with open(cartridge_path(folder, barcode), "ab") as fh:
+            fh.write(b"\x01\x00\x10\x00\x00" + b"torn" * 25)  # a 4096-byte block, cut short
+
     return Medium(
         name="vtape",
         block_size=BLOCK,
@@ -121,6 +136,8 @@ def _vtape_medium(tmp: Path) -> Medium:
         fingerprint=lambda bc: hashlib.sha256(cartridge_path(folder, bc).read_bytes()).digest(),
         tamper_data=lambda bc, pos, i: flip(bc, pos.start_block + i, 10),
         tamper_index=lambda bc, pos: flip(bc, pos.start_block + pos.data_blocks + 2, 0),
+        damage_record=damage_record,
+        tear=tear,
         spoil_label=lambda bc: flip(bc, 0, 0),  # '{' -> 0x84: not JSON, not a label
         write_protect=lambda bc: set_write_protect(cartridge_path(folder, bc), True),
         capacity_for_full=64 * BLOCK,
@@ -172,6 +189,7 @@ def _disk_medium(tmp: Path) -> Medium:
         fingerprint=lambda bc: _digest_tree(root / bc),
         tamper_data=lambda bc, pos, i: flip(root / bc / name(pos, "data"), i * BLOCK + 10),
         tamper_index=lambda bc, pos: flip(root / bc / name(pos, "index"), 80),
+        damage_record=lambda bc, pos: (root / bc / name(pos, "index")).unlink(),
         spoil_label=spoil_label,
         write_protect=write_protect,
         capacity_for_full=64 * BLOCK,
@@ -195,12 +213,34 @@ def _tape_medium(tmp: Path) -> Medium:
         run_tool([mt, "-f", device, "erase"], timeout=3600)
         return "RIG001L9"
 
+    def fingerprint(barcode: str) -> bytes:
+        # Every block, filemark and the end of data, read through a device of its own (the
+        # rig's shadow checks each block's length and first bytes against the drive).
+        from tapearc.drivers.tape.st import StDevice
+        from tapearc.errors import DeviceError
+
+        dev = StDevice(device, mt=mt, timeout=120)
+        h = hashlib.sha256()
+        try:
+            dev.rewind()
+            while True:
+                try:
+                    block = dev.read_block(8 * MIB)
+                except DeviceError:
+                    break  # end of data
+                h.update(len(block).to_bytes(4, "little") + block)
+            h.update(dev.tell().to_bytes(8, "little"))
+        finally:
+            dev.close()
+        return h.digest()
+
     return Medium(
         name="tape",
         block_size=512,  # scsi_debug's smallest variable block
         make=make,
         new_barcode=new_barcode,
         faithful_data=TAPE_ENV.get("TAPEARC_TEST_TAPE_FAITHFUL") == "1",
+        fingerprint=fingerprint,
     )
 
 

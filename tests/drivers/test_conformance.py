@@ -1,7 +1,8 @@
 """The driver contract (tapearc/drivers/base.py), held against every driver in ``conftest.MEDIA``.
 
 Label, append, list, positioned read, full medium, wrong cartridge, tampered block,
-eject/reload, interrupted archives. Block counts stay small: the rig's emulated tape holds
+eject/reload, interrupted archives, a damaged medium (never shrunk, refused for writing), and
+reading commands that leave the medium as it was. Block counts stay small: the rig's emulated tape holds
 10000 blocks.
 """
 
@@ -16,6 +17,7 @@ from tapearc.errors import (
     EXIT_TEMPFAIL,
     FormatError,
     IntegrityError,
+    MediumError,
     MediumFull,
     NoMedium,
     WriteProtected,
@@ -345,3 +347,72 @@ def test_foreign_medium_is_not_overwritten(medium: Medium) -> None:
         d2.write_label(label)
     d2.write_label(label, force=True)
     assert d2.read_label() == label
+
+
+def _read_everything(d: Driver, archives: list[tuple[ArchivePosition, list[bytes], bytes]]) -> None:
+    """What the reading commands (status, cartridge list, verify, recall) do to a medium."""
+    d.status()
+    d.read_label()
+    listed = d.list_archives()
+    for pos, data, index in archives:
+        assert pos in listed
+        assert list(d.read_blocks(pos, 0, len(data))) == data
+        assert d.read_index(pos) == index
+
+
+def test_a_damaged_record_in_the_middle_never_shrinks_the_medium(medium: Medium) -> None:
+    if not medium.faithful_data or medium.damage_record is None or medium.fingerprint is None:
+        pytest.skip(f"{medium.name}: cannot damage the medium behind the driver")
+    d, label = fresh(medium)
+    bs = medium.block_size
+    data = [blocks(21 + i, 3, bs) for i in range(3)]
+    p1 = write_archive(d, label, None, data[0], b"one")
+    p2 = write_archive(d, label, p1, data[1], b"two")
+    p3 = write_archive(d, label, p2, data[2], b"three")
+    d.close()
+    medium.damage_record(label.barcode, p2)
+    damaged = medium.fingerprint(label.barcode)
+    d2 = medium.driver()
+    _read_everything(d2, [(p1, data[0], b"one"), (p3, data[2], b"three")])
+    with pytest.raises(MediumError) as err:  # the damaged archive: a medium error, 65
+        list(d2.read_blocks(p2, 0, 3))
+        d2.read_index(p2)
+    assert err.value.exit_code == 65 and err.value.files == (p2.data_file,)
+    # read-only for tapearc: nothing is written, cleaned up or truncated
+    with pytest.raises(MediumError) as err:
+        d2.append_archive(label, p3)
+    assert p2.data_file in err.value.files and "will not write" in str(err.value)
+    d2.close()
+    assert medium.fingerprint(label.barcode) == damaged
+    d3 = medium.driver()  # another process finds the later archive as it was
+    _read_everything(d3, [(p3, data[2], b"three")])
+    d3.close()
+    assert medium.fingerprint(label.barcode) == damaged
+
+
+def test_a_read_only_command_never_changes_the_medium(medium: Medium) -> None:
+    if not medium.faithful_data or medium.fingerprint is None:
+        pytest.skip(f"{medium.name}: no fingerprint of the whole medium")
+    d, label = fresh(medium)
+    bs = medium.block_size
+    data = blocks(24, 3, bs, last=7)
+    p1 = write_archive(d, label, None, data, b"one")
+    # A writer that died in the middle of the next archive (no commit, no abort).
+    sink = d.append_archive(label, p1)
+    sink.write_block(blocks(25, 1, bs)[0])
+    del sink
+    medium.drivers.remove(d)
+    del d
+    if medium.tear is not None:
+        medium.tear(label.barcode)
+    before = medium.fingerprint(label.barcode)
+    for _ in range(2):  # two commands, each a process of its own
+        reader = medium.driver()
+        _read_everything(reader, [(p1, data, b"one")])
+        assert reader.list_archives() == [p1]
+        reader.close()
+        assert medium.fingerprint(label.barcode) == before
+    # The next append is what recovers from the interrupted write.
+    d2 = medium.driver()
+    p2 = write_archive(d2, label, p1, blocks(26, 2, bs), b"two")
+    assert d2.list_archives() == [p1, p2]

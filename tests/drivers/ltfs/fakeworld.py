@@ -114,6 +114,7 @@ def ltfs_medium(tmp: Path, block_size: int, new_barcode: Callable[[], str]) -> M
         fingerprint=lambda bc: _digest_tree(drive.volume(bc)),
         tamper_data=lambda bc, pos, i: _flip(drive.volume(bc) / _name(pos, "data"), i * block_size + 10),
         tamper_index=lambda bc, pos: _flip(drive.volume(bc) / _name(pos, "index"), 80),
+        damage_record=lambda bc, pos: (drive.volume(bc) / _name(pos, "index")).unlink(),
         write_protect=drive.write_protect,
         capacity_for_full=64 * block_size,
         spoil_label=spoil,

@@ -75,6 +75,7 @@ def optical_medium(tmp: Path, block: int, new_barcode: Callable[[], str],
         fingerprint=lambda bc: hashlib.sha256(image(bc).read_bytes()).digest(),
         tamper_data=lambda bc, pos, i: flip(image(bc), archive_name(pos, "data"), i * block + 10),
         tamper_index=lambda bc, pos: flip(image(bc), archive_name(pos, "index"), 80),
+        damage_record=lambda bc, pos: overwrite(image(bc), archive_name(pos, "index"), b"XXXX"),
         write_protect=None,  # a stdio: pseudo-drive has no write-protect tab
         capacity_for_full=2 * 1024 * 1024,
         spoil_label=lambda bc: overwrite(image(bc), "label.json", b"GIF89a not a label"),

@@ -183,6 +183,8 @@ def test_vtape_record_reader(tmp_path: Path) -> None:
                         break
         finally:
             dev.close()
+        # reading never changes a cartridge, whatever it holds (no torn-record "repair")
+        assert path.read_bytes() == data
 
     fuzz(read_everything, [seed])
 

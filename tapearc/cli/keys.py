@@ -118,6 +118,8 @@ def verify(
                    f"read from a loaded cartridge")
         for failure in report.failures:
             typer.echo(f"  FAILED {failure}")
+        for damage in report.damaged:
+            typer.echo(f"  DAMAGED medium (another archive was read instead): {damage}")
     if not report.archives_using_key:
         typer.echo(f"no archive is encrypted to key {report.key} yet: nothing to prove")
         return

@@ -56,7 +56,9 @@ def recall(
                            "note"],
                     ([r.study_uid, r.cartridge, r.instances, human_bytes(r.bytes),
                       human_bytes(r.bytes_read), "yes" if r.verified else "no",
-                      r.needs or "; ".join(r.errors)] for r in results))
+                      r.needs or "; ".join(r.errors)
+                      or "; ".join(f"read from another copy: {n}" for n in r.notes)]
+                     for r in results))
     raise_for(results)
 
 

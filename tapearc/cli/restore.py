@@ -115,6 +115,8 @@ def send_to_pacs(ctx: typer.Context, request: RestoreRequest, report_file: Path 
         for study in report.studies:
             if study.state != "confirmed":
                 typer.echo(f"  {study.study_uid}: {study.state} {study.error or ''}".rstrip())
+        for damage in report.damaged:
+            typer.echo(f"  read from another copy: {damage}")
     error = restore_error_exit(report)
     if error is not None:
         raise error

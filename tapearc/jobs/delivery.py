@@ -111,6 +111,8 @@ class RestoreReport:
     retries: int = 0
     elapsed_s: float = 0.0
     aborted: str | None = None
+    damaged: list[str] = field(default_factory=list)
+    """Medium damage the fetch met and read around (another copy): cartridges to verify."""
 
     def by_state(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -136,6 +138,7 @@ class RestoreReport:
             "retries": self.retries,
             "elapsed_s": round(self.elapsed_s, 3),
             "studies": [asdict(s) for s in self.studies],
+            "damaged": self.damaged,
         }
 
 
@@ -166,9 +169,11 @@ def run_restore(
     options: SendOptions | None = None,
     *,
     stop: threading.Event | None = None,
+    damaged: list[str] | None = None,
 ) -> RestoreReport:
     """Send ``studies`` to ``peer``, confirm each, journal it; see the module doc and
-    ``SendOptions``. ``stop`` ends the run after the study being sent (resumable)."""
+    ``SendOptions``. ``stop`` ends the run after the study being sent (resumable).
+    ``damaged``: the list the fetch adds the medium damage it read around to (reported)."""
     import contextlib
 
     from tapearc.dicomnet.commitment import CommitmentListener
@@ -178,7 +183,8 @@ def run_restore(
     options = options or SendOptions()
     limits, local_aet, timeout = options.limits, options.local_aet, options.timeout
     t0 = time.monotonic()
-    report = RestoreReport(job_id=journal.job_id, peer=str(peer))
+    report = RestoreReport(job_id=journal.job_id, peer=str(peer),
+                           damaged=damaged if damaged is not None else [])
     journal.add(studies)
     rows = journal.items()
     todo = [s for s in studies if rows[s.study_uid]["state"] != "confirmed"]

@@ -104,10 +104,12 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
            identities: Sequence[Identity] | None = None) -> list[RecalledStudy]:
     """Recall ``study_uids`` into ``dest``.
 
-    A study whose cartridge is not loaded gets ``needs``; a damaged archive or a checksum
-    mismatch goes into ``errors`` and the study is read again from another loaded copy (the
-    other pool) when there is one. The other studies of the batch are recalled either way, and
-    the recall is audited whatever happens.
+    A study whose cartridge is not loaded gets ``needs``; an archive that fails authentication
+    or a checksum, or that the medium cannot give back (``MediumError``: EIO, a short read, end
+    of data too early), goes into ``errors`` and the study is read again from another loaded
+    copy (the other pool) when there is one; the damage stays in ``notes`` and the audit. The
+    other studies of the batch are recalled either way, and the recall is audited whatever
+    happens.
     """
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
@@ -148,6 +150,8 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
         catalog.audit("recall", None, {
             "who": actor(), "to": str(dest), "studies": list(results),
             "recalled": [u for u, r in results.items() if r.verified],
+            # what could not be read where the catalog places it: damaged media to look at
+            "damage": [e for r in results.values() for e in r.notes + r.errors],
         })
     return list(results.values())
 
@@ -227,7 +231,7 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
             for run in _contiguous(members):
                 try:
                     _read_run(driver, reader, run, out, results)
-                except IntegrityError as exc:  # a damaged block: this run only
+                except IntegrityError as exc:  # a failed tag or a medium error: this run only
                     uid = run[0]["study_uid"]
                     results[uid].errors.append(f"{run[0]['barcode']} archive "
                                                f"{run[0]['data_file']}: {exc}")
@@ -297,9 +301,10 @@ def raise_for(results: Sequence[RecalledStudy]) -> None:
     bad = [r for r in results if r.errors]
     if bad:
         raise IntegrityError(
-            f"{sum(len(r.errors) for r in bad)} instances failed their checksum in "
-            f"{len(bad)} studies; they were not written",
-            hint="recall them from the other pool's copy")
+            f"{len(bad)} studies could not be read intact ({sum(len(r.errors) for r in bad)} "
+            "problems: a damaged medium or a failed checksum); what failed was not written",
+            hint="load the other pool's cartridge and recall them again; verify the damaged "
+                 "cartridge")
     waiting = [r for r in results if r.needs]
     if waiting:
         raise OperatorActionNeeded("; ".join(f"{r.study_uid}: {r.needs}" for r in waiting))

@@ -54,14 +54,20 @@ def study_refs(settings: Settings, catalog: Catalog,
     return refs
 
 
-def recall_fetch(settings: Settings, catalog: Catalog,
-                 identities: Sequence[Identity] | None) -> Fetch:
-    """A ``fetch`` for the engine that recalls each study from its cartridge into ``workdir``."""
+def recall_fetch(settings: Settings, catalog: Catalog, identities: Sequence[Identity] | None,
+                 damaged: list[str] | None = None) -> Fetch:
+    """A ``fetch`` for the engine that recalls each study from its cartridge into ``workdir``.
+
+    A study the medium cannot give back (or that fails a check) is read from another loaded
+    copy by the recall; what was read around goes into ``damaged``.
+    """
 
     def fetch(studies: list[StudyRef], workdir: Path) -> Iterator[tuple[StudyRef, list[Path]]]:
         for ref in studies:
             folder = workdir / ref.study_uid
             results = recall(settings, catalog, [ref.study_uid], folder, identities=identities)
+            if damaged is not None:
+                damaged.extend(f"{ref.study_uid}: {n}" for n in results[0].notes)
             raise_for(results)  # a cartridge to load or a bad checksum stops the run (resumable)
             try:
                 yield ref, sorted(results[0].files)
@@ -107,4 +113,6 @@ def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreReques
         if send.workdir is None:  # decrypted images wait in the site's private folder, never /tmp
             workdir = stack.enter_context(private_workdir(settings.private_dir, "restore"))
             send = replace(send, workdir=workdir)
-        return run_restore(refs, recall_fetch(settings, catalog, identities), peer, journal, send)
+        damaged: list[str] = []
+        return run_restore(refs, recall_fetch(settings, catalog, identities, damaged), peer,
+                           journal, send, damaged=damaged)

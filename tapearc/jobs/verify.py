@@ -7,13 +7,13 @@ import json
 import logging
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
-from tapearc.errors import EXIT_DATAERR, TapearcError, UsageError, WrongMedium
+from tapearc.errors import EXIT_DATAERR, IntegrityError, TapearcError, UsageError, WrongMedium
 from tapearc.format.index import IndexDoc
 from tapearc.jobs.keys import load_identities_for
 from tapearc.jobs.media import loaded_drives, open_drive, position_of
@@ -21,6 +21,7 @@ from tapearc.jobs.media import loaded_drives, open_drive, position_of
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
     from tapearc.format.keys import Identity
+    from tapearc.format.reader import ArchiveReader
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,15 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
                      keyless: bool = False) -> VerifyReport:
     """Read back all (or ``sample`` random, or the given) archives of a loaded cartridge.
 
-    Full check: each archive's whole data stream is decrypted (every tag checked, truncation
-    detected by the final flag), each instance's bytes are hashed against the catalog, and the
-    index is opened. ``keyless`` (the nightly job, which holds only public keys): the blocks read
-    back must hash to the ciphertext digest taken while writing, and the index must be there.
-    The result and date are recorded per archive. Failures are listed, not raised.
+    Both checks first read the medium's label (barcode, pool, site as catalogued). Full check:
+    every byte of each archive on the medium: its stream header (block 0, compared with the one
+    written and authenticated on its own), its whole data stream decrypted with that header
+    (every tag checked, truncation detected by the final flag), each instance's bytes hashed
+    against the catalog, and the index opened. ``keyless`` (the nightly job, which holds only
+    public keys): the blocks read back must hash to the ciphertext digest taken while writing,
+    and the index must be there. A medium error (EIO, a short read, end of data too early) is a
+    finding for its archive like a failed tag, and the next archive is read. The result and
+    date are recorded per archive. Failures are listed, not raised.
     """
     from tapearc.jobs.cartridge import check_barcode
 
@@ -82,6 +87,7 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
         identities = load_identities_for(settings, wanted)
     driver = open_drive(settings, drive)
     try:
+        report.failures += _label_problems(driver, barcode, cart["pool"], cart["site"])
         for archive in archives:
             if keyless or identities is None:
                 checked = verify_medium(driver, archive, report)
@@ -105,18 +111,19 @@ def verify_cartridge(settings: Settings, catalog: Catalog, barcode: str, *,
 def verify_archive(driver: Driver, catalog: Catalog, archive: dict[str, Any],
                    identities: Sequence[Identity], report: VerifyReport) -> list[str]:
     """Check one archive; return its problems (empty when good)."""
-    from tapearc.format.reader import ArchiveReader, open_bytes
+    from tapearc.format.reader import open_bytes
 
     pos = position_of(archive)
     problems: list[str] = []
     copies = catalog.archive_copies(archive["id"])
     try:
-        reader = ArchiveReader(archive["header"], identities)
-        blocks = driver.read_blocks(pos, 1, archive["data_blocks"] - 1)
+        # the stream header as the medium holds it: without the catalog it is the only copy
+        blocks = _counted(driver.read_blocks(pos, 0, archive["data_blocks"]), report)
+        reader = _medium_header(next(blocks, b""), archive["header"], identities)
         hashes = [hashlib.sha256() for _ in copies]
         offset = 0
         first_open = 0
-        for chunk in reader.iter_plaintext(_counted(blocks, report)):
+        for chunk in reader.iter_plaintext(blocks):
             end = offset + len(chunk)
             while first_open < len(copies) and \
                     copies[first_open]["data_offset"] + copies[first_open]["length"] <= offset:
@@ -147,6 +154,37 @@ def verify_archive(driver: Driver, catalog: Catalog, archive: dict[str, Any],
     for p in problems:
         log.error("verify %s archive %s: %s", archive["barcode"], archive["data_file"], p)
     return problems
+
+
+def _medium_header(block0: bytes, written: bytes, identities: Sequence[Identity]) -> ArchiveReader:
+    """A reader built from the stream header read from the medium (its padding, MAC and key
+    wrap checked), which must be the header written (``IntegrityError`` otherwise)."""
+    from tapearc.format.reader import ArchiveReader, read_header_block
+
+    try:
+        header = read_header_block(block0)
+        reader = ArchiveReader(block0, identities)
+    except IntegrityError as exc:
+        raise IntegrityError(f"the stream header on the medium is damaged: {exc}") from exc
+    if header != written:
+        raise IntegrityError("the stream header on the medium is not the one written")
+    return reader
+
+
+def _label_problems(driver: Driver, barcode: str, pool: str, site: str) -> list[str]:
+    """What is wrong with the medium's label, as read from the medium."""
+    try:
+        label = driver.read_label()
+    except TapearcError as exc:
+        if exc.exit_code != EXIT_DATAERR:
+            raise
+        return [f"label: {exc}"]
+    if label is None:
+        return ["label: the medium has none"]
+    if (label.barcode, label.pool, label.site) != (barcode, pool, site):
+        return [f"label: the medium is labelled {label.barcode} (pool {label.pool}, site "
+                f"{label.site})"]
+    return []
 
 
 def verify_medium(driver: Driver, archive: dict[str, Any],
@@ -181,7 +219,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any],
     return problems
 
 
-def _counted(blocks: Any, report: VerifyReport) -> Any:
+def _counted(blocks: Iterable[bytes], report: VerifyReport) -> Iterator[bytes]:
     for block in blocks:
         report.bytes_read += len(block)
         yield block

@@ -1,4 +1,5 @@
-"""A throw-away site on virtual tape drives for job tests: config, catalog, keys, samples."""
+"""A throw-away site for job tests (virtual tape drives, or disk volumes): config, catalog,
+keys, samples."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ read_rate = {read_rate}
 [verify]
 after_write = "{verify}"
 [drives.da]
-driver = "vtape"
-path = "vtapes"
+driver = "{driver}"
+path = "{media}"
 capacity = "{capacity}"
 [drives.db]
-driver = "vtape"
-path = "vtapes"
+driver = "{driver}"
+path = "{media}"
 capacity = "{capacity}"
 [pools.A]
 drive = "da"
@@ -70,14 +71,19 @@ class Site:
 
 def make_site(root: Path, *, block_size: str = "64 KiB", max_archive: str = "1 GiB",
               capacity: str = "256 MiB", read_rate: int = 0, verify: str = "all",
-              extra: str = "") -> Site:
+              extra: str = "", driver: str = "vtape") -> Site:
     """Create the site folder with keys made by the real key code (cheap scrypt for tests);
-    ``extra`` is appended to the config (more tables)."""
+    ``extra`` is appended to the config (more tables).
+
+    ``driver``: ``vtape`` (cartridges in ``vtapes/``) or ``disk`` (volumes in ``volumes/``).
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / "pacs").mkdir(exist_ok=True)
+    media = {"vtape": "vtapes", "disk": "volumes"}[driver]
+    (root / media).mkdir(exist_ok=True)
     (root / "tapearc.toml").write_text(CONFIG.format(
         block_size=block_size, max_archive=max_archive, capacity=capacity,
-        read_rate=read_rate, verify=verify) + extra)
+        read_rate=read_rate, verify=verify, driver=driver, media=media) + extra)
     keys = root / "keys"
     keys.mkdir(mode=0o700)
     for name in ("site", "escrow"):

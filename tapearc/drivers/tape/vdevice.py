@@ -53,6 +53,7 @@ from tapearc.drivers.tape.records import (
 from tapearc.errors import (
     DeviceError,
     Locked,
+    MediumError,
     MediumFull,
     NoMedium,
     UsageError,
@@ -205,11 +206,12 @@ class VirtualTapeDevice(TapeDevice):
         """Read the record headers; never changes the file (see the module docstring)."""
         size = os.fstat(fd).st_size
         head = os.pread(fd, FILE_HEADER.size, 0)
+        # the cartridge's own header: nothing on it can be read (65, as any damaged medium)
         if len(head) < FILE_HEADER.size:
-            raise DeviceError(f"{path} is not a virtual cartridge (too short)")
+            raise MediumError(f"{path} is not a virtual cartridge (too short)")
         magic, version, flags, _ = FILE_HEADER.unpack(head)
         if magic != MAGIC or version != VERSION:
-            raise DeviceError(f"{path} is not a version-{VERSION} virtual cartridge")
+            raise MediumError(f"{path} is not a version-{VERSION} virtual cartridge")
         self._write_protected = bool(flags & FLAG_WRITE_PROTECT)
         found = scan_records(fd, FILE_HEADER.size, size, path.name)
         self._offsets, self._kinds, self._lengths = found.offsets, found.kinds, found.lengths

@@ -20,7 +20,15 @@ from tapearc.drivers.tape.vdevice import (
     create_cartridge,
     set_write_protect,
 )
-from tapearc.errors import DeviceError, Locked, MediumFull, NoMedium, UsageError, WriteProtected
+from tapearc.errors import (
+    DeviceError,
+    Locked,
+    MediumError,
+    MediumFull,
+    NoMedium,
+    UsageError,
+    WriteProtected,
+)
 
 
 @pytest.fixture
@@ -441,7 +449,7 @@ def test_damage_at_the_end_is_not_a_torn_record(tmp_path: Path) -> None:
 
 def test_not_a_cartridge(tmp_path: Path) -> None:
     cartridge_path(tmp_path, "JUNK01").write_bytes(b"PK\x03\x04 a zip file")
-    with pytest.raises(DeviceError, match="not a version-1 virtual cartridge"):
+    with pytest.raises(MediumError, match="not a version-1 virtual cartridge"):
         VirtualTapeDevice(tmp_path).insert("JUNK01")
     with pytest.raises(UsageError):
         VirtualTapeDevice(tmp_path, capacity=1000, early_warning=1000)

@@ -142,3 +142,32 @@ def test_damaged_stream_header_on_the_medium_fails_full_verify(tmp_path: Path) -
                                       archive_ids=[archive["id"]], identities=[site.identity])
         assert report.failures, where
         assert "stream header on the medium is damaged" in report.failures[0], report.failures
+
+
+def test_runbook_new_copy_of_a_damaged_cartridge_from_the_other_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/OPERATIONS.md, "What to do when verify reports damage": retire, and write the
+    studies the PACS no longer holds from a recall of the other pool's copy."""
+    import shutil
+
+    site = make_site(tmp_path / "site")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    uids = _nightlies(site, 1)
+    shutil.rmtree(site.pacs)  # the PACS no longer holds the study
+    site.pacs.mkdir()
+    monkeypatch.setenv("TAPEARC_CONFIG", str(site.config))
+    monkeypatch.setenv("TAPEARC_PASSPHRASE", PASSPHRASE)
+    assert run_cli(["cartridge", "retire", "A00001", "--reason", "verify: medium damaged"],
+                   capsys)[0] == 0
+    eject_drive(site.settings, "da")
+    code, out, _ = run_cli(["recall", *uids, "--to", str(tmp_path / "rewrite")], capsys)
+    assert code == 0 and "B00001" in out
+    site.label("A00002", "A")
+    assert run_cli(["ingest", str(tmp_path / "rewrite")], capsys)[0] == 0
+    code, out, _ = run_cli(["write", "--pool", "A"], capsys)
+    assert code == 0 and "A00002" in out
+    with site.catalog() as cat:
+        assert {r["barcode"] for r in cat.copy_rows(uids[0])} == {"A00002", "B00001"}
+        assert cat.sourceless("A") == 0

@@ -225,7 +225,7 @@ def _tape_medium(tmp: Path) -> Medium:
             dev.rewind()
             while True:
                 try:
-                    block = dev.read_block(8 * MIB)
+                    block = dev.read_block(MIB)  # scsi_debug's largest block
                 except DeviceError:
                     break  # end of data
                 h.update(len(block).to_bytes(4, "little") + block)

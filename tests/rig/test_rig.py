@@ -17,7 +17,7 @@ from tapearc.support.process import run_tool
 from tests.rig import vm
 from tests.rig.conftest import RigRun, need_rig
 
-#: At least this many conformance tests must pass on the real driver (the suite has ~19 for the
+#: At least this many conformance tests must pass on the real driver (the suite has ~21 for the
 #: tape medium; content checks skip on scsi_debug's 4-byte blocks).
 MIN_CONFORMANCE_PASSED = 10
 

@@ -12,9 +12,9 @@ Archive k is medium file ``2k-1`` (its index ``2k``), as on tape. Writes are ato
 index go to hidden temporary names, are fsynced, then renamed (data first, index last) and the
 folder fsynced.
 
-The writer never deletes what it did not record: before its first byte it writes a marker,
-``.NNNNNN.open``, naming the files it is about to create, and removes it once the index is in
-place. The next ``append_archive`` removes what a marker names (an archive interrupted by a
+The writer never deletes what it did not record (``disksink``): before its first byte it writes
+a marker, ``.NNNNNN.open``, naming the files it is about to create, and removes it once the index
+is in place. The next ``append_archive`` removes what a marker names (an archive interrupted by a
 crash: its temporary files, its data file if no index followed) and hidden temporary files of
 tapearc's own names, which are never an archive. Anything else that is not a whole archive (a
 data file without its index and without a marker, an index that is missing, unreadable or
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -49,29 +48,25 @@ from tapearc.drivers.base import (
     DriveStatus,
     Label,
 )
+from tapearc.drivers.disksink import DiskSink, remove_uncommitted, volume_error
 from tapearc.drivers.layout import (
-    BlockRule,
     FolderLock,
     IndexHeader,
     archive_damage,
+    archive_file,
     check_block,
     check_label,
     complete_archives,
     damaged_medium,
-    fsync_dir,
     write_atomic,
 )
 from tapearc.drivers.options import DiskOptions, DriveOptions, expect
 from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
-    DeviceError,
     DeviceUnavailable,
     FormatError,
     MediumError,
-    MediumFull,
     NoMedium,
-    OperatorActionNeeded,
-    TapearcError,
     UsageError,
     WriteProtected,
     WrongMedium,
@@ -81,29 +76,6 @@ log = logging.getLogger(__name__)
 
 LABEL_FILE = "label.json"
 _ARCHIVE_RE = re.compile(r"^(\d{6})\.(data|index)$")
-#: Our temporary names only (a USB disk's root may hold the owner's own hidden files).
-_TEMP_RE = re.compile(r"^\.(\d{6}\.(data|index)|label\.json\.\d+)\.tmp$")
-#: The writer's marker for archive k while it is being written.
-_OPEN_RE = re.compile(r"^\.(\d{6})\.open$")
-
-
-def _name(k: int, kind: str) -> str:
-    return f"{k:06d}.{kind}"
-
-
-def _marker(k: int) -> str:
-    return f".{k:06d}.open"
-
-
-def _temp(k: int, kind: str) -> str:
-    return f".{_name(k, kind)}.tmp"
-
-
-def _writes(k: int) -> list[str]:
-    """The files the writer of archive k creates: what its marker allows to remove."""
-    return [_temp(k, "data"), _temp(k, "index"), _name(k, "data")]
-
-
 class DiskDriver(Driver):
     """A folder as a cartridge (``driver = "disk"``)."""
 
@@ -275,12 +247,12 @@ class DiskDriver(Driver):
         # Relabelling erases the volume (refused above unless --force): every archive goes.
         for k, kinds in self._archives(vol).items():
             for kind in kinds:
-                (vol / _name(k, kind)).unlink()
-        self._remove_uncommitted(vol, None)
+                (vol / archive_file(k, kind)).unlink()
+        remove_uncommitted(self.drive, vol, None)
         try:
             write_atomic(vol / LABEL_FILE, label.to_bytes())
         except OSError as exc:
-            raise _os_error(exc, vol) from exc
+            raise volume_error(exc, vol) from exc
         self._label = label
 
     def _check_writable(self, vol: Path) -> None:
@@ -289,35 +261,8 @@ class DiskDriver(Driver):
                 f"the volume {vol} is read-only", hint="remount it read-write or load another"
             )
 
-    def _remove_uncommitted(self, vol: Path, after: ArchivePosition | None) -> None:
-        """Remove what interrupted writers recorded in their markers, and our temporaries.
-
-        A data file named by a marker stays if its index is there (the archive was committed)
-        or if the catalog knows an archive at or after it (``after``): only damage takes an
-        index away from such an archive, and damage is reported, not cleaned up.
-        """
-        k_after = 0 if after is None else (after.data_file + 1) // 2
-        for entry in os.scandir(vol):
-            m = _OPEN_RE.match(entry.name)
-            if not m:
-                continue
-            k = int(m.group(1))
-            for name in _marked(Path(entry.path)) & set(_writes(k)):
-                if name == _name(k, "data") and (
-                        (vol / _name(k, "index")).exists() or k <= k_after):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(vol / name)
-                    log.info("%s: removed %s of an interrupted archive", self.drive, name)
-            os.unlink(entry.path)
-        for entry in os.scandir(vol):
-            if _TEMP_RE.match(entry.name):
-                log.info("%s: removing leftover %s", self.drive, entry.name)
-                os.unlink(entry.path)
-        fsync_dir(vol)
-
     def _header(self, vol: Path, k: int) -> IndexHeader:
-        with open(vol / _name(k, "index"), "rb") as fh:
+        with open(vol / archive_file(k, "index"), "rb") as fh:
             return IndexHeader.from_bytes(fh.read(IndexHeader.SIZE))
 
     def list_archives(self) -> list[ArchivePosition]:
@@ -325,7 +270,7 @@ class DiskDriver(Driver):
         if self.read_label() is None:
             raise WrongMedium(f"the volume {vol} is blank", hint="label it first")
         return complete_archives(self.drive, self._archives(vol),
-                                 lambda k: self._header(vol, k), _name)
+                                 lambda k: self._header(vol, k), archive_file)
 
     def append_archive(self, expected: Label, after: ArchivePosition | None) -> ArchiveSink:
         vol = self._vol()
@@ -356,16 +301,16 @@ class DiskDriver(Driver):
                     f"{after.data_file}; nothing was written",
                     hint="the volume was changed or is a different one: check it",
                 )
-        self._remove_uncommitted(vol, after)
+        remove_uncommitted(self.drive, vol, after)
         damage = archive_damage(self._archives(vol), lambda k: self._header(vol, k),
-                                lambda k: (vol / _name(k, "data")).stat().st_size,
-                                label.block_size, _name)
+                                lambda k: (vol / archive_file(k, "data")).stat().st_size,
+                                label.block_size, archive_file)
         if damage:
             raise damaged_medium(f"disk volume {vol}", [2 * k - 1 for k in damage],
                                  "; ".join(damage.values()))
         k = max(self._archives(vol), default=0) + 1
         used = self._used(vol) if self.capacity is not None else 0
-        return _DiskSink(self, vol, k, label.block_size, used, lock)
+        return DiskSink(vol, k, label.block_size, self.capacity, used, lock)
 
     def _data_path(self, position: ArchivePosition) -> tuple[Path, int]:
         vol = self._vol()
@@ -383,7 +328,7 @@ class DiskDriver(Driver):
         count = min(count, position.data_blocks - first)
         if count <= 0:
             return
-        path = vol / _name(k, "data")
+        path = vol / archive_file(k, "data")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -402,7 +347,7 @@ class DiskDriver(Driver):
 
     def read_index(self, position: ArchivePosition) -> bytes:
         vol, k = self._data_path(position)
-        path = vol / _name(k, "index")
+        path = vol / archive_file(k, "index")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -418,123 +363,6 @@ class DiskDriver(Driver):
         return header.check(data[IndexHeader.SIZE :], str(path))
 
 
-class _DiskSink(ArchiveSink):
-    """An archive being written under temporary names."""
-
-    def __init__(
-        self, driver: DiskDriver, vol: Path, k: int, block_size: int, used: int, lock: FolderLock
-    ) -> None:
-        self.driver = driver
-        self._lock = lock
-        self.vol = vol
-        self.k = k
-        self.block_size = block_size
-        self.data_file = 2 * k - 1
-        self.position_start_block = 0
-        self._used = used
-        self._rule = BlockRule(block_size)
-        self._blocks = 0
-        self._tmp_data = vol / _temp(k, "data")
-        self._tmp_index = vol / _temp(k, "index")
-        self._marker = vol / _marker(k)
-        self._state = "open"
-        try:
-            _write_marker(self._marker, _writes(k))
-            self._fd: int | None = os.open(
-                self._tmp_data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
-        except OSError as exc:
-            raise _os_error(exc, vol) from exc
-
-    def _room(self, nbytes: int) -> None:
-        capacity = self.driver.capacity
-        if capacity is not None and self._used + nbytes > capacity:
-            raise MediumFull(
-                f"disk volume {self.vol} reached its capacity",
-                hint="load another volume; this one is full",
-            )
-
-    def write_block(self, block: bytes | memoryview) -> None:
-        if self._state != "open" or self._fd is None:
-            raise ValueError(f"archive sink is {self._state}")
-        length = len(block)
-        self._rule.check(length)
-        try:
-            self._room(length)
-            view = memoryview(block)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-        except OSError as exc:
-            self._state = "failed"
-            raise _os_error(exc, self.vol) from exc
-        except TapearcError:
-            self._state = "failed"
-            raise
-        self._used += length
-        self._blocks += 1
-
-    def commit(self, index: bytes) -> ArchivePosition:
-        if self._state != "open" or self._fd is None:
-            raise ValueError(f"archive sink is {self._state}")
-        self._state = "failed"
-        header = IndexHeader.for_index(self.data_file, 0, self._blocks, index)
-        try:
-            self._room(IndexHeader.SIZE + len(index))
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            with open(self._tmp_index, "xb") as fh:
-                fh.write(header.to_bytes())
-                fh.write(index)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # Data first, index last: a crash in between leaves an interrupted archive.
-            os.replace(self._tmp_data, self.vol / _name(self.k, "data"))
-            os.replace(self._tmp_index, self.vol / _name(self.k, "index"))
-            fsync_dir(self.vol)
-            # committed: nothing of this archive may be removed any more
-            os.unlink(self._marker)
-            fsync_dir(self.vol)
-        except OSError as exc:
-            raise _os_error(exc, self.vol) from exc
-        self._state = "committed"
-        self._lock.release()
-        return header.position()
-
-    def abort(self) -> None:
-        if self._state == "committed":
-            raise ValueError("archive sink is committed")
-        self._state = "aborted"
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        for path in (self._tmp_data, self._tmp_index, self._marker):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self._lock.release()
-
-
-def _write_marker(path: Path, names: list[str]) -> None:
-    """Record, durably and before any of them exists, the files a writer may leave behind."""
-    with open(path, "x") as fh:
-        json.dump({"may_remove": names}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    fsync_dir(path.parent)
-
-
-def _marked(path: Path) -> set[str]:
-    """The names a marker allows to remove; none if it is torn (the writer died writing it,
-    before it created anything)."""
-    try:
-        names = json.loads(path.read_text()).get("may_remove", [])
-    except (OSError, ValueError, AttributeError):
-        return set()
-    return {n for n in names if isinstance(n, str)}
-
-
 def _read_error(exc: OSError, path: Path, position: ArchivePosition) -> MediumError:
     """A file of an archive the catalog places on this volume cannot be read."""
     what = "is missing" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})"
@@ -547,15 +375,3 @@ def _parse_label(vol: Path) -> Label | None:
         return Label.from_bytes((vol / LABEL_FILE).read_bytes())
     except FileNotFoundError:
         return None
-
-
-def _os_error(exc: OSError, vol: Path) -> TapearcError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return MediumFull(f"disk volume {vol} is full", hint="load another volume")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return WriteProtected(f"disk volume {vol} is not writable ({exc.strerror})")
-    if exc.errno == errno.EEXIST:
-        return OperatorActionNeeded(
-            f"another run is writing to disk volume {vol}", hint="wait for it to finish"
-        )
-    return DeviceError(f"disk volume {vol}: {exc.strerror}")

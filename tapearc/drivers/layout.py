@@ -44,6 +44,11 @@ _DATA = struct.Struct("<4sHHI")  # magic, version, reserved, block size
 _INDEX = struct.Struct("<4sHHQQQQ32s")  # magic, version, reserved, file, start, blocks, len, sha
 
 
+def archive_file(k: int, kind: str) -> str:
+    """The name of archive k's ``data`` or ``index`` file on a file volume (disk, disc)."""
+    return f"{k:06d}.{kind}"
+
+
 def data_header(block_size: int) -> bytes:
     """The block that opens a data file on tape."""
     return _DATA.pack(DATA_MAGIC, LAYOUT_VERSION, 0, block_size)

@@ -126,9 +126,9 @@ def test_damaged_stream_header_on_the_medium_fails_full_verify(tmp_path: Path) -
     site = make_site(tmp_path / "site")
     site.label("A00001", "A")
     site.label("B00001", "B")
-    _nightlies(site, 1)
+    _nightlies(site, 2)
     with site.catalog() as cat:
-        [archive] = [a for a in cat.archives("A00001") if a["kind"] == "studies"]
+        archive, other = [a for a in cat.archives("A00001") if a["kind"] == "studies"]
     tape = site.root / "vtapes" / "A00001.vtape"
     raw = bytearray(tape.read_bytes())
     block0 = record_offset(tape, archive["start_block"]) + 5
@@ -142,6 +142,15 @@ def test_damaged_stream_header_on_the_medium_fails_full_verify(tmp_path: Path) -
                                       archive_ids=[archive["id"]], identities=[site.identity])
         assert report.failures, where
         assert "stream header on the medium is damaged" in report.failures[0], report.failures
+    # a whole, authentic header of another archive in its place: not the one written
+    raw[:] = clean
+    other0 = record_offset(tape, other["start_block"]) + 5
+    raw[block0:block0 + 65536] = raw[other0:other0 + 65536]
+    tape.write_bytes(bytes(raw))
+    with site.catalog() as cat:
+        report = verify_cartridge(site.settings, cat, "A00001", archive_ids=[archive["id"]],
+                                  identities=[site.identity])
+    assert report.failures[0].endswith("the stream header on the medium is not the one written")
 
 
 def test_runbook_new_copy_of_a_damaged_cartridge_from_the_other_pool(

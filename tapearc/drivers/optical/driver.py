@@ -19,11 +19,12 @@ from tapearc.drivers.base import (
     DriveStatus,
     Label,
 )
-from tapearc.drivers.disk import LABEL_FILE, _name
+from tapearc.drivers.disk import LABEL_FILE
 from tapearc.drivers.layout import (
     FolderLock,
     IndexHeader,
     archive_damage,
+    archive_file,
     check_block,
     check_label,
     complete_archives,
@@ -363,12 +364,12 @@ class OpticalDriver(Driver):
         if self.read_label() is None:
             raise WrongMedium(f"the disc in drive {self.drive} is blank", hint="label it first")
         return complete_archives(self.drive, disc.archives(),
-                                 lambda k: self._header(disc, k), _name)
+                                 lambda k: self._header(disc, k), archive_file)
 
     def _header(self, disc: Disc, k: int) -> IndexHeader:
-        extents = disc.file(_name(k, "index"))
+        extents = disc.file(archive_file(k, "index"))
         if extents is None:
-            raise FormatError(f"{_name(k, 'index')} is not on the disc")
+            raise FormatError(f"{archive_file(k, 'index')} is not on the disc")
         return IndexHeader.from_bytes(read_extents(self._device_file(), extents, 0, IndexHeader.SIZE))
 
     def append_archive(self, expected: Label, after: ArchivePosition | None) -> ArchiveSink:
@@ -394,8 +395,8 @@ class OpticalDriver(Driver):
                     f"at file {after.data_file}; nothing was written",
                     hint="the disc is a different one: check it")
         damage = archive_damage(archives, lambda k: self._header(disc, k),
-                                lambda k: sum(e.size for e in disc.file(_name(k, "data")) or ()),
-                                label.block_size, _name)
+                                lambda k: sum(e.size for e in disc.file(archive_file(k, "data")) or ()),
+                                label.block_size, archive_file)
         if damage:  # a session can harm nothing on a disc, but its damage must be seen first
             raise damaged_medium(f"disc {label.barcode} in drive {self.drive}",
                                  [2 * k - 1 for k in damage], "; ".join(damage.values()))
@@ -418,7 +419,7 @@ class OpticalDriver(Driver):
         if count <= 0:
             return
         disc = self._look()
-        name = _name(k, "data")
+        name = archive_file(k, "data")
         extents = self._extents(disc, name, position)
         size = sum(e.size for e in extents)
         for i in range(first, first + count):
@@ -442,7 +443,7 @@ class OpticalDriver(Driver):
     def read_index(self, position: ArchivePosition) -> bytes:
         k = (position.data_file + 1) // 2
         disc = self._look()
-        name = _name(k, "index")
+        name = archive_file(k, "index")
         extents = self._extents(disc, name, position)
         try:
             data = read_extents(self._device_file(), extents, 0, sum(e.size for e in extents))
@@ -453,8 +454,8 @@ class OpticalDriver(Driver):
         self.blocks_read += 1
         self.bytes_read += len(data)
         if not header.matches(position):
-            raise FormatError(f"{_name(k, 'index')} on the disc belongs to another archive")
-        return header.check(data[IndexHeader.SIZE :], f"{self.drive}:{_name(k, 'index')}")
+            raise FormatError(f"{archive_file(k, 'index')} on the disc belongs to another archive")
+        return header.check(data[IndexHeader.SIZE :], f"{self.drive}:{archive_file(k, 'index')}")
 
     def verify_session(self, files: Sequence[tuple[str, int, str]]) -> None:
         """Read a burnt session's files back; ``IntegrityError`` (65) if one is missing or differs.

@@ -9,8 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tapearc.drivers.base import ArchivePosition, ArchiveSink, Label
-from tapearc.drivers.disk import _name
-from tapearc.drivers.layout import BlockRule, FolderLock, IndexHeader
+from tapearc.drivers.layout import BlockRule, FolderLock, IndexHeader, archive_file
 from tapearc.errors import DeviceError, MediumFull
 
 if TYPE_CHECKING:
@@ -33,8 +32,8 @@ class OpticalSink(ArchiveSink):
         self._blocks = 0
         self._bytes = 0
         self._digest = hashlib.sha256()
-        self._data = driver.staging / _name(k, "data")
-        self._index = driver.staging / _name(k, "index")
+        self._data = driver.staging / archive_file(k, "data")
+        self._index = driver.staging / archive_file(k, "index")
         self._state = "open"
         for entry in os.scandir(driver.staging):  # a crashed run's staging: nothing points at it
             if entry.is_file():
@@ -77,11 +76,13 @@ class OpticalSink(ArchiveSink):
         self._fd = None
         self._index.write_bytes(blob)
         d = self.driver
-        d._burn([(self._data, _name(self.k, "data")), (self._index, _name(self.k, "index"))])
+        d._burn([(self._data, archive_file(self.k, "data")),
+                 (self._index, archive_file(self.k, "index"))])
         d._disc = None
         # The copy counts only once it reads back from the disc as it was staged.
-        d.verify_session([(_name(self.k, "data"), self._bytes, self._digest.hexdigest()),
-                          (_name(self.k, "index"), len(blob), hashlib.sha256(blob).hexdigest())])
+        d.verify_session([(archive_file(self.k, "data"), self._bytes, self._digest.hexdigest()),
+                          (archive_file(self.k, "index"), len(blob),
+                           hashlib.sha256(blob).hexdigest())])
         self._cleanup()
         self._state = "committed"
         return header.position()

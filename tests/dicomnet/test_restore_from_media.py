@@ -61,3 +61,25 @@ def test_recall_to_pacs_on_the_command_line(
     doc = json.loads(capsys.readouterr().out)
     assert doc["counts"]["confirmed"] == 1
     assert orthanc.study_instance_count(study.study_uid) == 2
+
+
+def test_restore_reads_the_other_pool_when_a_cartridge_fails(
+    tmp_path: Path, orthanc: Orthanc, pacs: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: an EIO on pool A aborted the restore although pool B held a good copy."""
+    from tests.jobs.test_medium_errors import all_data_blocks, fail_reads
+
+    site = make_site(tmp_path / "site", max_archive="100 KiB")
+    site.label("A00001", "A")
+    site.label("B00001", "B")
+    studies = generate_studies(site.pacs, 3, instances_per_study=2, pixel_bytes=30_000)
+    assert run_nightly(site.settings).exit_code == 0
+    fail_reads(monkeypatch, "A00001", all_data_blocks(site, "A00001"))
+    with site.catalog() as cat:
+        report = restore_to_pacs(site.settings, cat,
+                                 RestoreRequest(pacs, None, identities=[site.identity]))
+    assert report.aborted is None and report.complete, report.to_dict()
+    for s in studies:
+        assert orthanc.study_instance_count(s.study_uid) == 2
+    assert len(report.damaged) == 3 and all("A00001 archive" in d for d in report.damaged)
+    assert report.to_dict()["damaged"] == report.damaged

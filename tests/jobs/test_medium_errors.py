@@ -42,7 +42,7 @@ def _archives(site: Site, barcode: str) -> list[dict[str, Any]]:
         return [a for a in cat.archives(barcode) if a["kind"] == "studies"]
 
 
-def _fail_reads(monkeypatch: pytest.MonkeyPatch, barcode: str, blocks: set[int],
+def fail_reads(monkeypatch: pytest.MonkeyPatch, barcode: str, blocks: set[int],
                 fault: Callable[[bytes], bytes] | None = None) -> None:
     """Reads of ``blocks`` of cartridge ``barcode`` fail with EIO (``fault``: return what it
     makes of the block instead, e.g. a short read)."""
@@ -64,7 +64,7 @@ def _data_blocks(archive: dict[str, Any]) -> set[int]:
     return set(range(archive["start_block"], archive["start_block"] + archive["data_blocks"]))
 
 
-def _all_data(site: Site, barcode: str) -> set[int]:
+def all_data_blocks(site: Site, barcode: str) -> set[int]:
     return set().union(*(_data_blocks(a) for a in _archives(site, barcode)))
 
 
@@ -95,9 +95,9 @@ def test_recall_reads_the_other_pool_on_a_medium_error(
     s, studies = site
     archives = _archives(s, "A00001")
     if fault == "eio":
-        _fail_reads(monkeypatch, "A00001", _all_data(s, "A00001"))
+        fail_reads(monkeypatch, "A00001", all_data_blocks(s, "A00001"))
     elif fault == "short read":
-        _fail_reads(monkeypatch, "A00001", _all_data(s, "A00001"), lambda b: b[:1000])
+        fail_reads(monkeypatch, "A00001", all_data_blocks(s, "A00001"), lambda b: b[:1000])
     else:
         _truncate_before(s, archives[0])
     with s.catalog() as cat:
@@ -114,7 +114,7 @@ def test_recall_command_names_the_damaged_archive(
 ) -> None:
     s, studies = site
     first = _archives(s, "A00001")[0]
-    _fail_reads(monkeypatch, "A00001", _data_blocks(first))
+    fail_reads(monkeypatch, "A00001", _data_blocks(first))
     monkeypatch.setenv("TAPEARC_CONFIG", str(s.config))
     monkeypatch.setenv("TAPEARC_PASSPHRASE", PASSPHRASE)
     code, out, _ = run_cli(["recall", *[x.study_uid for x in studies], "--to",
@@ -137,7 +137,7 @@ def test_verify_reports_the_damaged_archive_and_checks_the_others(
         monkeypatch.setenv("TAPEARC_CONFIG", str(s.config))
         monkeypatch.setenv("TAPEARC_PASSPHRASE", PASSPHRASE)
         if name == "EIO":
-            _fail_reads(monkeypatch, "A00001", {bad["start_block"] + 1})
+            fail_reads(monkeypatch, "A00001", {bad["start_block"] + 1})
         else:
             _truncate_before(s, bad)
         for keyless in ([], ["--keyless"]):
@@ -152,7 +152,7 @@ def test_restore_fetch_reads_the_other_pool_and_reports_the_damage(
     site: tuple[Site, list[SynthStudy]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s, studies = site
-    _fail_reads(monkeypatch, "A00001", _all_data(s, "A00001"))
+    fail_reads(monkeypatch, "A00001", all_data_blocks(s, "A00001"))
     damaged: list[str] = []
     with s.catalog() as cat:
         refs = study_refs(s.settings, cat, None)
@@ -169,7 +169,7 @@ def test_key_drill_reads_another_copy_when_the_medium_fails(
 ) -> None:
     s, _ = site
     index_blocks = {a["start_block"] + a["data_blocks"] + 1 for a in _archives(s, "A00001")}
-    _fail_reads(monkeypatch, "A00001", index_blocks)
+    fail_reads(monkeypatch, "A00001", index_blocks)
     with s.catalog() as cat:
         drill = key_drill(s.settings, cat, s.root / "keys" / "site.key", PASSPHRASE, sample=50)
     doc = drill.as_json()

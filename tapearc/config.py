@@ -71,6 +71,10 @@ class IngestTable(_Table, frozen=True):
     sources: list[Path] = msgspec.field(default_factory=list)
     #: Files younger than this are left for the next run (the PACS may still be writing them).
     quiet_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    #: fnmatch patterns of files under the sources that are not the PACS's data (never read,
+    #: archived or reported): a name (``*.tmp``, ``DICOMDIR``) or a path below the source.
+    exclude: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
+        default_factory=list)
 
 
 class KeysTable(_Table, frozen=True):
@@ -315,6 +319,8 @@ class Settings:
     recall_group: str | None = None
     pacs: PacsTable | None = None
     reconcile: ReconcileTable = field(default_factory=ReconcileTable)
+    #: ``ingest.exclude`` (see ``IngestTable``).
+    exclude: list[str] = field(default_factory=list)
 
     @property
     def private_dir(self) -> Path:
@@ -376,6 +382,7 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         lock_path=d.site.lock,
         sources=d.ingest.sources,
         quiet_seconds=d.ingest.quiet_seconds,
+        exclude=d.ingest.exclude,
         keys_dir=d.keys.directory,
         recipient_files=d.keys.recipients,
         identity_files=d.keys.identities,

@@ -48,10 +48,12 @@ class Archives(CatalogBase):
                           " WHERE archive_id = ? ORDER BY data_offset", (archive_id,))
 
     def add_archive(self, archive: dict[str, Any], copies: Sequence[tuple[int, str, int, int, str]],
-                    run_id: int | None) -> int:
+                    run_id: int | None,
+                    file_copies: Sequence[tuple[int, str, int, int, str]] = ()) -> int:
         """Record a committed archive and its instance copies in one transaction.
 
-        ``copies`` rows are (instance_id, member, data_offset, length, sha256). Called only after
+        ``copies`` rows are (instance_id, member, data_offset, length, sha256); ``file_copies``
+        the same for opaque files (file_id first). Called only after
         the medium confirmed the archive's data, end and index: this is the moment the studies
         count as archived on the cartridge's pool.
         """
@@ -72,20 +74,27 @@ class Archives(CatalogBase):
                 " length, sha256) VALUES (?,?,?,?,?,?)",
                 [(iid, archive_id, m, off, ln, sha) for iid, m, off, ln, sha in copies],
             )
+            c.executemany(
+                "INSERT OR REPLACE INTO opaque_copies (file_id, archive_id, member, data_offset,"
+                " length, sha256) VALUES (?,?,?,?,?,?)",
+                [(fid, archive_id, m, off, ln, sha) for fid, m, off, ln, sha in file_copies],
+            )
             used = archive["data_blocks"] * archive["block_size"] + archive["index_bytes"]
             c.execute("UPDATE cartridges SET bytes_used = bytes_used + ? WHERE barcode = ?",
                       (used, archive["barcode"]))
             append_audit(c, "archive.write", archive["barcode"],
                          {"archive": archive["archive_uuid"], "instances": len(copies),
-                          "data_file": archive["data_file"]})
+                          "files": len(file_copies), "data_file": archive["data_file"]})
         return archive_id
 
     def import_archive(self, archive: dict[str, Any], studies: Sequence[dict[str, Any]],
-                       series: Sequence[dict[str, Any]], instances: Sequence[dict[str, Any]]) -> bool:
+                       series: Sequence[dict[str, Any]], instances: Sequence[dict[str, Any]],
+                       files: Sequence[dict[str, Any]] = ()) -> bool:
         """Re-create an archive and what it holds from its index (catalog rebuild).
 
         Returns False if the archive was already catalogued. Instances are matched on
         (SOP UID, checksum); an unknown checksum of a known SOP UID becomes a new version.
+        Opaque ``files`` are matched on (source path, checksum).
         """
         with self.transaction() as c:
             if c.execute("SELECT 1 FROM archives WHERE archive_uuid = ?",
@@ -134,9 +143,11 @@ class Archives(CatalogBase):
                         version = top + 1
                     cur = c.execute(
                         "INSERT INTO instances (sop_uid, version, series_uid, study_uid, size,"
-                        " sha256, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?)",
+                        " sha256, first_seen, last_seen, damaged, flags)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (inst["sop_uid"], version, inst["series_uid"], inst["study_uid"],
-                         inst["length"], inst["sha256"], now, now),
+                         inst["length"], inst["sha256"], now, now, inst.get("damaged"),
+                         inst.get("flags") or ""),
                     )
                     instance_id = cur.lastrowid
                     c.execute("UPDATE studies SET instances = instances + 1, bytes = bytes + ?"
@@ -149,11 +160,26 @@ class Archives(CatalogBase):
                     (instance_id, archive_id, inst["member"], inst["data_offset"],
                      inst["length"], inst["sha256"]),
                 )
+            for f in files:  # known only from the medium: not present at the source until seen
+                c.execute(
+                    "INSERT INTO opaque_files (path, sha256, size, mtime_ns, reason, damaged,"
+                    " present, first_seen, last_seen) VALUES (?,?,?,?,?,?,0,?,?)"
+                    " ON CONFLICT(path, sha256) DO NOTHING",
+                    (f["file_path"], f["sha256"], f["length"], f.get("mtime_ns"),
+                     f.get("reason") or "", int(bool(f.get("damaged"))), now, now))
+                file_id = c.execute("SELECT id FROM opaque_files WHERE path = ? AND sha256 = ?",
+                                    (f["file_path"], f["sha256"])).fetchone()[0]
+                c.execute(
+                    "INSERT OR REPLACE INTO opaque_copies (file_id, archive_id, member,"
+                    " data_offset, length, sha256) VALUES (?,?,?,?,?,?)",
+                    (file_id, archive_id, f["member"], f["data_offset"], f["length"],
+                     f["sha256"]))
             used = archive["data_blocks"] * archive["block_size"] + archive["index_bytes"]
             c.execute("UPDATE cartridges SET bytes_used = bytes_used + ? WHERE barcode = ?",
                       (used, archive["barcode"]))
             append_audit(c, "archive.import", archive["barcode"],
-                         {"archive": archive["archive_uuid"], "instances": len(instances)})
+                         {"archive": archive["archive_uuid"], "instances": len(instances),
+                          "files": len(files)})
         return True
 
     def record_verify(self, archive_id: int, result: str) -> None:

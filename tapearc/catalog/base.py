@@ -39,6 +39,12 @@ STATE_CHANGES: dict[str, tuple[str, ...]] = {
 }
 #: States whose archives recall may still read.
 READABLE_STATES = ("appendable", "full", "suspect")
+#: The current version of an instance ``i`` (a SOP UID within its study: the same UID in two
+#: studies is two instances): its latest intact version, or its latest one when every version
+#: is damaged at the source. Damage at the source never displaces an intact copy.
+CURRENT_VERSION = (
+    "i.id = (SELECT j.id FROM instances j WHERE j.sop_uid = i.sop_uid"
+    " AND j.study_uid = i.study_uid ORDER BY j.damaged IS NOT NULL, j.version DESC LIMIT 1)")
 
 
 def utcnow() -> str:

@@ -102,8 +102,9 @@ class Cartridges(CatalogBase):
     def reset_cartridge(self, barcode: str, pool: str, reason: str) -> None:
         """Forget a relabelled cartridge's archives (their copies are gone) and make it appendable."""
         with self.transaction() as c:
-            c.execute("DELETE FROM copies WHERE archive_id IN "
-                      "(SELECT id FROM archives WHERE barcode = ?)", (barcode,))
+            for table in ("copies", "opaque_copies"):
+                c.execute(f"DELETE FROM {table} WHERE archive_id IN "
+                          "(SELECT id FROM archives WHERE barcode = ?)", (barcode,))
             c.execute("DELETE FROM archives WHERE barcode = ?", (barcode,))
             c.execute("UPDATE cartridges SET state = 'appendable', pool = ?, bytes_used = 0,"
                       " closed_at = NULL WHERE barcode = ?", (pool, barcode))

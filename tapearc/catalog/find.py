@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tapearc.catalog.base import COUNTED_STATES, READABLE_STATES, CatalogBase, marks
+from tapearc.catalog.base import (
+    COUNTED_STATES,
+    CURRENT_VERSION,
+    READABLE_STATES,
+    CatalogBase,
+    marks,
+)
 
 
 @dataclass(frozen=True)
@@ -78,14 +84,14 @@ class Find(CatalogBase):
         return int(row[0])
 
     def study_copies(self, study_uid: str) -> dict[str, list[str]]:
-        """Pool -> barcodes of live cartridges that hold the current version (the latest) of
-        every instance of the study."""
+        """Pool -> barcodes of live cartridges that hold the current version (``CURRENT_VERSION``)
+        of every instance of the study."""
         rows = self.conn.execute(
             "SELECT k.pool, k.barcode, COUNT(DISTINCT c.instance_id) FROM instances i"
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
             f" WHERE i.study_uid = ? AND k.state IN ({marks(COUNTED_STATES)})"
-            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            f" AND {CURRENT_VERSION}"
             " GROUP BY k.pool, k.barcode ORDER BY k.pool, k.barcode",
             (study_uid, *COUNTED_STATES),
         ).fetchall()
@@ -101,9 +107,10 @@ class Find(CatalogBase):
     def copy_rows(self, study_uid: str) -> list[dict[str, Any]]:
         """Every readable copy of every version of the study's instances, with the archive's
         position and the cartridge's pool, location and state (recall picks, per SOP UID, the
-        latest version that has a copy)."""
+        latest intact version that has a copy)."""
         return self.query(
             "SELECT i.id AS instance_id, i.sop_uid, i.series_uid, i.study_uid, i.version,"
+            " i.damaged,"
             " i.size, c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id,"
             " a.barcode, a.data_file, a.start_block, a.data_blocks, a.index_bytes, a.header,"
             " a.key_ids, k.pool, k.location, k.state FROM instances i"
@@ -120,7 +127,8 @@ class Find(CatalogBase):
         media after a rebuild) cannot be written: ``sourceless`` counts those at risk."""
         return self.query(
             "SELECT i.id, i.sop_uid, i.version, i.series_uid, i.study_uid, i.size, i.sha256,"
-            " i.source_path, i.mtime_ns FROM instances i JOIN studies s USING (study_uid)"
+            " i.source_path, i.mtime_ns, i.damaged, i.flags"
+            " FROM instances i JOIN studies s USING (study_uid)"
             " WHERE i.source_path IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
             "  JOIN cartridges k ON k.barcode = a.barcode"
@@ -130,12 +138,12 @@ class Find(CatalogBase):
         )
 
     def sourceless(self, pool: str) -> int:
-        """Current instances (latest version) with no source left and no copy on ``pool``: they
+        """Current instances (``CURRENT_VERSION``) with no source left and no copy on ``pool``: they
         can no longer be written to that pool (the PACS deleted them before they were archived
         there, or the catalog was rebuilt without that pool's cartridges)."""
         row = self.conn.execute(
             "SELECT COUNT(*) FROM instances i WHERE i.source_path IS NULL"
-            " AND i.version = (SELECT MAX(version) FROM instances j WHERE j.sop_uid = i.sop_uid)"
+            f" AND {CURRENT_VERSION}"
             " AND NOT EXISTS"
             " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
             "  JOIN cartridges k ON k.barcode = a.barcode"

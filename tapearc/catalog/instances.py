@@ -32,6 +32,10 @@ class NewInstance:
     modality: str
     series_number: int | None
     series_description: str
+    #: Why the PACS's copy is damaged (truncated, ...), or None when it is whole.
+    damaged: str | None = None
+    #: ``nonconformant-uid`` when a UID is usable but not a DICOM UID.
+    flags: str = ""
 
 
 class Instances(CatalogBase):
@@ -51,7 +55,8 @@ class Instances(CatalogBase):
 
         The same SOP UID with the same checksum is the same instance (its last-seen and source
         path are refreshed). The same SOP UID with a different checksum is a new version, kept
-        beside the old one: nothing is silently dropped.
+        beside the old one: nothing is silently dropped. A damaged version is kept too, but never
+        becomes the current one while an intact version exists (``CURRENT_VERSION``).
         """
         now = utcnow()
         new = versions = added = 0
@@ -76,9 +81,10 @@ class Instances(CatalogBase):
                     cur = c.execute(
                         "INSERT INTO instances (sop_uid, version, series_uid, study_uid, sop_class,"
                         " transfer_syntax, size, sha256, source_path, mtime_ns, first_seen,"
-                        " last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " last_seen, damaged, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (f.sop_uid, version, f.series_uid, f.study_uid, f.sop_class,
-                         f.transfer_syntax, f.size, f.sha256, f.source_path, f.mtime_ns, now, now),
+                         f.transfer_syntax, f.size, f.sha256, f.source_path, f.mtime_ns, now, now,
+                         f.damaged, f.flags),
                     )
                     instance_id = cur.lastrowid
                     # the file now holds the new version's bytes: older versions read from the
@@ -101,6 +107,8 @@ class Instances(CatalogBase):
                     " VALUES (?,?,?,?,NULL)",
                     (f.source_path, f.size, f.mtime_ns, instance_id),
                 )
+                # an opaque file that was at this path is no longer there to be archived
+                c.execute("UPDATE opaque_files SET present = 0 WHERE path = ?", (f.source_path,))
         return new, versions, added
 
     def record_skipped(self, skipped: Iterable[tuple[str, int, int, str]]) -> None:

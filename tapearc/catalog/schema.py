@@ -224,8 +224,51 @@ def _restore_journal(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN;{RESTORE_JOURNAL}PRAGMA user_version = {version}; COMMIT;")
 
 
+PACS_OBJECTS = """
+-- why the PACS's copy of this version is damaged (truncated, ...): never preferred by recall
+ALTER TABLE instances ADD COLUMN damaged TEXT;
+-- 'nonconformant-uid' when a UID is usable but not a DICOM UID
+ALTER TABLE instances ADD COLUMN flags TEXT NOT NULL DEFAULT '';
+-- files that cannot be catalogued as DICOM instances, archived as they are; one row per content
+-- seen at a path (a changed file is a new row, the old one keeps its copies)
+CREATE TABLE opaque_files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    reason TEXT NOT NULL,
+    damaged INTEGER NOT NULL DEFAULT 0,
+    present INTEGER NOT NULL DEFAULT 1,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    UNIQUE (path, sha256)
+);
+CREATE TABLE opaque_copies (
+    file_id INTEGER NOT NULL REFERENCES opaque_files(id),
+    archive_id INTEGER NOT NULL REFERENCES archives(id),
+    member TEXT NOT NULL,
+    data_offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (file_id, archive_id)
+) WITHOUT ROWID;
+CREATE INDEX idx_opaque_copies_archive ON opaque_copies(archive_id, data_offset);
+ALTER TABLE files ADD COLUMN opaque_id INTEGER REFERENCES opaque_files(id);
+-- files remembered as "not DICOM" were never archived: the next ingest reads them again
+DELETE FROM files WHERE instance_id IS NULL;
+"""
+
+
+def _pacs_objects(conn: sqlite3.Connection) -> None:
+    """Opaque files, damaged and non-conformant instances (everything the PACS holds)."""
+    version = MIGRATIONS.index(_pacs_objects) + 1
+    conn.executescript(f"BEGIN;{PACS_OBJECTS}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _bring_back, _restore_journal]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1, _bring_back, _restore_journal, _pacs_objects]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

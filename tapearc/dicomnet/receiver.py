@@ -24,7 +24,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TMP_DIR = ".tmp"
 #: C-STORE statuses (PS3.4 table B.2-1, PS3.7 C.4.2).
 STATUS_OK = 0x0000
@@ -56,10 +54,9 @@ _COPY_CHUNK = 1 << 20
 
 def safe_name(uid: str) -> str:
     """A file-name component from a UID: the UID itself if valid, else a hash of it."""
-    uid = uid.strip().rstrip("\x00")
-    if len(uid) <= 64 and _UID_RE.match(uid):
-        return uid
-    return "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+    from tapearc.format.tarstream import uid_name
+
+    return uid_name(uid.strip().rstrip("\x00"))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tapearc.errors import NotFound
 from tapearc.format import tae, tarstream
@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Sink = Callable[[memoryview], object]  # return value ignored, so file.write fits
+
+
+class Source(Protocol):
+    """What a member's body is read from: a raw file, or a stream that decodes one."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
 _ZEROS = memoryview(bytes(1 << 16))
 
 
@@ -199,13 +208,8 @@ class ArchiveWriter:
         self.block_size = block_size
 
     def add_file(self, member: str, path: Path, size: int, mtime: int) -> Member:
-        """Append the file at ``path`` as ``member`` with the ``size`` recorded at ingest.
-
-        If the file is now shorter, the body is zero-padded; if longer, it is cut at ``size``;
-        either way the tar stays valid and ``complete`` is False (the checksum is of the bytes
-        archived). A read error mid-file is treated the same way. ``NotFound`` if the file cannot
-        be opened (nothing is written then).
-        """
+        """Append the file at ``path`` as ``member`` (``add_stream``); ``NotFound`` if the file
+        cannot be opened (nothing is written then)."""
         try:
             src = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below; raw reads only
         except FileNotFoundError:
@@ -214,41 +218,51 @@ class ArchiveWriter:
         except OSError as exc:
             raise NotFound(f"cannot open source file of {member}: {exc.strerror}") from None
         with src:
-            stream = self._stream
-            header_offset = stream.offset
-            stream.write(tarstream.member_header(member, size, mtime))
-            data_offset = stream.offset
-            digest = hashlib.sha256()
-            remaining = size
-            complete = True
-            throttle = self._throttle
-            while remaining:
-                room = stream.space()
-                if len(room) > remaining:
-                    room = room[:remaining]
-                try:
-                    n = src.readinto(room)
-                except OSError as exc:
-                    log.warning("read error in %s after %d bytes: %s", member, size - remaining, exc)
-                    n = 0
-                if not n:
-                    break
-                digest.update(room[:n])
-                stream.advance(n)
-                remaining -= n
-                if throttle is not None:
-                    throttle(n)
-            if remaining:
-                complete = False
-                log.warning("%s is %d bytes shorter than catalogued; zero-padded", member, remaining)
-                self._zeros(remaining, digest.update)
-            else:
-                try:
-                    if src.read(1):
-                        complete = False
-                        log.warning("%s grew since it was catalogued; cut at %d bytes", member, size)
-                except OSError:
+            return self.add_stream(member, src, size, mtime)
+
+    def add_stream(self, member: str, src: Source, size: int, mtime: int) -> Member:
+        """Append ``size`` bytes read from ``src`` as ``member`` (``size`` as recorded at ingest).
+
+        If the source now ends early, the body is zero-padded; if it is longer, it is cut at
+        ``size``; either way the tar stays valid and ``complete`` is False (the checksum is of
+        the bytes archived). A read error mid-stream (``OSError``, or ``ValueError`` from a
+        decoding reader) is treated the same way.
+        """
+        stream = self._stream
+        header_offset = stream.offset
+        stream.write(tarstream.member_header(member, size, mtime))
+        data_offset = stream.offset
+        digest = hashlib.sha256()
+        remaining = size
+        complete = True
+        throttle = self._throttle
+        while remaining:
+            room = stream.space()
+            if len(room) > remaining:
+                room = room[:remaining]
+            try:
+                n = src.readinto(room)
+            except (OSError, ValueError) as exc:
+                log.warning("read error in %s after %d bytes: %s", member, size - remaining, exc)
+                n = 0
+            if not n:
+                break
+            digest.update(room[:n])
+            stream.advance(n)
+            remaining -= n
+            if throttle is not None:
+                throttle(n)
+        if remaining:
+            complete = False
+            log.warning("%s is %d bytes shorter than catalogued; zero-padded", member, remaining)
+            self._zeros(remaining, digest.update)
+        else:
+            try:
+                if src.read(1):
                     complete = False
+                    log.warning("%s grew since it was catalogued; cut at %d bytes", member, size)
+            except (OSError, ValueError):  # a decoding reader checks its end here
+                complete = False
         self._stream.write_zeros(tarstream.padding(size))
         return Member(member, header_offset, data_offset, size, digest.hexdigest(), complete)
 

@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, utcnow
+from tapearc.catalog.ingested import forget_opaque_source
 from tapearc.config import Settings
-from tapearc.errors import MediumFull, NotFound, TapearcError
+from tapearc.errors import MediumFull, TapearcError
 from tapearc.format.index import IndexDoc
-from tapearc.format.tarstream import member_name
+from tapearc.format.tarstream import member_name, opaque_member_name
 from tapearc.jobs.media import position_of
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import ArchivePosition, Driver, Label
     from tapearc.format.keys import Recipient
-    from tapearc.format.writer import ArchiveWriter
+    from tapearc.format.writer import ArchiveWriter, Member
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def write_archive(target: ArchiveTarget, batch: Sequence[dict[str, Any]], *,
     pump = BlockPump(sink.write_block, settings.block_size, settings.buffer_bytes)
     writer: ArchiveWriter | None = None
     copies: list[tuple[int, str, int, int, str]] = []
+    file_copies: list[tuple[int, str, int, int, str]] = []
     changed = 0
     nbytes = 0
     try:
@@ -90,14 +92,17 @@ def write_archive(target: ArchiveTarget, batch: Sequence[dict[str, Any]], *,
                                throttle=target.throttle)
         entries: list[dict[str, Any]] = []
         for row in batch:
-            name = member_name(row["study_uid"], row["series_uid"], row["sop_uid"], row["version"])
-            mtime = int((row["mtime_ns"] or 0) // 1_000_000_000)
+            opaque = row["study_uid"] is None
+            name = opaque_member_name(row["sha256"]) if opaque else \
+                member_name(row["study_uid"], row["series_uid"], row["sop_uid"], row["version"])
+            what = f"file {row['id']}" if opaque else f"instance {row['sop_uid']}"
             try:
-                member = writer.add_file(name, Path(row["source_path"]), row["size"], mtime)
-            except NotFound as exc:  # raised before anything of it is written
+                member = _add_member(writer, name, row, inflate=not opaque)
+            except OSError as exc:  # raised before anything of it is written
                 changed += 1
-                catalog.forget_source(row["id"], str(exc))
-                log.warning("instance %s: %s; not archived", row["sop_uid"], exc)
+                _forget(catalog, row, f"cannot open the source: {exc.strerror or exc}")
+                log.warning("%s: cannot open its source (%s); not archived", what,
+                            exc.strerror or exc)
                 continue
             if progress is not None:
                 progress(row["size"])
@@ -107,31 +112,32 @@ def write_archive(target: ArchiveTarget, batch: Sequence[dict[str, Any]], *,
                 # instance, so the copy is not recorded, and the file is read again by the next
                 # ingest (a new version); this version's bytes are gone from the source
                 changed += 1
-                catalog.forget_source(row["id"], "source changed since ingest")
-                log.warning("instance %s changed since ingest; not counted as archived",
-                            row["sop_uid"])
+                _forget(catalog, row, "source changed since ingest")
+                log.warning("%s changed since ingest; not counted as archived", what)
                 continue
-            copies.append((row["id"], name, member.data_offset, member.size, member.sha256))
-            entries.append({**_instance_entry(row), "member": name,
-                            "data_offset": member.data_offset, "length": member.size,
-                            "sha256": member.sha256})
+            copy = (row["id"], name, member.data_offset, member.size, member.sha256)
+            (file_copies if opaque else copies).append(copy)
+            entry = _file_entry(row) if opaque else _instance_entry(row)
+            entries.append({**entry, "member": name, "data_offset": member.data_offset,
+                            "length": member.size, "sha256": member.sha256})
         for name, path in extra:
             size = path.stat().st_size
             extra_member = writer.add_file(name, path, size, int(path.stat().st_mtime))
             entries.append({"member": name, "data_offset": extra_member.data_offset,
                             "length": size, "sha256": extra_member.sha256})
-        if kind == "studies" and not copies:
+        if kind == "studies" and not copies and not file_copies:
             raise _NothingToCommit
         summary = writer.close()
         pump.finish()
         archive_uuid = summary.archive_uuid.hex()
-        study_uids = list(dict.fromkeys(r["study_uid"] for r in batch))
+        study_uids = list(dict.fromkeys(r["study_uid"] for r in batch if r["study_uid"]))
         index = IndexDoc(
             kind=kind, archive_uuid=archive_uuid, barcode=label.barcode, pool=label.pool,
             site=label.site, created=utcnow(), block_size=summary.block_size,
             plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
             header=summary.header, studies=catalog.study_meta(study_uids),
-            series=catalog.series_meta([r["series_uid"] for r in batch]), instances=entries,
+            series=catalog.series_meta([r["series_uid"] for r in batch if r["study_uid"]]),
+            instances=entries,
             medium_checksum=pump.medium_checksum,
         )
         # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
@@ -157,11 +163,11 @@ def write_archive(target: ArchiveTarget, batch: Sequence[dict[str, Any]], *,
          "header": summary.header, "medium_checksum": pump.medium_checksum,
          "key_ids": [r.key_id.hex() for r in recipients],
          "created": index.created},
-        copies, target.run_id,
+        copies, target.run_id, file_copies,
     )
-    log.info("archive %s on %s: %d instances, %d bytes", archive_uuid, label.barcode,
-             len(copies), nbytes)
-    return ArchiveWritten(archive_id, len(copies), nbytes, changed)
+    log.info("archive %s on %s: %d instances, %d opaque files, %d bytes", archive_uuid,
+             label.barcode, len(copies), len(file_copies), nbytes)
+    return ArchiveWritten(archive_id, len(copies) + len(file_copies), nbytes, changed)
 
 
 def _abandon(writer: ArchiveWriter | None, pump: BlockPump, sink: Any) -> None:
@@ -175,8 +181,36 @@ def _abandon(writer: ArchiveWriter | None, pump: BlockPump, sink: Any) -> None:
         log.warning("could not close the interrupted archive cleanly: %s", exc)
 
 
+def _add_member(writer: ArchiveWriter, name: str, row: dict[str, Any], *,
+                inflate: bool) -> Member:
+    """Stream one pending row's source into the archive (never blocks on a special file)."""
+    from tapearc.ingest.walk import open_source
+
+    mtime = int((row["mtime_ns"] or 0) // 1_000_000_000)
+    with open_source(row["source_path"], inflate=inflate) as src:
+        return writer.add_stream(name, src, row["size"], mtime)
+
+
+def _forget(catalog: Catalog, row: dict[str, Any], reason: str) -> None:
+    if row["study_uid"] is None:
+        forget_opaque_source(catalog, row["id"], reason)
+    else:
+        catalog.forget_source(row["id"], reason)
+
+
 def _instance_entry(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("sop_uid", "version", "series_uid", "study_uid")}
+    entry = {k: row[k] for k in ("sop_uid", "version", "series_uid", "study_uid")}
+    if row.get("damaged"):
+        entry["damaged"] = row["damaged"]
+    if row.get("flags"):
+        entry["flags"] = row["flags"]
+    return entry
+
+
+def _file_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """An opaque file's index entry: its source path lives only in the encrypted index."""
+    return {"file_path": row["path"], "reason": row["reason"], "damaged": bool(row["damaged"]),
+            "mtime_ns": row["mtime_ns"]}
 
 
 def read_throttle(bytes_per_second: int) -> Callable[[int], None] | None:

@@ -23,19 +23,21 @@ def run_ingest(settings: Settings, paths: Sequence[Path] | None = None, *,
         run_id = catalog.start_run("ingest")
         try:
             if show_progress:
-                report = _with_progress(catalog, roots, settings.quiet_seconds)
+                report = _with_progress(catalog, roots, settings)
             else:
-                report = ingest(catalog, roots, quiet_seconds=settings.quiet_seconds)
+                report = ingest(catalog, roots, quiet_seconds=settings.quiet_seconds,
+                                exclude=settings.exclude)
         except BaseException as exc:
             catalog.finish_run(run_id, "failed", getattr(exc, "exit_code", 1),
                                {"error": type(exc).__name__})
             raise
+        # the run's record carries counts; paths (which may name patients) stay in the report
         catalog.finish_run(run_id, "ok", 0, {k: v for k, v in report.as_json().items()
-                                             if k != "skipped"})
+                                             if k not in ("skipped", "opaque", "damaged")})
     return report
 
 
-def _with_progress(catalog: object, roots: list[Path], quiet: float) -> IngestReport:
+def _with_progress(catalog: object, roots: list[Path], settings: Settings) -> IngestReport:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 
     from tapearc.catalog import Catalog
@@ -45,5 +47,5 @@ def _with_progress(catalog: object, roots: list[Path], quiet: float) -> IngestRe
                   TextColumn("{task.completed:.0f} bytes seen"), TransferSpeedColumn(),
                   transient=True) as bar:
         task = bar.add_task("scanning", total=None)
-        return ingest(catalog, roots, quiet_seconds=quiet,
-                      progress=lambda n: bar.advance(task, n))
+        return ingest(catalog, roots, quiet_seconds=settings.quiet_seconds,
+                      exclude=settings.exclude, progress=lambda n: bar.advance(task, n))

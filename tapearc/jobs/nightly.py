@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc.catalog.db import Catalog, open_catalog
+from tapearc.catalog.ingested import pending_opaque
 from tapearc.config import Settings
 from tapearc.dicomnet.pull import PullReport
 from tapearc.errors import (
@@ -88,6 +89,7 @@ class NightlyReport:
     failure_codes: list[int] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
     pending: int = 0
+    pending_files: int = 0
     outcome: Outcome = field(default_factory=Outcome)
     exit_code: int = EXIT_OK
 
@@ -107,6 +109,10 @@ class NightlyReport:
             "archives": {p: r.archives for p, r in self.pools.items()},
             "cartridges": {p: r.written for p, r in self.pools.items()},
             "pending": self.pending,
+            "pending_files": self.pending_files,
+            "opaque_files": self.ingest.opaque_files if self.ingest else 0,
+            "nonconformant_uids": self.ingest.nonconformant if self.ingest else 0,
+            "damaged_at_source": len(self.ingest.damaged) if self.ingest else 0,
             "verified_archives": self.verified,
             "verify_failures": self.verify_failures,
             "catalog_copies": self.catalog_copies,
@@ -135,6 +141,13 @@ class NightlyReport:
             where = f" on {','.join(r.written)}" if r.written else ""
             parts.append(f"pool {pool}: {r.archives} archives, {r.bytes} bytes{where}")
         parts.append(f"pending {self.pending} instances")
+        if self.pending_files:
+            parts.append(f"pending {self.pending_files} opaque files")
+        if self.ingest and self.ingest.opaque_files:
+            # archived, so not a warning; said every run so the PACS administrator sees them
+            parts.append(f"{self.ingest.opaque_files} non-DICOM files kept as opaque files")
+        if self.ingest and self.ingest.nonconformant:
+            parts.append(f"{self.ingest.nonconformant} instances with non-conformant UIDs")
         if self.verified:
             parts.append(f"verified {self.verified}")
         if self.outcome.shortfalls:
@@ -166,7 +179,8 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
         raise ConfigError("ingest.sources lists no source folder: the nightly would archive "
                           "nothing", hint="set ingest.sources to the PACS storage folders, or "
                           "[pacs] staging to fetch from the PACS over the network")
-    report.ingest = (ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds)
+    report.ingest = (ingest(catalog, settings.sources, quiet_seconds=settings.quiet_seconds,
+                            exclude=settings.exclude)
                      if settings.sources else IngestReport())
     report.pacs = _check_pacs(settings, catalog, report)
     notes = SessionNotes()
@@ -202,6 +216,8 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     report.needs += notes.needs
     report.pending = len({r["id"] for pool in settings.pools
                           for r in catalog.pending_instances(pool)})
+    report.pending_files = len({r["id"] for pool in settings.pools
+                                for r in pending_opaque(catalog, pool)})
     report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
     _collect_shortfalls(report)
     if report.verify_failures:
@@ -243,11 +259,17 @@ def _check_pacs(settings: Settings, catalog: Catalog, report: NightlyReport) -> 
 
 def _collect_shortfalls(report: NightlyReport) -> None:
     """What the PACS holds that this run could not archive (counted again every run)."""
-    if report.ingest is not None:
+    found = report.ingest
+    if found is not None:
         report.outcome.warn(
-            "unarchivable-files", report.ingest.unarchivable,
-            f"{report.ingest.unarchivable} files in the PACS storage could not be archived "
+            "unarchivable-files", found.unarchivable,
+            f"{found.unarchivable} files in the PACS storage could not be archived "
             "(ingest --json lists them with the reason)")
+        report.outcome.warn(
+            "damaged-at-source", len(found.damaged),
+            f"{len(found.damaged)} PACS files are damaged at the source, "
+            f"{found.damaged_with_intact_copy} of them with an intact archived copy "
+            "(ingest --json lists them)")
     if report.pacs is not None and report.pacs.after is not None:
         report.outcome.shortfalls += report.pacs.after.outcome().shortfalls
 

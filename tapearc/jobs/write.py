@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import Catalog, open_catalog
+from tapearc.catalog.ingested import pending_opaque
 from tapearc.config import Settings
 from tapearc.errors import MediumFull, OperatorActionNeeded
 from tapearc.jobs.archive import ArchiveTarget, read_throttle, write_archive
@@ -65,14 +66,24 @@ def estimate_medium_bytes(size: int, block_size: int) -> int:
 
 
 def group_by_study(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Consecutive pending rows of the same study, in catalog order."""
+    """Consecutive pending rows of the same study, in catalog order; an opaque file (no
+    ``study_uid``) is a group of its own."""
     groups: list[list[dict[str, Any]]] = []
     for row in rows:
-        if groups and groups[-1][0]["study_uid"] == row["study_uid"]:
+        if groups and row["study_uid"] is not None \
+                and groups[-1][0]["study_uid"] == row["study_uid"]:
             groups[-1].append(row)
         else:
             groups.append([row])
     return groups
+
+
+def pending_rows(catalog: Catalog, pool: str) -> list[dict[str, Any]]:
+    """What ``pool`` still needs: instances by study (oldest first), then opaque files, whose
+    rows have ``study_uid`` None and their ``path`` as ``source_path``."""
+    files = [{**row, "study_uid": None, "source_path": row["path"]}
+             for row in pending_opaque(catalog, pool)]
+    return catalog.pending_instances(pool) + files
 
 
 def plan_archive(
@@ -136,7 +147,7 @@ def write_pool(
     and labelled and the write goes on; without it the need names the pool's set and the next
     barcode to label."""
     result = PoolResult(pool)
-    pending = catalog.pending_instances(pool)
+    pending = pending_rows(catalog, pool)
     if not pending:
         return result
     studies = group_by_study(pending)
@@ -162,13 +173,14 @@ def write_pool(
             except MediumFull as full:
                 label = target.label = _next_medium(next_medium, driver, label, full)
                 result.barcode = label.barcode
-                studies = group_by_study(catalog.pending_instances(pool))
+                studies = group_by_study(pending_rows(catalog, pool))
                 continue
             result.changed += written.changed
             if not written.instances:
                 continue  # every source of the batch changed or vanished: nothing committed
             result.archives += 1
-            result.studies += nstudies
+            # a study is one group, and so is each opaque file: count the studies only
+            result.studies += nstudies - sum(1 for r in batch if r["study_uid"] is None)
             result.instances += written.instances
             result.bytes += written.bytes
             if label.barcode not in result.written:
@@ -181,7 +193,7 @@ def write_pool(
         result.exit_code = exc.exit_code
     finally:
         driver.close()
-    result.pending = len(catalog.pending_instances(pool))
+    result.pending = len(pending_rows(catalog, pool))
     return result
 
 
@@ -228,7 +240,7 @@ def write_pools(settings: Settings, pools: Sequence[str], *,
     results: list[PoolResult] = []
     with run_lock(settings.lock_path, "write"), open_catalog(settings.catalog_path) as catalog:
         run_id = catalog.start_run("write")
-        total = sum(r["size"] for p in pools for r in catalog.pending_instances(p))
+        total = sum(r["size"] for p in pools for r in pending_rows(catalog, p))
         with (progress_bar or _no_progress)(total) as progress:
             for name in pools:
                 ask = prompt_next_medium(settings, catalog, name) if interactive else None

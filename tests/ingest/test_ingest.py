@@ -11,7 +11,7 @@ import pydicom.data
 import pytest
 
 from tapearc.catalog import Catalog, StudyFilter, create_catalog
-from tapearc.ingest.scan import ingest
+from tapearc.ingest.scan import IngestReport, ingest
 from tests.synth import generate_studies
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -23,8 +23,16 @@ def cat(tmp_path: Path) -> Catalog:
     return create_catalog(tmp_path / "cat.sqlite")
 
 
-def reasons(report: object) -> dict[str, str]:
-    return {Path(p).name: r for p, r in report.skipped}  # type: ignore[attr-defined]
+def reasons(report: IngestReport) -> dict[str, str]:
+    return {Path(p).name: r for p, r in report.skipped}
+
+
+def kept_opaque(report: IngestReport) -> dict[str, str]:
+    return {Path(p).name: r for p, r in report.opaque}
+
+
+def damaged(report: IngestReport) -> dict[str, str]:
+    return {Path(d["path"]).name: d["reason"] for d in report.damaged}
 
 
 def test_dicomdir_sample_tree_catalogues_every_instance(cat: Catalog) -> None:
@@ -35,21 +43,28 @@ def test_dicomdir_sample_tree_catalogues_every_instance(cat: Catalog) -> None:
     assert len(studies) == 7
     assert len({s["patient_id"] for s in studies}) == 3
     assert sum(s["instances"] for s in studies) == 81
-    skipped = reasons(report)
-    assert skipped["DICOMDIR"] == "DICOMDIR"
-    assert all(r in ("DICOMDIR", "not DICOM") for r in skipped.values()), skipped
+    # nothing is left out: the DICOMDIRs and READMEs are kept as opaque files
+    assert report.skipped == [] and report.unarchivable == 0
+    kept = kept_opaque(report)
+    assert kept["DICOMDIR"] == "DICOMDIR"
+    assert all(r in ("DICOMDIR", "not DICOM") for r in kept.values()), kept
+    assert report.opaque_files == report.new_opaque == len(report.opaque) == 10
 
 
 def test_whole_pydicom_test_tree_never_crashes(cat: Catalog) -> None:
     report = ingest(cat, [TEST_FILES], quiet_seconds=0)
-    skipped = reasons(report)
-    assert skipped["MR_truncated.dcm"].startswith("truncated")
-    assert "CT_small.dcm" not in skipped
+    assert report.skipped == [] and report.unarchivable == 0  # every file is archived
+    bad = damaged(report)
+    # the files cut short keep their UIDs: catalogued, marked damaged at the source
+    assert bad["MR_truncated.dcm"].startswith("truncated")
+    assert bad["rtplan_truncated.dcm"].startswith("truncated")
+    assert len(bad) == 2, bad
+    assert "CT_small.dcm" not in kept_opaque(report)
     # compressed instances are archived as bytes: their fragment lists are walked, not decoded
-    assert "MR_small_jp2klossless.dcm" not in skipped
-    assert "MR_small_RLE.dcm" not in skipped
-    rows = cat.query("SELECT COUNT(*) AS n FROM instances")
-    assert rows[0]["n"] == report.new_instances + report.new_versions > 100
+    rows = cat.query("SELECT source_path, damaged FROM instances")
+    intact = {Path(r["source_path"]).name for r in rows if r["damaged"] is None}
+    assert {"MR_small_jp2klossless.dcm", "MR_small_RLE.dcm", "CT_small.dcm"} <= intact
+    assert len(rows) == report.new_instances + report.new_versions > 100
 
 
 def test_hostile_files_are_skipped_with_reasons(cat: Catalog, tmp_path: Path) -> None:
@@ -67,19 +82,21 @@ def test_hostile_files_are_skipped_with_reasons(cat: Catalog, tmp_path: Path) ->
     (src / "no_preamble_garbage").write_bytes(b"\x08\x00" + os.urandom(300))
     shutil.copy(TEST_FILES / "no_meta.dcm", src / "no_meta")  # a raw dataset: readable
     report = ingest(cat, [src], quiet_seconds=0)
-    skipped = reasons(report)
-    assert skipped["random"].startswith("not DICOM")
-    assert skipped["text"].startswith("not DICOM")
-    assert skipped["empty"].startswith("not DICOM")
-    assert skipped["truncated_pixels"].startswith("truncated")
-    # cut before the UIDs: pydicom reads what is there, and the UIDs are what is missing
-    assert skipped["truncated_header"] == "missing or invalid StudyInstanceUID"
-    assert skipped["preamble_only"].startswith("missing")
-    assert "no_preamble_garbage" in skipped
-    assert "good" not in skipped
-    paths = {Path(r["source_path"]).name for r in cat.query("SELECT source_path FROM instances")}
-    assert "good" in paths
-    assert not paths & set(skipped), "a skipped file was catalogued"
+    kept = kept_opaque(report)
+    assert kept["random"].startswith("not DICOM")
+    assert kept["text"].startswith("not DICOM")
+    assert kept["empty"].startswith("not DICOM")
+    assert kept["preamble_only"].startswith("missing")
+    assert kept["truncated_header"].startswith("missing")  # cut before the Study UID
+    assert "no_preamble_garbage" in kept
+    bad = damaged(report)
+    assert bad["truncated_pixels"].startswith("truncated")
+    assert set(bad) == {"truncated_pixels"}
+    assert report.skipped == [] and report.unarchivable == 0
+    rows = cat.query("SELECT source_path, damaged FROM instances")
+    assert {Path(r["source_path"]).name for r in rows if r["damaged"] is None} == {"good"}
+    assert not {Path(r["source_path"]).name for r in rows} & set(kept), \
+        "an opaque file was catalogued as an instance"
 
 
 def test_quiet_period_and_rescan_by_stat(cat: Catalog, tmp_path: Path) -> None:
@@ -142,12 +159,14 @@ def _changed(path: Path, **attrs: object) -> bytes:
     return out.getvalue()
 
 
-def _skip_reason(path: Path) -> str:
-    from tapearc.ingest.scan import Skip, read_instance
+def _damage(path: Path) -> str | None:
+    """Why ingest marks the instance at ``path`` damaged at the source (None: whole)."""
+    from tapearc.catalog import NewInstance
+    from tapearc.ingest.scan import read_file
 
-    with pytest.raises(Skip) as why:
-        read_instance(str(path), path.stat())
-    return str(why.value)
+    found = read_file(str(path), path.stat())
+    assert isinstance(found, NewInstance), found
+    return found.damaged
 
 
 def test_a_change_of_size_alone_is_noticed(cat: Catalog, tmp_path: Path) -> None:
@@ -185,9 +204,10 @@ def test_files_that_are_not_instances_are_remembered_not_reread(cat: Catalog,
     (src / "notes.txt").write_text("not an image\n")
     shutil.copy(TEST_FILES / "CT_small.dcm", src / "good")
     first = ingest(cat, [src], quiet_seconds=0)
-    assert [r for _, r in first.skipped] == ["not DICOM"] and first.new_instances == 1
-    again = ingest(cat, [src], quiet_seconds=0)
-    assert (again.skipped, again.known_skipped, again.known) == ([], 1, 1)
+    assert [r for _, r in first.opaque] == ["not DICOM"] and first.new_instances == 1
+    assert first.skipped == [] and first.new_opaque == 1
+    again = ingest(cat, [src], quiet_seconds=0)  # known by size and mtime: counted, not read
+    assert (again.opaque, again.new_opaque, again.opaque_files, again.known) == ([], 0, 1, 2)
 
 
 def test_a_file_growing_while_read_is_left_for_later(tmp_path: Path) -> None:
@@ -196,28 +216,28 @@ def test_a_file_growing_while_read_is_left_for_later(tmp_path: Path) -> None:
     st = path.stat()                          # what the walk saw
     with path.open("ab") as fh:               # the PACS is still writing
         fh.write(b"\0" * 100)
-    from tapearc.ingest.scan import Skip, read_instance
+    from tapearc.ingest.scan import read_file
 
-    with pytest.raises(Skip, match=r"^still being written \(size changed while reading\)$"):
-        read_instance(str(path), st)
+    left = read_file(str(path), st)
+    assert left.reason == "still being written (size changed while reading)"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("name", "cut", "reason"), [
     # an image whose file ends where its pixel data would start
     ("CT_small.dcm", "pixel-tag", "truncated: image attributes but no pixel data"),
     # encapsulated (RLE) pixel data cut inside its last fragment
-    ("MR_small_RLE.dcm", 200, "truncated: encapsulated pixel data has no end delimiter"),
+    ("MR_small_RLE.dcm", 200, "truncated: a pixel data fragment needs 6108 bytes, 6054 are left"),
 ])
-def test_truncated_pixel_data_is_skipped(tmp_path: Path, name: str, cut: object,
+def test_truncated_pixel_data_is_damaged(tmp_path: Path, name: str, cut: object,
                                          reason: str) -> None:
     data = (TEST_FILES / name).read_bytes()
     end = data.find(b"\xe0\x7f\x10\x00") if cut == "pixel-tag" else len(data) - int(str(cut))
     path = tmp_path / "x"
     path.write_bytes(data[:end])
-    assert _skip_reason(path) == reason
+    assert _damage(path) == reason
 
 
-def test_pixel_data_shorter_than_the_image_is_skipped(tmp_path: Path) -> None:
+def test_pixel_data_shorter_than_the_image_is_damaged(tmp_path: Path) -> None:
     """The element is whole (its length says so) but holds half an image."""
     import pydicom
 
@@ -225,15 +245,20 @@ def test_pixel_data_shorter_than_the_image_is_skipped(tmp_path: Path) -> None:
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
     path = tmp_path / "x"
     ds.save_as(path)
-    assert _skip_reason(path) == "truncated: pixel data has 16384 of 32768 bytes"
+    assert _damage(path) == "truncated: pixel data has 16384 of 32768 bytes"
 
 
 @pytest.mark.parametrize("uid", ["1.2.3/../../x", "1." + "2" * 63, "1.2.3abc"])
-def test_a_sop_uid_that_is_not_a_uid_is_skipped(tmp_path: Path, uid: str) -> None:
-    """UIDs become member and file names: anything but digits and dots, or over 64, is refused."""
+def test_a_sop_uid_that_is_not_a_uid_is_accepted_flagged_and_never_a_name(
+        tmp_path: Path, uid: str) -> None:
+    """The PACS took the file: it is archived, flagged, and names are hashes of the UID."""
     import warnings
 
     import pydicom
+
+    from tapearc.catalog import NewInstance
+    from tapearc.format.tarstream import member_name
+    from tapearc.ingest.scan import read_file
 
     ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
     with warnings.catch_warnings():
@@ -241,24 +266,30 @@ def test_a_sop_uid_that_is_not_a_uid_is_skipped(tmp_path: Path, uid: str) -> Non
         ds.SOPInstanceUID = uid
         path = tmp_path / "x"
         ds.save_as(path)
-    assert _skip_reason(path) == "missing or invalid SOPInstanceUID"
+    found = read_file(str(path), path.stat())
+    assert isinstance(found, NewInstance) and found.sop_uid == uid
+    assert (found.flags, found.damaged) == ("nonconformant-uid", None)
+    name = member_name(found.study_uid, found.series_uid, found.sop_uid, 1)
+    assert uid not in name and name.split("/")[2].startswith("x")
 
 
 def test_a_64_character_uid_is_accepted(tmp_path: Path) -> None:
     import pydicom
 
-    from tapearc.ingest.scan import read_instance
+    from tapearc.catalog import NewInstance
+    from tapearc.ingest.scan import read_file
 
     uid = "1." + "2" * 62
     ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
     ds.SOPInstanceUID = uid
     path = tmp_path / "x"
     ds.save_as(path)
-    assert read_instance(str(path), path.stat()).sop_uid == uid
+    found = read_file(str(path), path.stat())
+    assert isinstance(found, NewInstance) and found.sop_uid == uid and found.flags == ""
 
 
-def test_pixel_data_one_byte_short_is_skipped(tmp_path: Path) -> None:
+def test_pixel_data_one_byte_short_is_damaged(tmp_path: Path) -> None:
     [study] = generate_studies(tmp_path / "src", 1, instances_per_study=1, pixel_bytes=1024)
     path = study.files[0]
     path.write_bytes(path.read_bytes()[:-1])   # the pixel data is the file's last element
-    assert _skip_reason(path) == "truncated: pixel data has 1023 of 1024 bytes"
+    assert _damage(path) == "truncated: pixel data has 1023 of 1024 bytes"

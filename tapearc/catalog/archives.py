@@ -43,9 +43,12 @@ class Archives(CatalogBase):
         return [a for a in rows if key_id in json.loads(a["key_ids"])]
 
     def archive_copies(self, archive_id: int) -> list[dict[str, Any]]:
-        """The members of an archive in stream order: member, data_offset, length, sha256."""
+        """The members of an archive in stream order, opaque files' included: member,
+        data_offset, length, sha256."""
         return self.query("SELECT member, data_offset, length, sha256 FROM copies"
-                          " WHERE archive_id = ? ORDER BY data_offset", (archive_id,))
+                          " WHERE archive_id = ? UNION ALL"
+                          " SELECT member, data_offset, length, sha256 FROM opaque_copies"
+                          " WHERE archive_id = ? ORDER BY data_offset", (archive_id, archive_id))
 
     def add_archive(self, archive: dict[str, Any], copies: Sequence[tuple[int, str, int, int, str]],
                     run_id: int | None,

@@ -147,13 +147,6 @@ def opaque_copy_rows(catalog: Catalog, path: str) -> list[dict[str, Any]]:
     )
 
 
-def archive_files(catalog: Catalog, archive_id: int) -> list[dict[str, Any]]:
-    """The opaque members of an archive in stream order (what verify reads back)."""
-    return catalog.query(
-        "SELECT member, data_offset, length, sha256 FROM opaque_copies WHERE archive_id = ?"
-        " ORDER BY data_offset", (archive_id,))
-
-
 def has_intact_version(catalog: Catalog, sop_uid: str, study_uid: str) -> bool:
     """Whether an intact version of the instance is catalogued."""
     return catalog.conn.execute(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypedDict
 
 from tapearc.catalog.audit import append_audit
-from tapearc.catalog.base import COUNTED_STATES, CatalogBase, actor, utcnow
+from tapearc.catalog.base import COUNTED_STATES, CURRENT_VERSION, CatalogBase, actor, utcnow
 
 ONSITE, DRIVE, VAULT, TRANSIT_TO = "onsite", "drive", "vault", "transit-to"
 #: Location kinds where the cartridge is not in the building.
@@ -145,9 +145,7 @@ class Rotation(CatalogBase):
             "  JOIN pa ON pa.archive_id = c.archive_id"
             "  GROUP BY c.instance_id HAVING COUNT(DISTINCT pa.vault) >= 2)"
             " SELECT i.study_uid, SUM(i.size), MIN(i.first_seen) AS since FROM instances i"
-            " WHERE i.id NOT IN (SELECT id FROM safe)"
-            "  AND NOT EXISTS (SELECT 1 FROM instances j WHERE j.sop_uid = i.sop_uid"
-            "   AND j.version > i.version)"
+            f" WHERE i.id NOT IN (SELECT id FROM safe) AND {CURRENT_VERSION}"
             " GROUP BY i.study_uid ORDER BY since"
         )
         return [UnsafeStudy(study_uid=uid, bytes=int(size), since=since)

@@ -18,9 +18,12 @@ def register(app: typer.Typer) -> None:
 
 def recall(
     ctx: typer.Context,
-    study_uids: Annotated[list[str], typer.Argument(help="Study Instance UIDs.")],
+    study_uids: Annotated[list[str] | None, typer.Argument(help="Study Instance UIDs.")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Folder to write the DICOM files into.")]
     = None,
+    files: Annotated[list[str] | None, typer.Option(
+        "--file", help="Instead of studies: the opaque file archived from this source path "
+        "(or every one under this folder). Repeatable.")] = None,
     to_pacs: Annotated[str | None, typer.Option(
         "--to-pacs", help="Send them to a PACS instead, AET@HOST:PORT.")] = None,
     rate: Annotated[str | None, typer.Option("--rate", help="e.g. '20MB/s,50/s'.")] = None,
@@ -32,6 +35,14 @@ def recall(
 
     if (to is None) == (to_pacs is None):
         raise UsageError("give exactly one of --to DIR or --to-pacs AET@HOST:PORT")
+    if bool(study_uids) == bool(files):
+        raise UsageError("give study UIDs or --file PATH, not both and not neither")
+    if files:
+        if to is None:
+            raise UsageError("opaque files go to a folder: use --to DIR")
+        _recall_files(ctx, files, to, as_json)
+        return
+    assert study_uids
     if to_pacs is not None:
         from tapearc.cli.restore import send_options, send_to_pacs, studies_or_all
         from tapearc.dicomnet.peer import parse_peer
@@ -60,6 +71,22 @@ def recall(
                       or "; ".join(f"read from another copy: {n}" for n in r.notes)]
                      for r in results))
     raise_for(results)
+
+
+def _recall_files(ctx: typer.Context, files: list[str], to: Path, as_json: bool) -> None:
+    from tapearc.catalog import open_catalog
+    from tapearc.jobs.recall_files import raise_for_files, recall_files
+
+    settings = state(ctx).settings()
+    with open_catalog(settings.catalog_path) as catalog:
+        results = recall_files(settings, catalog, files, to)
+    if as_json:
+        print_json({"files": [r.as_json() for r in results]})
+    else:
+        print_table(None, ["path", "cartridge", "size", "verified", "note"],
+                    ([r.path, r.cartridge, human_bytes(r.bytes), "yes" if r.verified else "no",
+                      r.needs or r.error or ""] for r in results))
+    raise_for_files(results)
 
 
 def verify(

@@ -95,7 +95,8 @@ def _rebuild_from(settings: Settings, catalog: Catalog, drive: str,
                        "key_ids": key_ids, "created": index.created,
                        "medium_checksum": index.medium_checksum}
             instances = [i for i in index.instances if "sop_uid" in i]
-            if catalog.import_archive(archive, index.studies, index.series, instances):
+            files = [i for i in index.instances if "file_path" in i]
+            if catalog.import_archive(archive, index.studies, index.series, instances, files):
                 report.archives += 1
                 report.instances += len(instances)
             else:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
-from tapearc.format.tarstream import UID_RE
+from tapearc.format.tarstream import instance_parts
 from tapearc.jobs.keys import load_identities_for
 from tapearc.jobs.media import load_from_library, loaded_drives, open_drive, position_of
 from tapearc.jobs.rotation import recall_needs
@@ -47,6 +47,8 @@ class RecalledStudy:
     files: list[Path] = field(default_factory=list)
     needs: str | None = None
     missing: int = 0
+    #: Instances archived only as copies damaged at the source (no intact version archived).
+    damaged: int = 0
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -55,7 +57,7 @@ class RecalledStudy:
         return {"study_uid": self.study_uid, "cartridge": self.cartridge,
                 "instances": self.instances, "bytes": self.bytes, "bytes_read": self.bytes_read,
                 "verified": self.verified, "needs": self.needs, "missing": self.missing,
-                "errors": self.errors, "recovered_from": self.notes}
+                "damaged_at_source": self.damaged, "errors": self.errors, "recovered_from": self.notes}
 
 
 class BlockCursor:
@@ -123,7 +125,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     ids = list(identities) if identities is not None else None
     # accountable before the first decrypted byte exists: a recall killed midway is on record
     catalog.audit("recall-start", None, {"who": actor(), "to": str(dest), "studies": list(results)})
-    out = OutputTree(dest, group=_group_id(settings.recall_group))
+    out = OutputTree(dest, group=group_id(settings.recall_group))
     out.clear_leftovers()
     try:
         todo = list(results)
@@ -190,6 +192,8 @@ def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
                 "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)
             continue
         result.needs = None
+        # the best the archive holds; counted, so nobody takes them for good copies
+        result.damaged = sum(1 for r in chosen if r["damaged"] is not None)
         for row in chosen:
             plan.setdefault(row["barcode"], []).append(row)
     return plan
@@ -201,13 +205,14 @@ def _has_other_copy(catalog: Catalog, uid: str, failed: set[str], loaded: dict[s
 
 
 def _complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str, Any]]:
-    """One copy per SOP instance: its latest archived version, from ``barcode`` where it has
-    one, else from the same pool, else from anywhere."""
+    """One copy per SOP instance: its latest archived intact version (a version damaged at the
+    source only when no intact one is archived), from ``barcode`` where it has one, else from
+    the same pool, else from anywhere."""
     pool = next(r["pool"] for r in rows if r["barcode"] == barcode)
     best: dict[str, dict[str, Any]] = {}
 
-    def score(r: dict[str, Any]) -> tuple[int, bool, bool]:
-        return (r["version"], r["barcode"] == barcode, r["pool"] == pool)
+    def score(r: dict[str, Any]) -> tuple[bool, int, bool, bool]:
+        return (r["damaged"] is None, r["version"], r["barcode"] == barcode, r["pool"] == pool)
 
     for row in rows:
         current = best.get(row["sop_uid"])
@@ -258,42 +263,49 @@ def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]
         yield run
 
 
-def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], out: OutputTree,
-              results: dict[str, RecalledStudy]) -> None:
+def read_members(driver: Driver, reader: ArchiveReader, run: Sequence[dict[str, Any]],
+                 cursor_out: list[BlockCursor] | None = None
+                 ) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """Read the members of ``run`` (copy rows of one archive, sorted by offset) in one
+    positioned pass: each with its bytes, or None when they fail their checksum.
+    ``cursor_out`` receives the cursor (its ``bytes_read`` counts what crossed the drive)."""
     start = run[0]["data_offset"]
     end = run[-1]["data_offset"] + run[-1]["length"]
     first, count = reader.span(start, max(1, end - start))
     cursor = BlockCursor(driver.read_blocks(position_of(run[0]), first, count), first)
+    if cursor_out is not None:
+        cursor_out.append(cursor)
     total = run[0]["data_blocks"]
-    result = results[run[0]["study_uid"]]
     for m in run:
         m_first, _ = reader.span(m["data_offset"], max(1, m["length"]))
         data = reader.read_range(cursor.from_block(m_first), m_first, m["data_offset"],
                                  m["length"], total) if m["length"] else b""
-        if hashlib.sha256(data).hexdigest() != m["sha256"]:
+        yield m, data if hashlib.sha256(data).hexdigest() == m["sha256"] else None
+
+
+def _read_run(driver: Driver, reader: ArchiveReader, run: list[dict[str, Any]], out: OutputTree,
+              results: dict[str, RecalledStudy]) -> None:
+    result = results[run[0]["study_uid"]]
+    cursors: list[BlockCursor] = []
+    for m, data in read_members(driver, reader, run, cursors):
+        if data is None:
             result.errors.append(f"{m['sop_uid']}: checksum mismatch on {m['barcode']}")
             log.error("checksum mismatch for instance %s on %s", m["sop_uid"], m["barcode"])
             continue
-        # named by UIDs, as the PACS knows it (a later version keeps the SOP's own name)
-        result.files.append(out.write(_output_parts(m), data))
-    result.bytes_read += cursor.bytes_read
+        # named by UIDs, as the PACS knows it (a later version keeps the SOP's own name); a UID
+        # that is not a DICOM UID is hashed, never used as a name
+        result.files.append(out.write(instance_parts(m["study_uid"], m["series_uid"],
+                                                     m["sop_uid"]), data))
+    result.bytes_read += cursors[0].bytes_read if cursors else 0
 
 
-def _group_id(name: str | None) -> int | None:
+def group_id(name: str | None) -> int | None:
     """The gid of ``[recall] group`` (checked to exist when the config was read)."""
     if name is None:
         return None
     import grp
 
     return grp.getgrnam(name).gr_gid
-
-
-def _output_parts(m: dict[str, Any]) -> list[str]:
-    """``[STUDY, SERIES, SOP.dcm]``: UIDs only (checked), so no name can leave the folder."""
-    uids = [m["study_uid"], m["series_uid"], m["sop_uid"]]
-    if not all(UID_RE.fullmatch(u) for u in uids):
-        raise IntegrityError(f"refusing to name a recalled file after {uids!r}: not UIDs")
-    return [uids[0], uids[1], f"{uids[2]}.dcm"]
 
 
 def raise_for(results: Sequence[RecalledStudy]) -> None:

@@ -46,6 +46,8 @@ class Orthanc:
     root: Path
     modalities: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``StorageCompression``: attachments stored as zlib behind an 8-byte size prefix.
+    compression: bool = False
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -59,7 +61,7 @@ class Orthanc:
             "Name": "tapearc-test-pacs",
             "StorageDirectory": str(self.root / "storage"),
             "IndexDirectory": str(self.root / "index"),
-            "StorageCompression": False,
+            "StorageCompression": self.compression,
             "Plugins": [],
             "HttpServerEnabled": True,
             "HttpPort": self.http_port,
@@ -128,7 +130,8 @@ class Orthanc:
         except OSError:
             return "(no log)"
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
+    def raw(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        """The body of a REST answer as it came (``/instances/{id}/file`` is the DICOM file)."""
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.http_port}{path}",
@@ -137,7 +140,11 @@ class Orthanc:
             headers={"Authorization": f"Basic {auth}"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
-            data = resp.read()
+            data: bytes = resp.read()
+        return data
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
+        data = self.raw(method, path, body)
         if not data:
             return None
         try:

@@ -91,6 +91,10 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert s.pools["A"].drive == "d1" and s.pools["A"].vault == "north"
     assert s.drives["d1"].driver == "vtape"
     assert s.drives["d1"].options.path == (tmp_path / "etc" / "vt").resolve()  # type: ignore[attr-defined]
+    assert s.exclude == []
+    s = load_settings(write(tmp_path, GOOD.replace(
+        'sources = ["pacs"]', 'sources = ["pacs"]\nexclude = ["*.tmp", "DICOMDIR"]')))
+    assert s.exclude == ["*.tmp", "DICOMDIR"]
     assert s.block_size == 1 << 20 and s.changer is None and s.rotation.max_onsite_days == 7
 
 
@@ -265,6 +269,8 @@ def test_a_bad_rotation_value_is_named(
     (GOOD.replace('sources = ["pacs"]', "sources = 3"), "ingest.sources"),
     (GOOD.replace('sources = ["pacs"]', 'sources = ["pacs", ""]'), "ingest.sources[1]"),
     (GOOD.replace('sources = ["pacs"]', "quiet_seconds = -1"), "ingest.quiet_seconds"),
+    (GOOD.replace('sources = ["pacs"]', 'exclude = "*.tmp"'), "ingest.exclude"),
+    (GOOD.replace('sources = ["pacs"]', 'exclude = ["*.tmp", ""]'), "ingest.exclude[1]"),
     (GOOD + '[keys]\nrecipients = "keys/site.pub"\n', "keys.recipients"),
     (GOOD + "[pools.B]\ndrive = \"d1\"\nvault = \"north\"\n", "pools.A.vault and pools.B.vault"),
     (GOOD + "[pools.'B B']\ndrive = \"d1\"\n", "pools.B B"),

@@ -118,6 +118,22 @@ def pending_opaque(catalog: Catalog, pool: str) -> list[dict[str, Any]]:
     )
 
 
+def sourceless_opaque(catalog: Catalog, pool: str) -> int:
+    """Opaque files whose current content (the newest seen at a path that is not an instance's
+    now) is gone from the source with no copy on ``pool``: they can no longer be written."""
+    row = catalog.conn.execute(
+        "SELECT COUNT(*) FROM opaque_files o WHERE o.present = 0"
+        " AND o.id = (SELECT MAX(p.id) FROM opaque_files p WHERE p.path = o.path)"
+        " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.path = o.path"
+        "  AND f.instance_id IS NOT NULL) AND NOT EXISTS"
+        " (SELECT 1 FROM opaque_copies c JOIN archives a ON a.id = c.archive_id"
+        "  JOIN cartridges k ON k.barcode = a.barcode"
+        f"  WHERE c.file_id = o.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))",
+        (pool, *COUNTED_STATES),
+    ).fetchone()
+    return int(row[0])
+
+
 def forget_opaque_source(catalog: Catalog, file_id: int, reason: str) -> None:
     """The opaque file's source is gone or holds other bytes: it can no longer be written."""
     with catalog.transaction() as c:

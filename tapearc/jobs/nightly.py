@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapearc.catalog.db import Catalog, open_catalog
-from tapearc.catalog.ingested import pending_opaque
+from tapearc.catalog.ingested import pending_opaque, sourceless_opaque
 from tapearc.config import Settings
 from tapearc.dicomnet.pull import PullReport
 from tapearc.errors import (
@@ -210,6 +210,11 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                 f"pool {pool}: {lost} instances have no copy on this pool and no source to write "
                 "one from (deleted from the PACS before they were archived, or the catalog was "
                 "rebuilt without this pool's cartridges: tapearc catalog rebuild --drive D)")
+        lost_files = sourceless_opaque(catalog, pool)
+        if lost_files:
+            report.needs.append(
+                f"pool {pool}: {lost_files} opaque files have no copy on this pool and are gone "
+                "from the source (ingest --json lists what is there now)")
     if report.pacs is not None:
         report.pacs.after = compare(catalog, report.pacs.before.survey, list(settings.pools))
     report.alerts += notes.alerts

@@ -114,3 +114,20 @@ def test_odd_instances_and_opaque_files_are_archived_and_recalled_byte_identical
     code, _, err = run(["recall", "--file", str(site.pacs / "nothing"), "--to",
                         str(tmp_path / "x")], capsys)
     assert code == 1 and "no archived opaque file" in err
+
+
+def test_an_opaque_file_gone_before_it_was_written_is_said(site: Site) -> None:
+    from tapearc.errors import EXIT_TEMPFAIL
+    from tapearc.jobs.ingest import run_ingest
+
+    report = run_ingest(site.settings)
+    assert report.opaque_files == 0
+    note = site.pacs / "note.txt"
+    note.write_text("not an image")
+    assert run_ingest(site.settings).new_opaque == 1
+    note.unlink()  # the PACS removed it before the nightly wrote it
+    nightly = run_nightly(site.settings)
+    assert nightly.exit_code == EXIT_TEMPFAIL
+    assert [n for n in nightly.needs if "opaque files" in n] == [
+        f"pool {p}: 1 opaque files have no copy on this pool and are gone from the source "
+        "(ingest --json lists what is there now)" for p in ("A", "B")]

@@ -26,7 +26,10 @@ WEEKS = 8
 LIMIT = 10  # exposure_limit_days
 SKIP = range(32, 39)  # a week of mornings the courier is not given the box
 RECALL_DAY = 44
-CAPACITY = "6 MiB"
+#: The exposure assertions need the skipped week to start before a cartridge fills; the night one
+#: fills moves with the size of each night's catalog copy (a schema change moves it), so this
+#: value is tuned, not principled: 6 MiB passed before the opaque-file tables, 6.5 MiB after.
+CAPACITY = "6.5 MiB"
 
 
 @pytest.fixture(autouse=True)

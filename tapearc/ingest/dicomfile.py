@@ -125,7 +125,10 @@ def _read_instance(data: bytes | bytearray) -> Instance:
     transfer_syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
     if not transfer_syntax:
         transfer_syntax = IMPLICIT_TS  # a raw dataset without meta is implicit VR little endian
-    damaged, pixel_less = _check(ds, data, has_preamble, transfer_syntax)
+    try:
+        damaged, pixel_less = _check(ds, data, has_preamble, transfer_syntax)
+    except Exception as exc:  # a malformed value must not sink the scan: the file is not whole
+        damaged, pixel_less = f"corrupt: unreadable structure ({type(exc).__name__})", False
     sop_class = _text(ds, "SOPClassUID") or (
         _text(meta, "MediaStorageSOPClassUID") if meta is not None else "")
     return Instance(
@@ -189,6 +192,8 @@ def _skip_meta(data: memoryview, pos: int) -> int:
     """The offset of the dataset: past group 0002 (always little endian)."""
     while pos + 8 <= len(data) and bytes(data[pos:pos + 2]) == b"\x02\x00":
         if bytes(data[pos + 4:pos + 6]) in _LONG_VRS:
+            if pos + 12 > len(data):
+                return len(data)  # cut inside the meta group: the walk finds nothing to read
             pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
         elif bytes(data[pos + 4:pos + 6]) in _VRS:
             pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
@@ -311,7 +316,7 @@ def _native_pixel_bytes(ds: Any, big: bool) -> int | None:
         samples = _ushort(ds, "SamplesPerPixel", big) or 1
         frames = int(_text(ds, "NumberOfFrames") or 1)
         photometric = _text(ds, "PhotometricInterpretation")
-    except (TypeError, ValueError):
+    except Exception:  # a malformed value: the length is not checked rather than guessed
         return None
     if not (rows and cols and bits):
         return None

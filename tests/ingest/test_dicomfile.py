@@ -11,13 +11,8 @@ import pydicom
 import pydicom.data
 import pytest
 
-from tapearc.ingest.dicomfile import (
-    Instance,
-    NotAnInstance,
-    conformant_uid,
-    read_instance,
-    uid_name,
-)
+from tapearc.format.tarstream import conformant_uid, uid_name
+from tapearc.ingest.dicomfile import Instance, NotAnInstance, read_instance
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 DATA_STORE = Path(data_store.__file__).parent / "data"

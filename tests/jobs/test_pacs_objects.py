@@ -18,8 +18,8 @@ import pytest
 
 from tapearc.catalog import StudyFilter
 from tapearc.errors import EXIT_OK
+from tapearc.format.tarstream import NAME_RE
 from tapearc.jobs.catalog import rebuild_catalog
-from tapearc.jobs.media import NAME_RE
 from tapearc.jobs.nightly import run_nightly
 from tapearc.jobs.recall import recall
 from tests.cli.test_cli_contract import run

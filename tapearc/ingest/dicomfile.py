@@ -154,13 +154,14 @@ def _read_instance(data: bytes | bytearray) -> Instance:
 def _check(ds: Any, data: bytes | bytearray, has_preamble: bool,
            transfer_syntax: str) -> tuple[str | None, bool]:
     """(why the file is damaged or None, whether it is a clean image without pixel data)."""
-    view = memoryview(data)
-    start = _skip_meta(view, 132 if has_preamble else 0)
-    body: bytes | memoryview = view[start:]
+    # the walk reads the buffer in place from ``start`` (no copy of the pixel data)
+    start = _skip_meta(data, 132 if has_preamble else 0)
+    body: bytes | bytearray = data
     if transfer_syntax == DEFLATED_TS:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            body = inflater.decompress(body)
+            body = inflater.decompress(memoryview(data)[start:])
+            start = 0
         except zlib.error:
             return "corrupt: the deflated dataset does not inflate", False
         if not inflater.eof:
@@ -168,10 +169,10 @@ def _check(ds: Any, data: bytes | bytearray, has_preamble: bool,
     order = ">" if transfer_syntax == BIG_ENDIAN_TS else "<"
     # the VR is in the bytes when explicit; some files disagree with their meta header, so read
     # them as they are written, as pydicom does
-    explicit = len(body) >= 6 and bytes(body[4:6]) in _VRS
+    explicit = len(body) >= start + 6 and bytes(body[start + 4:start + 6]) in _VRS
     pixels: dict[int, int] = {}
     try:
-        _walk(body, 0, len(body), explicit, order, None, pixels, 0)
+        _walk(body, start, len(body), explicit, order, None, pixels, 0)
     except _Broken as exc:
         return str(exc), False
     image = bool(_text(ds, "Rows") and _text(ds, "Columns"))
@@ -188,7 +189,7 @@ def _check(ds: Any, data: bytes | bytearray, has_preamble: bool,
     return None, False
 
 
-def _skip_meta(data: memoryview, pos: int) -> int:
+def _skip_meta(data: bytes | bytearray, pos: int) -> int:
     """The offset of the dataset: past group 0002 (always little endian)."""
     while pos + 8 <= len(data) and bytes(data[pos:pos + 2]) == b"\x02\x00":
         if bytes(data[pos + 4:pos + 6]) in _LONG_VRS:
@@ -202,7 +203,7 @@ def _skip_meta(data: memoryview, pos: int) -> int:
     return pos
 
 
-def _walk(data: bytes | memoryview, pos: int, end: int, explicit: bool, order: str,
+def _walk(data: bytes | bytearray, pos: int, end: int, explicit: bool, order: str,
           until: int | None, pixels: dict[int, int] | None, depth: int) -> int:
     """Walk data elements from ``pos`` to ``end`` (or to the ``until`` delimiter, which is
     consumed); return where the walk stopped. ``pixels`` collects top-level pixel elements."""
@@ -210,6 +211,8 @@ def _walk(data: bytes | memoryview, pos: int, end: int, explicit: bool, order: s
         raise _Broken("corrupt: sequences nested too deep")
     tag_fmt, short_fmt, long_fmt = order + "HH", order + "H", order + "I"
     while pos < end:
+        if until is None and data[pos] == 0 and data.count(0, pos, end) == end - pos:
+            return end  # zero padding after the last element (copy tools pad files): whole
         if pos + 8 > end:
             raise _Broken(f"truncated: {end - pos} bytes of an element header at the end")
         group, element = struct.unpack_from(tag_fmt, data, pos)
@@ -254,7 +257,7 @@ def _walk(data: bytes | memoryview, pos: int, end: int, explicit: bool, order: s
     return pos
 
 
-def _items(data: bytes | memoryview, pos: int, end: int, explicit: bool, order: str,
+def _items(data: bytes | bytearray, pos: int, end: int, explicit: bool, order: str,
            depth: int, what: str) -> int:
     """Walk the items of an undefined-length sequence (or pixel fragments: ``what`` names
     which, for the report) to its delimiter."""

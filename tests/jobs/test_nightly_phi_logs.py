@@ -35,7 +35,7 @@ def test_no_patient_name_in_nightly_output(tmp_path: Path) -> None:
         ingest(cat, [site.pacs], quiet_seconds=0)
     purged = next(patient_dir.rglob("*.dcm"))
     purged.unlink()                                 # the PACS purges one instance
-    (patient_dir / "notes.txt").write_text("x\n")  # and a file ingest cannot use appears
+    (patient_dir / "notes.txt").write_text("x\n")  # and a file that is not an instance appears
     out = run(site, "-vv", "nightly", "--json")  # every log line, events too
     text = out.stdout + out.stderr
     print(out.returncode, text[-2000:])
@@ -44,8 +44,8 @@ def test_no_patient_name_in_nightly_output(tmp_path: Path) -> None:
     assert out.returncode == 75, out.stderr
     doc = json.loads(out.stdout)
     assert doc["archives"] == {"A": 1, "B": 1} and doc["verified_archives"] == 2, doc
-    assert doc["skipped_files"] == 1 and any("no source" in n for n in doc["needs"]), doc
+    assert doc["opaque_files"] == 1 and any("no source" in n for n in doc["needs"]), doc
     # the log lines that name files did run: they name UIDs and counts, not the folders
-    assert f"{purged.name} vanished" in out.stderr
-    assert "skipped 1 files: not DICOM" in out.stderr
+    assert f"instance {purged.stem}: cannot open its source" in out.stderr
+    assert "not catalogued as instances: 1 files: not DICOM" in out.stderr
     assert "SYNTHETIC^PATIENT" not in text and "SYN01000000" not in text

@@ -94,14 +94,19 @@ def test_a_study_with_an_instance_not_yet_archived_is_not_verified(tmp_path: Pat
 
 def test_a_uid_that_is_not_one_cannot_name_a_file(tmp_path: Path) -> None:
     """A catalog holding a SOP UID with a path in it (a crafted cartridge's index, imported by
-    a rebuild, can bring one in): recall refuses that instance and writes nothing outside."""
+    a rebuild, can bring one in): recall names that file by a hash of the UID, inside the
+    folder, and writes nothing outside."""
+    from tapearc.format.tarstream import uid_name
+
     site, study = _site(tmp_path)
+    crafted = "1.2/../../../../escaped"
     with site.catalog() as cat:
         with cat.conn:
             cat.conn.execute("UPDATE instances SET sop_uid = ? WHERE id ="
-                             " (SELECT MIN(id) FROM instances)", ("1.2/../../../../escaped",))
+                             " (SELECT MIN(id) FROM instances)", (crafted,))
         [r] = recall(site.settings, cat, [study.study_uid], tmp_path / "out" / "x",
                      identities=[site.identity])
-    assert not r.verified and r.errors, r.as_json()
-    assert "refusing to name a recalled file after" in r.errors[0], r.errors
+    assert r.verified and r.errors == [], r.as_json()
     assert list(tmp_path.rglob("escaped*")) == []
+    [hashed] = [f for f in r.files if f.name == f"{uid_name(crafted)}.dcm"]
+    assert hashed.is_relative_to(tmp_path / "out" / "x") and hashed.name.startswith("x")

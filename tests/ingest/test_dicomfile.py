@@ -116,3 +116,11 @@ def test_odd_but_usable_uids_in_a_real_file(tmp_path: Path) -> None:
     buf = io.BytesIO()
     ds.save_as(buf)
     assert outcome(buf.getvalue()) == "missing or unusable SOPInstanceUID"
+
+
+def test_zero_padding_after_the_dataset_is_whole_and_junk_is_not() -> None:
+    """Copy tools pad files with zeros to a block; that is not damage. Other bytes are."""
+    data = (TEST_FILES / "CT_small.dcm").read_bytes()
+    assert read_instance(data + bytes(512)).damaged is None
+    found = read_instance(data + b"junk" + bytes(8))
+    assert found.damaged is not None and found.damaged.startswith("corrupt")

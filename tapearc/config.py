@@ -29,6 +29,8 @@ from tapearc.drivers.options import (
     DriveOptions,
     LtfsOptions,
     OpticalOptions,
+    S3Options,
+    SftpOptions,
     TapeOptions,
     VtapeOptions,
 )
@@ -248,7 +250,15 @@ class LtfsTable(LtfsOptions, frozen=True, tag="ltfs", tag_field="driver", forbid
     """``driver = "ltfs"``."""
 
 
-DriveTable = TapeTable | VtapeTable | DiskTable | OpticalTable | LtfsTable
+class SftpTable(SftpOptions, frozen=True, kw_only=True, tag="sftp", tag_field="driver", forbid_unknown_fields=True):
+    """``driver = "sftp"``."""
+
+
+class S3Table(S3Options, frozen=True, kw_only=True, tag="s3", tag_field="driver", forbid_unknown_fields=True):
+    """``driver = "s3"``."""
+
+
+DriveTable = TapeTable | VtapeTable | DiskTable | OpticalTable | LtfsTable | SftpTable | S3Table
 
 
 class Document(_Table, frozen=True):

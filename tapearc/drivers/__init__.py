@@ -22,6 +22,8 @@ REGISTRY: dict[str, str] = {
     "disk": "tapearc.drivers.disk:DiskDriver",
     "optical": "tapearc.drivers.optical:OpticalDriver",
     "ltfs": "tapearc.drivers.ltfs:LtfsDriver",
+    "sftp": "tapearc.drivers.remote.sftp:SftpDriver",
+    "s3": "tapearc.drivers.remote.s3:S3Driver",
 }
 
 

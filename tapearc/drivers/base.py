@@ -1,4 +1,4 @@
-"""The contract every medium driver keeps (vtape, tape, disk, optical, ltfs).
+"""The contract every medium driver keeps (vtape, tape, disk, optical, ltfs, sftp, s3).
 
 A driver moves blocks and reports positions. It knows nothing of DICOM, the catalog or keys: an
 archive is, to a driver, a sequence of opaque blocks (the encrypted data stream) followed by a
@@ -48,6 +48,9 @@ class Capabilities:
     """Nominal capacity of one medium, or None if unknown."""
     removable: bool = True
     """The medium leaves the drive (tape, disc, USB disk) rather than being fixed storage."""
+    offsite: bool = False
+    """The medium is at another site (a network store): what is committed to it is offsite at
+    once, and it never travels (nothing to ship or bring back)."""
 
 
 @dataclass(frozen=True)

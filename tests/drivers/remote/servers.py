@@ -86,8 +86,9 @@ class Sshd:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "ab"))
+        with open(self.dir / "log", "ab") as log:
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         wait_port(self.port, self.proc, "sshd")
 
     def kill(self) -> None:

@@ -220,6 +220,27 @@ class ReconcileTable(_Table, frozen=True):
     full_weekday: Weekday = "sunday"
 
 
+class StreamTable(_Table, frozen=True):
+    """``[stream]``: ``tapearc stream`` ships what arrives to the network pools in small
+    archives, between nightly runs; the nightly leaves those pools to it."""
+
+    #: The pools it ships to (default: every pool whose drive is a network store).
+    pools: list[Text] | None = None
+    #: An archive leaves once this much waits...
+    max_bytes: Size = Size(256 << 20)
+    #: ... or once the oldest waiting instance is this old.
+    max_age_minutes: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    #: Seconds between two looks at the sources and the receiver's staging folder.
+    interval: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: Seconds before a failed shipment is tried again, doubling up to ``backoff_max``.
+    backoff: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    backoff_max: Annotated[float, msgspec.Meta(gt=0)] = 900.0
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 << 20:
+            raise ValueError("max_bytes must be at least 1 MiB")
+
+
 class RotationTable(Rotation, frozen=True, forbid_unknown_fields=True):
     """``[rotation]``: the offsite policy (docs/OPERATIONS.md)."""
 
@@ -277,6 +298,7 @@ class Document(_Table, frozen=True):
     recall: RecallTable = msgspec.field(default_factory=RecallTable)
     pacs: PacsTable | None = None
     reconcile: ReconcileTable = msgspec.field(default_factory=ReconcileTable)
+    stream: StreamTable | None = None
     pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
     drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
 
@@ -333,6 +355,7 @@ class Settings:
     reconcile: ReconcileTable = field(default_factory=ReconcileTable)
     #: ``ingest.exclude`` (see ``IngestTable``).
     exclude: list[str] = field(default_factory=list)
+    stream: StreamTable | None = None
 
     @property
     def private_dir(self) -> Path:
@@ -386,6 +409,10 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
             raise ConfigError(f"{where}: pools.{name}.drive = {pool.drive!r} is not a configured drive",
                               hint=f"use one of: {', '.join(sorted(drives)) or 'none configured'}")
         pools[name] = PoolConfig(name, pool.drive, pool.vault or f"vault-{name}", pool.media)
+    for name in (d.stream.pools or []) if d.stream else []:
+        if name not in pools:
+            raise ConfigError(f"{where}: stream.pools names {name!r}, which is not a pool",
+                              hint=f"use one of: {', '.join(sorted(pools)) or 'none configured'}")
     return Settings(
         path=path,
         base_dir=base,
@@ -412,6 +439,7 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         recall_group=d.recall.group,
         pacs=d.pacs,
         reconcile=d.reconcile,
+        stream=d.stream,
     )
 
 

@@ -341,6 +341,7 @@ ARGV: dict[str, list[str]] = {
     "receive": [],
     "reconcile": ["--pacs", "PACS@127.0.0.1:104"],
     "pull": ["--from", "PACS@127.0.0.1:104", "--staging", "st"],
+    "stream": ["--once"],
 }
 #: Commands that never read the configuration.
 WITHOUT_CONFIG = {"init"}

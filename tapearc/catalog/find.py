@@ -15,6 +15,13 @@ from tapearc.catalog.base import (
     marks,
 )
 
+#: Instances with a source and no copy on a live cartridge of the pool (parameters: the pool,
+#: then COUNTED_STATES).
+_PENDING = (" WHERE i.source_path IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+            "  JOIN cartridges k ON k.barcode = a.barcode"
+            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))")
+
 
 @dataclass(frozen=True)
 class StudyFilter:
@@ -129,13 +136,18 @@ class Find(CatalogBase):
             "SELECT i.id, i.sop_uid, i.version, i.series_uid, i.study_uid, i.size, i.sha256,"
             " i.source_path, i.mtime_ns, i.damaged, i.flags"
             " FROM instances i JOIN studies s USING (study_uid)"
-            " WHERE i.source_path IS NOT NULL AND NOT EXISTS"
-            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
-            "  JOIN cartridges k ON k.barcode = a.barcode"
-            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))"
-            " ORDER BY s.first_seen, i.study_uid, i.series_uid, i.id",
+            + _PENDING + " ORDER BY s.first_seen, i.study_uid, i.series_uid, i.id",
             (pool, *COUNTED_STATES),
         )
+
+    def queue(self, pool: str) -> tuple[int, int, str | None]:
+        """What waits for a copy on ``pool`` (the instances ``pending_instances`` lists): how
+        many, their bytes, and when the oldest of them was catalogued (a network pool's
+        exposure)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(i.size), 0), MIN(i.first_seen) FROM instances i"
+            + _PENDING, (pool, *COUNTED_STATES)).fetchone()
+        return int(row[0]), int(row[1]), row[2]
 
     def sourceless(self, pool: str) -> int:
         """Current instances (``CURRENT_VERSION``) with no source left and no copy on ``pool``: they

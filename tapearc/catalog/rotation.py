@@ -127,8 +127,8 @@ class Rotation(CatalogBase):
     def unsafe_studies(self) -> list[UnsafeStudy]:
         """Studies with a current instance not yet held, verified, in two vaults, oldest first.
 
-        A copy counts when its archive was verified before its cartridge reached a vault, and
-        the cartridge is still live (lost, destroyed or retired copies do not count; a
+        A copy counts when its archive was verified before its cartridge reached a vault (or
+        while the cartridge is in the vault: a network volume), and the cartridge is still live (lost, destroyed or retired copies do not count; a
         cartridge brought back for a recall still does: it is in the site's custody and goes
         back).
         """
@@ -138,9 +138,12 @@ class Rotation(CatalogBase):
             "WITH pa AS MATERIALIZED (SELECT DISTINCT a.id AS archive_id, l.location AS vault"
             "  FROM archives a JOIN cartridges k ON k.barcode = a.barcode"
             f"  JOIN locations l ON l.barcode = a.barcode AND l.location LIKE '{VAULT}:%'"
-            "   AND l.at >= a.created"
-            f"  WHERE a.verify_result = 'ok' AND a.verified_at <= l.at AND k.state IN ({_LIVE})"
-            f"   AND k.location NOT IN ({_GONE})),"
+            f"  WHERE a.verify_result = 'ok' AND k.state IN ({_LIVE})"
+            f"   AND k.location NOT IN ({_GONE})"
+            # verified, then taken to the vault; or verified where it still is, in the vault
+            # (a network volume: written and confirmed by the store at the other site)
+            "   AND ((l.at >= a.created AND a.verified_at <= l.at)"
+            "    OR (l.location = k.location AND l.at <= a.verified_at))),"
             " safe AS (SELECT c.instance_id AS id FROM copies c"
             "  JOIN pa ON pa.archive_id = c.archive_id"
             "  GROUP BY c.instance_id HAVING COUNT(DISTINCT pa.vault) >= 2)"

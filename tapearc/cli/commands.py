@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         restore,
         rotation,
         status,
+        stream,
         write,
     )
 
@@ -42,3 +43,4 @@ def register(app: typer.Typer) -> None:
     restore.register(app)
     rotation.register(app)
     status.register(app)
+    stream.register(app)

@@ -30,6 +30,11 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         over = " OVER THE LIMIT" if expo["over"] else ""
         typer.echo(f"exposure: {expo['days']:.1f} days (limit {expo['limit_days']:g}){over}, "
                    f"{expo['studies']} studies, {human_bytes(expo['bytes'])} at risk")
+    for queue in report["network"]:
+        limit = queue["limit_minutes"]
+        typer.echo(f"offsite pool {queue['pool']} (network): exposure "
+                   f"{queue['exposure_minutes']:.0f} min" + (f" (limit {limit:g})" if limit else "")
+                   + f", queue {queue['instances']} instances, {human_bytes(queue['bytes'])}")
     last = report["last_nightly"]
     typer.echo(f"last nightly: {last['started']} {last['result'] or 'running'}"
                if last else "last nightly: never run")

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import msgspec
 
 from tapearc.support.units import Size
+
+if TYPE_CHECKING:
+    from tapearc.support.limits import Limits
 
 #: A positive number of seconds.
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -133,8 +136,29 @@ class RemoteOptions(DriveOptions, frozen=True):
     #: Seconds before the first retry, doubling up to ``backoff_max``.
     backoff: Seconds = 2.0
     backoff_max: Seconds = 60.0
+    #: What the link may carry, as restore's ``--rate``: ``"5MB/s"`` or ``"unlimited"``...
+    rate: Text = "unlimited"
+    #: ... and in daily windows, as restore's ``--window``: ``["07:00-19:00=2MB/s"]``.
+    windows: list[Text] = msgspec.field(default_factory=list)
+
+    def limits(self) -> Limits:
+        """The link's rate limits (checked when the file was read)."""
+        from tapearc.support.limits import Limits, parse_setting, parse_window
+
+        return Limits(default=parse_setting(self.rate),
+                      windows=tuple(parse_window(w) for w in self.windows))
 
     def __post_init__(self) -> None:
+        from tapearc.errors import UsageError
+        from tapearc.support.limits import parse_setting, parse_window
+
+        for key, check, values in (("rate", parse_setting, [self.rate]),
+                                   ("windows", parse_window, self.windows)):
+            try:
+                for value in values:
+                    check(value)
+            except UsageError as exc:
+                raise ValueError(f"{key}: {exc.message} ({exc.hint})") from None
         if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", self.prefix) or ".." in self.prefix \
                 or self.prefix.startswith("/"):
             raise ValueError("prefix must be a relative path of letters, digits, '.', '_', "

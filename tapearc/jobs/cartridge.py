@@ -57,6 +57,9 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
                       block_size=settings.block_size, created=utcnow())
         driver.write_label(label, force=force)
         capacity = driver.capabilities.capacity_bytes
+        # a network volume is at the pool's vault from the start: it never travels
+        location = f"vault:{settings.pools[pool].vault}" if driver.capabilities.offsite \
+            else "onsite"
     finally:
         driver.close()
     if existing is not None and existing.barcode != barcode:
@@ -65,7 +68,8 @@ def label_cartridge(settings: Settings, catalog: Catalog, barcode: str, pool: st
     if force and catalog.cartridge_state(barcode) is not None:
         catalog.reset_cartridge(barcode, pool, "relabelled with --force")
     else:
-        catalog.add_cartridge(barcode, pool, media, settings.site, settings.block_size, capacity)
+        catalog.add_cartridge(barcode, pool, media, settings.site, settings.block_size, capacity,
+                              location=location)
     return catalog.cartridge(barcode)
 
 
@@ -80,15 +84,18 @@ def load_cartridge(settings: Settings, catalog: Catalog, barcode: str,
 
     barcode = check_barcode(barcode)
     where = catalog.cartridge_location(barcode)
-    if where is not None and parse_location(where, strict=False).offsite:
-        raise PolicyRefused(
-            f"cartridge {barcode} is recorded at {where}, not onsite",
-            hint=f"when it is back, record it first: tapearc rotation receive {barcode}")
     if drive is None:
         cart = catalog.cartridge(barcode)
         driver = pool_drive(settings, cart["pool"])
     else:
         driver = open_drive(settings, drive)
+    # a network volume is always offsite, and always at hand
+    if where is not None and parse_location(where, strict=False).offsite \
+            and not driver.capabilities.offsite:
+        driver.close()
+        raise PolicyRefused(
+            f"cartridge {barcode} is recorded at {where}, not onsite",
+            hint=f"when it is back, record it first: tapearc rotation receive {barcode}")
     try:
         driver.load(barcode)
         label = driver.read_label()

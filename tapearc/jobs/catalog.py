@@ -69,8 +69,12 @@ def _rebuild_from(settings: Settings, catalog: Catalog, drive: str,
         added = catalog.cartridge_state(label.barcode) is None
         if added:
             capacity = driver.capabilities.capacity_bytes
+            vault = settings.pools[label.pool].vault if label.pool in settings.pools \
+                else f"vault-{label.pool}"
             catalog.add_cartridge(label.barcode, label.pool, label.media, label.site,
-                                  label.block_size, capacity)
+                                  label.block_size, capacity,
+                                  location=f"vault:{vault}" if driver.capabilities.offsite
+                                  else "onsite")
         report.cartridges.append(label.barcode)
         positions = driver.list_archives()
         if added and positions:

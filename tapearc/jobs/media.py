@@ -69,6 +69,20 @@ def pool_drive(settings: Settings, pool: str) -> Driver:
     return open_drive(settings, cfg.drive)
 
 
+def network_pools(settings: Settings) -> list[str]:
+    """The pools whose drive is a network store (``Capabilities.offsite``): their volumes are
+    offsite from the start and never travel. Building a driver touches nothing."""
+    pools = []
+    for name, pool in settings.pools.items():
+        driver = open_drive(settings, pool.drive)
+        try:
+            if driver.capabilities.offsite:
+                pools.append(name)
+        finally:
+            driver.close()
+    return pools
+
+
 # --- polling every drive -------------------------------------------------------------------
 
 
@@ -154,7 +168,8 @@ def loaded_cartridge(driver: Driver, catalog: Catalog, settings: Settings, pool:
     if cart["state"] != "appendable":
         raise MediumFull(f"cartridge {label.barcode} in drive {driver.drive} is {cart['state']}",
                          hint=suggest_cartridge(catalog, pool, but=label.barcode))
-    if not writable_location(cart["location"], driver.drive):  # never append while offsite
+    if not driver.capabilities.offsite and not writable_location(cart["location"], driver.drive):
+        # never append to a cartridge while it is offsite (a network volume always is)
         raise WrongMedium(f"cartridge {label.barcode} is recorded at {cart['location']}, not onsite",
                           hint="receive it first (tapearc rotation receive) or load another")
     return label

@@ -42,6 +42,7 @@ from tapearc.jobs.outcome import Outcome
 from tapearc.jobs.pull import fetch_missing, pull_options
 from tapearc.jobs.reconcile import Comparison, ReconcileReport, compare, reconcile, scheduled_scope
 from tapearc.jobs.rotation import nightly_warnings
+from tapearc.jobs.stream import stream_pools
 from tapearc.jobs.verify import verify_cartridge
 from tapearc.jobs.write import PoolResult, write_pool
 from tapearc.support.lock import run_lock
@@ -184,7 +185,10 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                      if settings.sources else IngestReport())
     report.pacs = _check_pacs(settings, catalog, report)
     notes = SessionNotes()
+    streamed = set(stream_pools(settings))  # ``tapearc stream`` ships those, all day
     for pool in settings.pools:
+        if pool in streamed:
+            continue
         try:
             with pool_session(settings, catalog, pool, notes) as usable:
                 if not usable:
@@ -219,7 +223,7 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
         report.pacs.after = compare(catalog, report.pacs.before.survey, list(settings.pools))
     report.alerts += notes.alerts
     report.needs += notes.needs
-    report.pending = len({r["id"] for pool in settings.pools
+    report.pending = len({r["id"] for pool in settings.pools if pool not in streamed
                           for r in catalog.pending_instances(pool)})
     report.pending_files = len({r["id"] for pool in settings.pools
                                 for r in pending_opaque(catalog, pool)})

@@ -9,8 +9,9 @@ from typing import Any
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
 from tapearc.errors import ConfigError
-from tapearc.jobs.media import drive_table
+from tapearc.jobs.media import drive_table, network_pools
 from tapearc.jobs.rotation import build_plan
+from tapearc.jobs.stream import queue_of
 from tapearc.rotation import policy as rotation
 from tapearc.rotation.plan import Plan
 from tapearc.rotation.policy import parse_location
@@ -53,8 +54,17 @@ def status_report(settings: Settings, catalog: Catalog) -> dict[str, Any]:
                  for i in plan.bring_back if not i.blocked] + today
     if nightly and nightly["result"] != "ok":
         today += [f"last nightly: {n}" for n in nightly["needs"]]
+    network = [queue_of(catalog, pool).as_json() for pool in network_pools(settings)]
+    limit = settings.stream.max_age_minutes if settings.stream else None
+    for queue in network:
+        queue["limit_minutes"] = limit
+        if limit is not None and queue["exposure_minutes"] > 2 * limit:
+            today.append(f"pool {queue['pool']}: {queue['instances']} instances have waited "
+                         f"{queue['exposure_minutes']:.0f} min to go offsite (limit {limit:g}): "
+                         "is tapearc stream running, is the link up?")
     return {
         "now": clock.now().isoformat(),
+        "network": network,
         "pending": {"studies": len({s for s, _ in pending_ids.values()}),
                     "instances": len(pending_ids),
                     "bytes": sum(n for _, n in pending_ids.values())},

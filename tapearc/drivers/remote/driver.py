@@ -45,6 +45,7 @@ from tapearc.errors import (
     UsageError,
     WrongMedium,
 )
+from tapearc.support.limits import Limits, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,12 @@ class RemoteDriver(Driver):
     name: ClassVar[str] = "remote"
 
     def __init__(self, drive: str, block_size: int, store: RemoteStore, *,
-                 capacity: int | None = None) -> None:
+                 capacity: int | None = None, limits: Limits | None = None) -> None:
         super().__init__(drive, block_size)
         self.store = store
         self.capacity = capacity
+        #: Paces what goes over the link (the drive's ``rate`` and ``windows``).
+        self.limiter = RateLimiter(limits) if limits is not None else None
         self.barcode: str | None = None
         self._restored = False
         self._label: Label | None = None
@@ -274,6 +277,8 @@ class RemoteSink(ArchiveSink):
         self._rule.check(length)
         try:
             self._room(length)
+            if self.driver.limiter is not None:
+                self.driver.limiter.acquire(length)
             self._upload.write(block)
         except TapearcError:
             self._state = "failed"

@@ -488,5 +488,5 @@ class SftpDriver(RemoteDriver):
             raise DeviceUnavailable(f"drives.{drive}.identity: {o.identity} does not exist",
                                     hint="create the key (ssh-keygen -t ed25519) and authorise it "
                                          "on the server")
-        return cls(drive, block_size, SftpStore(o, drive), capacity=o.capacity)
+        return cls(drive, block_size, SftpStore(o, drive), capacity=o.capacity, limits=o.limits())
 

@@ -127,11 +127,14 @@ class Cycle:
 
 @dataclass
 class Backoff:
-    """When each pool may be tried again after a failed shipment (kept across cycles)."""
+    """When each pool may be tried again after a failed shipment, and how long its last
+    shipment took (kept across cycles)."""
 
     table: StreamTable
     failures: dict[str, int] = field(default_factory=dict)
     next_try: dict[str, float] = field(default_factory=dict)
+    #: Seconds the last shipment of each pool took.
+    took: dict[str, float] = field(default_factory=dict)
 
     def ready(self, pool: str, now: float) -> bool:
         return now >= self.next_try.get(pool, 0.0)
@@ -166,8 +169,11 @@ def stream_cycle(settings: Settings, catalog: Catalog, backoff: Backoff, *,
     shipping = dataclasses.replace(settings, max_archive_bytes=table.max_bytes)
     for pool in stream_pools(settings):
         queue = queue_of(catalog, pool)
+        # leave early enough that the oldest is offsite within max_age of its arrival: one
+        # interval until it is catalogued, one until the next cycle, and the shipment itself
+        lead = 2 * table.interval + backoff.took.get(pool, table.interval)
         due = flush or queue.bytes >= table.max_bytes or \
-            queue.age_minutes * 60 + table.interval >= table.max_age_minutes * 60
+            queue.age_minutes * 60 + lead >= table.max_age_minutes * 60
         if queue.instances and due and backoff.ready(pool, time.monotonic()):
             _ship(shipping, catalog, pool, cycle, backoff)
             queue = queue_of(catalog, pool)
@@ -177,8 +183,10 @@ def stream_cycle(settings: Settings, catalog: Catalog, backoff: Backoff, *,
 
 def _ship(settings: Settings, catalog: Catalog, pool: str, cycle: Cycle, backoff: Backoff) -> None:
     run_id = catalog.start_run("stream")
+    started = time.monotonic()
     try:
         result = write_pool(settings, catalog, pool, run_id=run_id)
+        backoff.took[pool] = time.monotonic() - started
     except TRANSIENT as exc:  # the link or the store: the queue waits, the next try is later
         wait = backoff.failed(pool, time.monotonic())
         cycle.failures.append(f"pool {pool}: {exc}; next try in {wait:.0f} s")

@@ -304,17 +304,19 @@ class SftpStore(RemoteStore):
             return hashlib.sha256(data or b"").digest()
         from tapearc.support.process import run_tool
 
-        argv = self._ssh("--", self.o.host, "sha256sum", "--", shlex.quote(self.path(name)))
+        # the shell starts in the login's home, the SFTP session maybe elsewhere: name it whole
+        absolute = self.call(f"locate {name}", lambda client: str(client.normalize(self.path(name))))
+        argv = self._ssh("--", self.o.host, "sha256sum", "--", shlex.quote(absolute))
+        done = run_tool(argv, timeout=max(600.0, size / 20e6), check=False)
         try:
-            out = run_tool(argv, timeout=max(600.0, size / 20e6)).stdout
-        except TapearcError as exc:
-            raise DeviceError(f"{self.where}: the server did not checksum {name}: {exc}",
+            if done.returncode:
+                raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                                 else f"exit code {done.returncode}")
+            return bytes.fromhex(done.stdout.split()[0])
+        except (IndexError, ValueError) as exc:
+            raise DeviceError(f"{self.where}: the server did not checksum {name} ({exc})",
                               hint=f"give the account a shell with sha256sum, or set "
                                    f"drives.{self.drive}.confirm = \"readback\"") from None
-        try:
-            return bytes.fromhex(out.split()[0])
-        except (IndexError, ValueError):
-            raise DeviceError(f"{self.where}: sha256sum answered {out[:60]!r}") from None
 
 
 def _read_range(client: Any, handle: bytes, offset: int, length: int) -> bytes:

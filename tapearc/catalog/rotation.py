@@ -128,9 +128,9 @@ class Rotation(CatalogBase):
         """Studies with a current instance not yet held, verified, in two vaults, oldest first.
 
         A copy counts when its archive was verified before its cartridge reached a vault (or
-        while the cartridge is in the vault: a network volume), and the cartridge is still live (lost, destroyed or retired copies do not count; a
-        cartridge brought back for a recall still does: it is in the site's custody and goes
-        back).
+        while the cartridge is in the vault: a network volume), and the cartridge is still live
+        (lost, destroyed or retired copies do not count; a cartridge brought back for a recall
+        still does: it is in the site's custody and goes back).
         """
         # the (archive, vault) pairs that protect are few (archives x vault arrivals): worked
         # out once, then one pass over the copies in primary-key order groups them per instance

@@ -39,6 +39,7 @@ from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
     DeviceError,
     FormatError,
+    MediumError,
     MediumFull,
     NoMedium,
     TapearcError,
@@ -224,24 +225,29 @@ class RemoteDriver(Driver):
             n = min(per_piece, end - start)
             data = self.store.read(name, start * bs, n * bs)
             if data is None:
-                raise FormatError(f"{name} is missing on {self.store.where}")
+                raise MediumError(f"{name} is missing on {self.store.where}",
+                                  files=[position.data_file])
             for off in range(0, len(data), bs):
                 block = data[off:off + bs]
                 self.blocks_read += 1
                 self.bytes_read += len(block)
                 yield block
-            if len(data) < n * bs:
-                return
+            if len(data) < n * bs and start + n < position.data_blocks:
+                raise MediumError(f"{name} on {self.store.where} ends inside the archive",
+                                  files=[position.data_file])
 
     def read_index(self, position: ArchivePosition) -> bytes:
         vol = self._vol()
         name = f"{vol}/{_name((position.data_file + 1) // 2, 'index')}"
         data = self.store.read(name)
         if data is None:
-            raise FormatError(f"{name} is missing on {self.store.where}")
+            raise MediumError(f"{name} is missing on {self.store.where}", files=[position.data_file])
         self.blocks_read += 1
         self.bytes_read += len(data)
-        header = IndexHeader.from_bytes(data)
+        try:
+            header = IndexHeader.from_bytes(data)
+        except FormatError as exc:
+            raise MediumError(f"{name}: {exc}", files=[position.data_file]) from exc
         if not header.matches(position):
             raise FormatError(f"{name} belongs to another archive")
         return header.check(data[IndexHeader.SIZE:], f"{self.store.where}/{name}")

@@ -381,7 +381,8 @@ class _SftpUpload(Upload):
         if self._handle is not None and self._reqs is not None and self._reqs.client is client:
             return
         self.store.ensure_dir(client, self.folder)
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | (0 if self._created else SFTP_FLAG_EXCL)
+        again = self._created
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | (0 if again else SFTP_FLAG_EXCL)
         attrs = SFTPAttributes()
         attrs.st_mode = 0o600
         _, msg = client._request(CMD_OPEN, self.tmp, flags, attrs)
@@ -391,9 +392,9 @@ class _SftpUpload(Upload):
         self._unacked.clear()
         for _, offset, data in resend:
             self._send(offset, data)
-        if resend:
-            log.info("%s: resumed %s, %d bytes sent again", self.store.where, self.name,
-                     sum(len(d) for _, _, d in resend))
+        if again:
+            log.info("%s: resumed %s at byte %d, %d bytes sent again", self.store.where,
+                     self.name, self.offset, sum(len(d) for _, _, d in resend))
 
     def _send(self, offset: int, data: bytes) -> None:
         from paramiko.sftp import CMD_WRITE

@@ -55,7 +55,7 @@ def scan_records(fd: int, start: int, size: int, name: str) -> Scan:
 
     A span that is not a record becomes one ``KIND_DAMAGED`` record up to the next point from
     which records follow on (``_resync``), so later records keep their block addresses. The
-    damaged header may be the previous record's (a length that overshoots that point, or one
+    damaged header may be the previous block's (a length that overshoots that point, or one
     that stops short in its own data, where the walk then finds bytes that are no header at
     all): the span then starts there. Only a short final record with nothing readable after it
     is torn: end of data is then where it starts.
@@ -70,7 +70,9 @@ def scan_records(fd: int, start: int, size: int, name: str) -> Scan:
             lengths.append(header[1])
             off += RECORD.size + header[1]
             continue
-        after_prev = bool(kinds) and kinds[-1] != KIND_DAMAGED
+        # only a block's header can be the damaged one before this point: no damage turns a
+        # block header into exactly a filemark's, so a filemark before it is whole
+        after_prev = bool(kinds) and kinds[-1] == KIND_BLOCK
         resume = _resync(fd, offsets[-1] + 1 if after_prev else off + 1, size)
         if resume is None and _torn_tail(fd, off, size):
             log.info("virtual cartridge %s: torn final record at byte %d (an interrupted "

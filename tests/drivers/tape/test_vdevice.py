@@ -429,6 +429,35 @@ def test_a_damaged_record_in_the_middle_is_one_unreadable_block(
     assert path.read_bytes() == raw  # nothing was truncated
 
 
+def test_a_wholly_damaged_header_after_a_filemark_keeps_the_filemark(tmp_path: Path) -> None:
+    """Both fields of the first block's header after a filemark damaged: the filemark is whole
+    (no damage turns a block header into exactly a filemark's), so it stays a filemark and every
+    later block keeps its address (merging it into the damage shifted every later archive)."""
+    dev = VirtualTapeDevice(tmp_path)
+    dev.insert("DMG002")
+    for f in range(3):
+        for i in range(3):
+            dev.write_block(bytes([0x30 + f]) * 999 + bytes([i]))
+        dev.close()
+    dev.remove()
+    path = cartridge_path(tmp_path, "DMG002")
+    raw = bytearray(path.read_bytes())
+    record = 8 + 3 * 1005 + 5  # 3 blocks, a filemark
+    raw[record : record + 5] = struct.pack("<BI", 0x7F, 0x7FFFFFFF)
+    path.write_bytes(bytes(raw))
+    dev.insert("DMG002")
+    assert [(d.block, d.file) for d in dev.damage()] == [(4, 1)]
+    dev.seek(8)
+    assert [dev.read_block(2000)[:1] for _ in range(3)] == [b"2"] * 3
+    dev.rewind()
+    dev.fsf(2)
+    assert dev.read_block(2000)[:1] == b"2"
+    dev.eod()
+    assert dev.tell() == 12
+    dev.remove()
+    assert path.read_bytes() == bytes(raw)
+
+
 def test_damage_at_the_end_is_not_a_torn_record(tmp_path: Path) -> None:
     """A length that runs past the end of the file looks torn; with records after it, it is not."""
     path, _ = _damaged_cartridge(tmp_path, DAMAGED_HEADERS[3])  # past the end of the file

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -52,11 +53,12 @@ class RecalledFile:
 
 def recall_files(settings: Settings, catalog: Catalog, paths: Sequence[str], dest: Path, *,
                  identities: Sequence[Identity] | None = None) -> list[RecalledFile]:
-    """Recall the opaque files at (or under) ``paths`` into ``dest``."""
+    """Recall the opaque files at (or under) ``paths`` into ``dest``; a relative path is from
+    the current folder, as the operator typed it (the catalog holds absolute source paths)."""
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
     chosen: list[tuple[dict[str, Any], list[str]]] = []
-    for asked in dict.fromkeys(paths):
+    for asked in dict.fromkeys(os.path.abspath(p) for p in paths):
         rows = opaque_copy_rows(catalog, asked)
         if not rows:  # before anything is read or made
             raise NotFound(f"no archived opaque file at {asked}",

@@ -56,7 +56,8 @@ def odd_uid_file() -> bytes:
 
 @pytest.mark.filterwarnings("ignore:.*VR UI:UserWarning")  # pydicom, on the odd UIDs
 def test_odd_instances_and_opaque_files_are_archived_and_recalled_byte_identical(
-        site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(DATA_STORE / "bad_sequence.dcm", site.pacs / "hexuids")  # 64-hex-digit UIDs
     (site.pacs / "odduids").write_bytes(odd_uid_file())
     for name in ODD:
@@ -95,6 +96,12 @@ def test_odd_instances_and_opaque_files_are_archived_and_recalled_byte_identical
     [entry] = json.loads(out)["files"]
     assert entry["verified"] and entry["cartridge"] in ("A00001", "B00001")
     assert (tmp_path / "one" / "DICOMDIR").read_bytes() == dicomdir.read_bytes()
+    # as an operator types it: relative to the current folder
+    monkeypatch.chdir(site.pacs / "odd")
+    code, out, _ = run(["recall", "--file", "dicomdirtests/DICOMDIR", "--to",
+                        str(tmp_path / "relative")], capsys)
+    assert code == 0, out
+    assert (tmp_path / "relative" / "DICOMDIR").read_bytes() == dicomdir.read_bytes()
     code, out, _ = run(["recall", "--file", str(site.pacs / "odd"), "--to",
                         str(tmp_path / "all")], capsys)
     assert code == 0, out

@@ -58,7 +58,12 @@ _CONVERTED = frozenset({"PatientName"})
 
 
 class NotAnInstance(Exception):
-    """The bytes cannot be catalogued as a DICOM instance; ``str`` is the reason."""
+    """The bytes cannot be catalogued as a DICOM instance; ``str`` is the reason, ``damaged``
+    says a DICOM file was cut short (damage at the source, not merely another kind of file)."""
+
+    def __init__(self, reason: str, *, damaged: bool = False) -> None:
+        super().__init__(reason)
+        self.damaged = damaged
 
 
 class _Broken(Exception):
@@ -116,15 +121,18 @@ def _read_instance(data: bytes | bytearray) -> Instance:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and _text(meta, "MediaStorageSOPClassUID") == DICOMDIR_SOP_CLASS:
         raise NotAnInstance("DICOMDIR")
+    transfer_syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    if not transfer_syntax:
+        transfer_syntax = IMPLICIT_TS  # a raw dataset without meta is implicit VR little endian
     uids = {}
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         value = _text(ds, keyword)
         if not USABLE_UID.fullmatch(value):
-            raise NotAnInstance(f"missing or unusable {keyword}")
+            # a Part 10 file cut inside its header is damage at the source, said as such
+            cut = _cut_short(ds, data, transfer_syntax) if has_preamble else None
+            raise NotAnInstance(f"missing or unusable {keyword}" + (f"; {cut}" if cut else ""),
+                                damaged=cut is not None)
         uids[keyword] = value
-    transfer_syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
-    if not transfer_syntax:
-        transfer_syntax = IMPLICIT_TS  # a raw dataset without meta is implicit VR little endian
     try:
         damaged, pixel_less = _check(ds, data, has_preamble, transfer_syntax)
     except Exception as exc:  # a malformed value must not sink the scan: the file is not whole
@@ -149,6 +157,15 @@ def _read_instance(data: bytes | bytearray) -> Instance:
         nonconformant=not all(conformant_uid(u) for u in uids.values()),
         pixel_less=pixel_less,
     )
+
+
+def _cut_short(ds: Any, data: bytes | bytearray, transfer_syntax: str) -> str | None:
+    """Why a Part 10 file's elements stop before its end ("truncated: ..."), or None."""
+    try:
+        why, _ = _check(ds, data, True, transfer_syntax)
+    except Exception:  # a malformed value is not what is asked here
+        return None
+    return why if why is not None and why.startswith("truncated") else None
 
 
 def _check(ds: Any, data: bytes | bytearray, has_preamble: bool,

@@ -228,7 +228,7 @@ def read_file(path: str, st: os.stat_result) -> NewInstance | NewOpaque | _Heade
     try:
         found = read_instance(content)
     except NotAnInstance as why:
-        return _opaque(path, st, data, str(why))
+        return _opaque(path, st, data, str(why), damaged=why.damaged)
     instance = _new_instance(path, st, content, found)
     if compressed and found.pixel_less:
         return _HeaderCopy(instance, len(data))

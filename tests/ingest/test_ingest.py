@@ -91,7 +91,8 @@ def test_hostile_files_are_skipped_with_reasons(cat: Catalog, tmp_path: Path) ->
     assert "no_preamble_garbage" in kept
     bad = damaged(report)
     assert bad["truncated_pixels"].startswith("truncated")
-    assert set(bad) == {"truncated_pixels"}
+    assert bad["truncated_header"].startswith("missing or unusable StudyInstanceUID; truncated")
+    assert set(bad) == {"truncated_pixels", "truncated_header"}  # cut short: damage at the source
     assert report.skipped == [] and report.unarchivable == 0
     rows = cat.query("SELECT source_path, damaged FROM instances")
     assert {Path(r["source_path"]).name for r in rows if r["damaged"] is None} == {"good"}
@@ -293,3 +294,20 @@ def test_pixel_data_one_byte_short_is_damaged(tmp_path: Path) -> None:
     path = study.files[0]
     path.write_bytes(path.read_bytes()[:-1])   # the pixel data is the file's last element
     assert _damage(path) == "truncated: pixel data has 1023 of 1024 bytes"
+
+
+def test_a_file_cut_before_its_study_uid_is_damaged_not_just_opaque(tmp_path: Path) -> None:
+    """A PACS file cut short inside its header (the SOP UID read, the Study UID not yet) is
+    kept as an opaque file and counted as damaged at the source, so the nightly warns."""
+    from tapearc.catalog.ingested import NewOpaque
+    from tapearc.ingest.scan import read_file
+
+    data = (TEST_FILES / "CT_small.dcm").read_bytes()
+    path = tmp_path / "x"
+    path.write_bytes(data[: data.find(b"\x20\x00\x0d\x00") + 3])  # inside (0020,000D)'s tag
+    found = read_file(str(path), path.stat())
+    assert isinstance(found, NewOpaque) and found.damaged
+    assert found.reason.startswith("missing or unusable StudyInstanceUID; truncated")
+    path.write_bytes(b"plain notes\n")  # a file that is not DICOM at all is not damage
+    found = read_file(str(path), path.stat())
+    assert isinstance(found, NewOpaque) and not found.damaged

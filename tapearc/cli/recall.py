@@ -70,6 +70,8 @@ def recall(
                       r.needs or "; ".join(r.errors)
                       or "; ".join(f"read from another copy: {n}" for n in r.notes)]
                      for r in results))
+        if any(r.files for r in results):
+            typer.echo(f"recalled files are in {to.resolve()} (STUDY/SERIES/SOP.dcm)")
     raise_for(results)
 
 

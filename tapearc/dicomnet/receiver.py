@@ -24,6 +24,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import secrets
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -160,8 +161,8 @@ class StagingWriter:
 
     def write(self, data: bytes, study_uid: str, sop_uid: str) -> Path:
         """Write ``data`` (a whole Part-10 file) for the instance; return its final path."""
-        tmp = self.spool / f"{safe_name(sop_uid)}.{os.getpid()}.{threading.get_ident()}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        tmp = self.spool / f"{safe_name(sop_uid)}.{os.getpid()}.{secrets.token_hex(6)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

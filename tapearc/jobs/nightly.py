@@ -150,7 +150,9 @@ class NightlyReport:
         if self.ingest and self.ingest.nonconformant:
             parts.append(f"{self.ingest.nonconformant} instances with non-conformant UIDs")
         if self.verified:
-            parts.append(f"verified {self.verified}")
+            parts.append(f"verified {self.verified} archives")
+        if self.catalog_copies:
+            parts.append(f"catalog copy on {','.join(self.catalog_copies)}")
         if self.outcome.shortfalls:
             parts.append(self.outcome.summary())
         return "; ".join(parts)

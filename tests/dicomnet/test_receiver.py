@@ -188,3 +188,24 @@ def test_a_large_object_is_received_in_bounded_memory(netns: None, tmp_path: Pat
     assert digest == hashlib.sha256(dcmread(big).PixelData).hexdigest()
     assert "1 instances" in out
     assert peak_mib < 128, f"peak RSS {peak_mib:.0f} MiB for a 128 MiB object"
+
+
+def test_association_limit_refuses_one_more(netns: None, tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    port = free_port()
+    policy = ReceiverPolicy((parse_allowed("MODALITY@127.0.0.1"),), max_associations=1)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    with Receiver(tmp_path / "st", port=port, policy=policy):
+        first = ae.associate("127.0.0.1", port, ae_title="TAPEARC")
+        try:
+            assert first.is_established
+            second = ae.associate("127.0.0.1", port, ae_title="TAPEARC")
+            assert not second.is_established and second.is_rejected
+        finally:
+            first.release()
+        third = ae.associate("127.0.0.1", port, ae_title="TAPEARC")  # a slot is free again
+        assert third.is_established
+        third.release()

@@ -1,7 +1,9 @@
 """The archive writer: tar members read straight into the chunk buffer, encrypted in place.
 
 The hot path has one copy per byte: ``readinto`` from the source file into the plaintext chunk
-buffer; SHA-256 of the body from that buffer; ``AESGCM.encrypt_into`` into a reused ciphertext
+buffer; SHA-256 of the body from that buffer, on a thread of its own (``HashThread``: hashlib
+releases the GIL, so the fixity checksum, the costliest step, runs on the second core while the
+next chunk is read and encrypted); ``AESGCM.encrypt_into`` into a reused ciphertext
 buffer handed to the sink. Python's ``tarfile`` copy loop is not used (it tops out near 350 MB/s,
 below LTO-9). A full chunk is sealed as non-final only once another byte is known to follow, so
 the last chunk always carries the final flag (docs/FORMAT.md, "Chunks").
@@ -12,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tapearc.errors import NotFound
 from tapearc.format import tae, tarstream
@@ -39,16 +43,80 @@ class Source(Protocol):
 _ZEROS = memoryview(bytes(1 << 16))
 
 
+#: Plaintext chunk buffers of a writer that hashes on its own thread: the hash thread may still
+#: be reading one while the next ones are filled and encrypted.
+PLAIN_RING = 4
+
+
+class HashThread:
+    """SHA-256 updates on a thread of their own, in the order they were submitted.
+
+    ``mark()`` counts the updates submitted so far; ``wait(mark)`` returns once that many are
+    done, so a buffer handed over by reference is reused only after the thread has read it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, memoryview] | None] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._submitted = 0
+        self._done = 0
+        self._thread = threading.Thread(target=self._run, name="tapearc-hash", daemon=True)
+        self._thread.start()
+
+    def update(self, digest: Any, data: memoryview) -> None:
+        """``digest.update(data)`` on the thread; ``data`` must stay unchanged until then."""
+        self._submitted += 1
+        self._queue.put((digest, data))
+
+    def mark(self) -> int:
+        """The number of updates submitted so far."""
+        return self._submitted
+
+    def wait(self, mark: int) -> None:
+        """Block until the first ``mark`` updates are done."""
+        if self._done >= mark:
+            return
+        with self._cond:
+            while self._done < mark:
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Finish the submitted updates and end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            digest, data = item
+            digest.update(data)
+            with self._cond:
+                self._done += 1
+                self._cond.notify_all()
+
+
 @dataclass(frozen=True)
 class Member:
-    """One tar member as written: plaintext offsets of its first header block and of its body."""
+    """One tar member as written: plaintext offsets of its first header block and of its body.
+
+    ``sha256`` is the body's checksum; with a hash thread it is ready once the thread has
+    hashed the body (reading it waits for that).
+    """
 
     name: str
     header_offset: int
     data_offset: int
     size: int
-    sha256: str
+    digest: Any
     complete: bool
+    hasher: HashThread | None = None
+    mark: int = 0
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the body as archived."""
+        if self.hasher is not None:
+            self.hasher.wait(self.mark)
+        return str(self.digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -67,7 +135,10 @@ class StreamEncryptor:
 
     ``entropy(n)`` supplies the file key (32), archive uuid (16), payload salt (32), then one
     ephemeral X25519 key (32) per recipient, in that order; ``os.urandom`` unless a test vector
-    needs fixed values.
+    needs fixed values. Without ``send_header`` the sink gets the chunks only: the caller writes
+    a header block of its own to each medium first (``header_block``). With a ``fence`` (the
+    writer's hash thread) the plaintext is filled into a ring of buffers, and a buffer is
+    refilled only once the fence has read what was handed to it.
     """
 
     def __init__(
@@ -79,6 +150,8 @@ class StreamEncryptor:
         content: int = tae.Content.UNSPECIFIED,
         created: int | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
+        send_header: bool = True,
+        fence: HashThread | None = None,
     ) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -100,14 +173,22 @@ class StreamEncryptor:
         self._encrypt_into = AESGCM(key).encrypt_into
         self._sink = sink
         self._plain_cap = block_size - tae.TAG_BYTES
-        self._pt = memoryview(bytearray(self._plain_cap))
+        self._fence = fence
+        self._ring = [memoryview(bytearray(self._plain_cap))
+                      for _ in range(PLAIN_RING if fence is not None else 1)]
+        self._marks = [0] * len(self._ring)
+        self._pt = self._ring[0]
         self._ct = memoryview(bytearray(block_size))
         self._pos = 0
         self._chunks = 0
-        self._header_sent = False
+        self._header_sent = not send_header
         self.offset = 0
         """Plaintext bytes written so far (the offset of the next byte)."""
         self._state = "open"
+
+    def header_block(self) -> bytes:
+        """The header zero-padded to one medium block (block 0 of the stream)."""
+        return self.header + bytes(self.block_size - len(self.header))
 
     # -- filling the chunk buffer -------------------------------------------------------------
 
@@ -160,9 +241,7 @@ class StreamEncryptor:
         self._check_open()
         try:
             if not self._header_sent:
-                block0 = bytearray(self.block_size)
-                block0[: len(self.header)] = self.header
-                self._sink(memoryview(block0))
+                self._sink(memoryview(self.header_block()))
                 self._header_sent = True
             n = self._pos
             out = self._ct[: n + tae.TAG_BYTES]
@@ -173,6 +252,11 @@ class StreamEncryptor:
             raise
         self._chunks += 1
         self._pos = 0
+        if self._fence is not None:  # the next buffer of the ring, once the hasher is past it
+            slot = self._chunks % len(self._ring)
+            self._marks[(self._chunks - 1) % len(self._ring)] = self._fence.mark()
+            self._fence.wait(self._marks[slot])
+            self._pt = self._ring[slot]
 
 
 class ArchiveWriter:
@@ -181,7 +265,9 @@ class ArchiveWriter:
     ``sink`` gets each medium block in order, header block first; the memoryview is valid only
     during the call (buffers are reused). ``throttle(nbytes)`` is called after each source read
     so the caller can rate-limit reads from the PACS disk. Any exception from the sink leaves
-    the writer failed: call ``abort()``.
+    the writer failed: call ``abort()``. Bodies are hashed on a thread of their own, which
+    ``close`` and ``abort`` end. ``send_header=False``: the sink gets the chunks only, and the
+    caller writes ``header_block()`` to each medium first (one stream, several media).
     """
 
     def __init__(
@@ -193,7 +279,9 @@ class ArchiveWriter:
         throttle: Callable[[int], None] | None = None,
         created: int | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
+        send_header: bool = True,
     ) -> None:
+        self._hasher = HashThread()
         self._stream = StreamEncryptor(
             sink,
             recipients,
@@ -201,11 +289,14 @@ class ArchiveWriter:
             content=tae.Content.ARCHIVE,
             created=created,
             entropy=entropy,
+            send_header=send_header,
+            fence=self._hasher,
         )
         self._throttle = throttle
         self.archive_uuid = self._stream.archive_uuid
         self.header = self._stream.header
         self.block_size = block_size
+        self.header_block = self._stream.header_block
 
     def add_file(self, member: str, path: Path, size: int, mtime: int) -> Member:
         """Append the file at ``path`` as ``member`` (``add_stream``); ``NotFound`` if the file
@@ -236,6 +327,7 @@ class ArchiveWriter:
         remaining = size
         complete = True
         throttle = self._throttle
+        hash_update = self._hasher.update
         while remaining:
             room = stream.space()
             if len(room) > remaining:
@@ -247,7 +339,7 @@ class ArchiveWriter:
                 n = 0
             if not n:
                 break
-            digest.update(room[:n])
+            hash_update(digest, room[:n])
             stream.advance(n)
             remaining -= n
             if throttle is not None:
@@ -255,7 +347,7 @@ class ArchiveWriter:
         if remaining:
             complete = False
             log.warning("%s is %d bytes shorter than catalogued; zero-padded", member, remaining)
-            self._zeros(remaining, digest.update)
+            self._zeros(remaining, lambda zeros: hash_update(digest, zeros))
         else:
             try:
                 if src.read(1):
@@ -264,7 +356,8 @@ class ArchiveWriter:
             except (OSError, ValueError):  # a decoding reader checks its end here
                 complete = False
         self._stream.write_zeros(tarstream.padding(size))
-        return Member(member, header_offset, data_offset, size, digest.hexdigest(), complete)
+        return Member(member, header_offset, data_offset, size, digest, complete,
+                      self._hasher, self._hasher.mark())
 
     def add_bytes(self, member: str, data: bytes, mtime: int) -> Member:
         """Append ``data`` as ``member``."""
@@ -274,19 +367,22 @@ class ArchiveWriter:
         data_offset = stream.offset
         stream.write(data)
         stream.write_zeros(tarstream.padding(len(data)))
-        sha = hashlib.sha256(data).hexdigest()
-        return Member(member, header_offset, data_offset, len(data), sha, True)
+        return Member(member, header_offset, data_offset, len(data), hashlib.sha256(data), True)
 
     def close(self) -> ArchiveSummary:
         """Write the tar end-of-archive blocks, seal the final chunk, and describe the stream."""
-        self._stream.write(tarstream.END_OF_ARCHIVE)
-        plaintext = self._stream.offset
-        blocks = self._stream.close()
+        try:
+            self._stream.write(tarstream.END_OF_ARCHIVE)
+            plaintext = self._stream.offset
+            blocks = self._stream.close()
+        finally:
+            self._hasher.close()
         return ArchiveSummary(self.archive_uuid, self.header, self.block_size, blocks, plaintext)
 
     def abort(self) -> None:
         """Give up: nothing more reaches the sink (what it already got stays as it is)."""
         self._stream.abort()
+        self._hasher.close()
 
     def _zeros(self, n: int, update: Callable[[memoryview], None]) -> None:
         for start in range(0, n, len(_ZEROS)):

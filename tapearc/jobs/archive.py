@@ -1,19 +1,17 @@
-"""One archive onto the loaded medium: stream a batch of instances through the archive writer to
-the drive, seal and append its index, and catalog it once the drive committed it.
+"""One archive onto one medium, or onto several at once (one per pool): stream a batch of
+instances through the archive writer to the drives, seal and append each medium's index, and
+catalog each copy once its drive committed it.
 
-An archive counts (its copies are catalogued) only after the driver committed its data, its end
-and its index: a full medium, a write error or a crash abandons it and leaves its instances
-pending. ``BlockPump`` feeds the drive from its own thread and takes the ciphertext checksum that
-a keyless verify compares with (``medium_checksum``).
+The source is read, hashed and encrypted once whatever the number of media (``write_copies``;
+the drive buffer ``jobs.pump.BlockFanout`` feeds every drive from its own thread). A copy counts
+(it is catalogued) only after its driver committed its data, its end and its index: a full
+medium, a write error or a crash abandons that copy and leaves its instances pending on that
+medium's pool, and the other media's copies are committed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-import threading
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,10 @@ from tapearc.errors import MediumFull, TapearcError
 from tapearc.format.index import IndexDoc
 from tapearc.format.tarstream import member_name, opaque_member_name
 from tapearc.jobs.media import position_of
+from tapearc.jobs.pump import AllDrivesFailed, BlockFanout
 
 if TYPE_CHECKING:
-    from tapearc.drivers.base import ArchivePosition, Driver, Label
+    from tapearc.drivers.base import ArchivePosition, ArchiveSink, Driver, Label
     from tapearc.format.keys import Recipient
     from tapearc.format.writer import ArchiveWriter, Member
 
@@ -68,113 +67,239 @@ class ArchiveWritten:
     changed: int
 
 
+@dataclass
+class CopyOutcome:
+    """What became of one medium's copy of an archive: written (catalogued), or the error that
+    cost it (its instances stay pending on that medium's pool)."""
+
+    target: ArchiveTarget
+    written: ArchiveWritten | None = None
+    error: BaseException | None = None
+
+
 def write_archive(target: ArchiveTarget, batch: Sequence[dict[str, Any]], *,
                   kind: str = "studies", extra: Sequence[tuple[str, Path]] = ()) -> ArchiveWritten:
-    """Stream ``batch`` into one archive on ``driver`` and catalog it once committed.
+    """Stream ``batch`` into one archive on ``target``'s medium and catalog it once committed.
 
     On a full medium the partial archive is abandoned (never catalogued), the cartridge is
     marked full, and ``MediumFull`` (75) propagates: the studies stay pending.
     """
-    from tapearc.format.tae import Content
-    from tapearc.format.writer import ArchiveWriter, seal_bytes
+    [outcome] = write_copies([target], batch, kind=kind, extra=extra)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.written is not None
+    return outcome.written
 
-    settings, catalog, label = target.settings, target.catalog, target.label
-    recipients, progress = target.recipients, target.progress
-    sink = target.driver.append_archive(label, last_position(catalog, label.barcode))
-    pump = BlockPump(sink.write_block, settings.block_size, settings.buffer_bytes)
+
+def write_copies(targets: Sequence[ArchiveTarget], batch: Sequence[dict[str, Any]], *,
+                 kind: str = "studies",
+                 extra: Sequence[tuple[str, Path]] = ()) -> list[CopyOutcome]:
+    """Stream ``batch`` once into one archive on every target's medium at the same time.
+
+    The targets share the first one's settings, catalog, keys, run and callbacks. A medium that
+    cannot be appended to, fails or fills costs only its own copy (its outcome carries the
+    error; a full cartridge is marked full); the others are committed and catalogued, each with
+    an index naming its own cartridge. Errors other than the drives' (a bug, an interrupt)
+    abandon every copy and propagate.
+    """
+    from tapearc.format.writer import ArchiveWriter
+
+    first = targets[0]
+    settings, catalog = first.settings, first.catalog
+    outcomes = [CopyOutcome(t) for t in targets]
+    opened: list[tuple[CopyOutcome, ArchiveSink]] = []
+    for outcome in outcomes:
+        label = outcome.target.label
+        try:
+            sink = outcome.target.driver.append_archive(label,
+                                                        last_position(catalog, label.barcode))
+        except TapearcError as exc:  # wrong, write-protected or unreadable medium: this copy only
+            _failed(catalog, outcome, None, exc)
+            continue
+        opened.append((outcome, sink))
+    if not opened:
+        return outcomes
+    fanout = BlockFanout([s.write_block for _, s in opened],
+                         [o.target.label.barcode for o, _ in opened],
+                         settings.block_size, settings.buffer_bytes)
+    indexed = [(i, outcome, sink) for i, (outcome, sink) in enumerate(opened)]
     writer: ArchiveWriter | None = None
-    copies: list[tuple[int, str, int, int, str]] = []
-    file_copies: list[tuple[int, str, int, int, str]] = []
-    changed = 0
-    nbytes = 0
     try:
-        writer = ArchiveWriter(pump, recipients, block_size=settings.block_size,
-                               throttle=target.throttle)
-        entries: list[dict[str, Any]] = []
-        for row in batch:
-            opaque = row["study_uid"] is None
-            name = opaque_member_name(row["sha256"]) if opaque else \
-                member_name(row["study_uid"], row["series_uid"], row["sop_uid"], row["version"])
-            what = f"file {row['id']}" if opaque else f"instance {row['sop_uid']}"
-            try:
-                member = _add_member(writer, name, row, inflate=not opaque)
-            except OSError as exc:  # raised before anything of it is written
-                changed += 1
-                _forget(catalog, row, f"cannot open the source: {exc.strerror or exc}")
-                log.warning("%s: cannot open its source (%s); not archived", what,
-                            exc.strerror or exc)
-                continue
-            if progress is not None:
-                progress(row["size"])
-            nbytes += row["size"]
-            if not member.complete or member.sha256 != row["sha256"]:
-                # the PACS changed the file after ingest: these bytes are not the catalogued
-                # instance, so the copy is not recorded, and the file is read again by the next
-                # ingest (a new version); this version's bytes are gone from the source
-                changed += 1
-                _forget(catalog, row, "source changed since ingest")
-                log.warning("%s changed since ingest; not counted as archived", what)
-                continue
-            copy = (row["id"], name, member.data_offset, member.size, member.sha256)
-            (file_copies if opaque else copies).append(copy)
-            entry = _file_entry(row) if opaque else _instance_entry(row)
-            entries.append({**entry, "member": name, "data_offset": member.data_offset,
-                            "length": member.size, "sha256": member.sha256})
-        for name, path in extra:
-            size = path.stat().st_size
-            extra_member = writer.add_file(name, path, size, int(path.stat().st_mtime))
-            entries.append({"member": name, "data_offset": extra_member.data_offset,
-                            "length": size, "sha256": extra_member.sha256})
+        writer = ArchiveWriter(fanout, first.recipients, block_size=settings.block_size,
+                               throttle=first.throttle, send_header=False)
+        # every medium gets the same header block: nothing in today's header is per medium
+        fanout.start([writer.header_block()] * len(opened))
+        stream = _stream(writer, first, batch, extra)
+        summary = writer.close()
+        fanout.finish()
+        copies, file_copies, entries, changed = _counted(catalog, stream)
         if kind == "studies" and not copies and not file_copies:
             raise _NothingToCommit
-        summary = writer.close()
-        pump.finish()
-        archive_uuid = summary.archive_uuid.hex()
-        study_uids = list(dict.fromkeys(r["study_uid"] for r in batch if r["study_uid"]))
-        index = IndexDoc(
-            kind=kind, archive_uuid=archive_uuid, barcode=label.barcode, pool=label.pool,
-            site=label.site, created=utcnow(), block_size=summary.block_size,
-            plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
-            header=summary.header, studies=catalog.study_meta(study_uids),
-            series=catalog.series_meta([r["series_uid"] for r in batch if r["study_uid"]]),
-            instances=entries,
-            medium_checksum=pump.medium_checksum,
-        )
-        # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
-        sealed = seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE,
-                            content=Content.INDEX)
-        position = sink.commit(sealed)
     except _NothingToCommit:
-        # every source changed or vanished: an empty archive would only waste the medium
-        _abandon(writer, pump, sink)
-        return ArchiveWritten(0, 0, nbytes, changed)
-    except MediumFull:
-        _abandon(writer, pump, sink)
-        catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")
-        raise
+        # every source changed or vanished: an empty archive would only waste the media
+        _abandon(catalog, writer, fanout, indexed)
+        for outcome, _ in opened:
+            if outcome.error is None:
+                outcome.written = ArchiveWritten(0, 0, stream.nbytes, changed)
+        return outcomes
+    except AllDrivesFailed:
+        _abandon(catalog, writer, fanout, indexed)
+        return outcomes
     except BaseException:
-        _abandon(writer, pump, sink)
+        _abandon(catalog, writer, fanout, indexed)
         raise
-    archive_id = catalog.add_archive(
-        {"archive_uuid": archive_uuid, "barcode": label.barcode, "kind": kind,
-         "data_file": position.data_file, "start_block": position.start_block,
-         "data_blocks": position.data_blocks, "index_bytes": position.index_bytes,
-         "block_size": summary.block_size, "plaintext_bytes": summary.plaintext_bytes,
-         "header": summary.header, "medium_checksum": pump.medium_checksum,
-         "key_ids": [r.key_id.hex() for r in recipients],
-         "created": index.created},
-        copies, target.run_id, file_copies,
-    )
-    log.info("archive %s on %s: %d instances, %d opaque files, %d bytes", archive_uuid,
-             label.barcode, len(copies), len(file_copies), nbytes)
-    return ArchiveWritten(archive_id, len(copies) + len(file_copies), nbytes, changed)
+    entries += stream.extra_entries
+    archive_uuid = summary.archive_uuid.hex()
+    study_uids = list(dict.fromkeys(r["study_uid"] for r in batch if r["study_uid"]))
+    studies = catalog.study_meta(study_uids)
+    series = catalog.series_meta([r["series_uid"] for r in batch if r["study_uid"]])
+    created = utcnow()
+    pending = list(indexed)
+    try:
+        while pending:
+            i, outcome, sink = pending.pop(0)
+            label = outcome.target.label
+            feed = fanout.feeds[i]
+            if feed.error is not None:
+                _failed(catalog, outcome, sink, feed.error)
+                continue
+            index = IndexDoc(
+                kind=kind, archive_uuid=archive_uuid, barcode=label.barcode, pool=label.pool,
+                site=label.site, created=created, block_size=summary.block_size,
+                plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
+                header=summary.header, studies=studies, series=series, instances=entries,
+                medium_checksum=fanout.checksum(i),
+            )
+            try:
+                position = sink.commit(_seal_index(index, first.recipients))
+            except TapearcError as exc:
+                _failed(catalog, outcome, sink, exc)
+                continue
+            archive_id = catalog.add_archive(
+                {"archive_uuid": archive_uuid, "barcode": label.barcode, "kind": kind,
+                 "data_file": position.data_file, "start_block": position.start_block,
+                 "data_blocks": position.data_blocks, "index_bytes": position.index_bytes,
+                 "block_size": summary.block_size, "plaintext_bytes": summary.plaintext_bytes,
+                 "header": summary.header, "medium_checksum": index.medium_checksum,
+                 "key_ids": [r.key_id.hex() for r in first.recipients], "created": created},
+                copies, first.run_id, file_copies,
+            )
+            outcome.written = ArchiveWritten(archive_id, len(copies) + len(file_copies),
+                                             stream.nbytes, changed)
+            log.info("archive %s on %s: %d instances, %d opaque files, %d bytes", archive_uuid,
+                     label.barcode, len(copies), len(file_copies), stream.nbytes)
+    except BaseException:
+        _abandon(catalog, None, fanout, pending)
+        raise
+    return outcomes
 
 
-def _abandon(writer: ArchiveWriter | None, pump: BlockPump, sink: Any) -> None:
+@dataclass
+class _Streamed:
+    """What went into the stream: each row (instance or opaque file) with its member, the extra
+    members' index entries, the source bytes read, and the rows whose source could not be
+    opened."""
+
+    members: list[tuple[dict[str, Any], str, Member]]
+    extra_entries: list[dict[str, Any]]
+    nbytes: int
+    vanished: int
+
+
+def _stream(writer: ArchiveWriter, target: ArchiveTarget, batch: Sequence[dict[str, Any]],
+            extra: Sequence[tuple[str, Path]]) -> _Streamed:
+    """Add every instance of ``batch`` (a vanished source is forgotten and left out) and the
+    ``extra`` files to the stream."""
+    catalog, progress = target.catalog, target.progress
+    out = _Streamed([], [], 0, 0)
+    for row in batch:
+        opaque = row["study_uid"] is None
+        name = opaque_member_name(row["sha256"]) if opaque else \
+            member_name(row["study_uid"], row["series_uid"], row["sop_uid"], row["version"])
+        try:
+            member = _add_member(writer, name, row, inflate=not opaque)
+        except OSError as exc:  # raised before anything of it is written
+            out.vanished += 1
+            _forget(catalog, row, f"cannot open the source: {exc.strerror or exc}")
+            log.warning("%s: cannot open its source (%s); not archived", _what(row),
+                        exc.strerror or exc)
+            continue
+        if progress is not None:
+            progress(row["size"])
+        out.nbytes += row["size"]
+        out.members.append((row, name, member))
+    for name, path in extra:
+        size = path.stat().st_size
+        extra_member = writer.add_file(name, path, size, int(path.stat().st_mtime))
+        out.extra_entries.append({"member": name, "data_offset": extra_member.data_offset,
+                                  "length": size, "sha256": extra_member.sha256})
+    return out
+
+
+def _counted(catalog: Catalog, stream: _Streamed) -> tuple[
+        list[tuple[int, str, int, int, str]], list[tuple[int, str, int, int, str]],
+        list[dict[str, Any]], int]:
+    """The instance copies and opaque-file copies to record and their index entries, once every
+    body is hashed; a row whose bytes are not the catalogued ones is left out and its source
+    forgotten."""
+    copies: list[tuple[int, str, int, int, str]] = []
+    file_copies: list[tuple[int, str, int, int, str]] = []
+    entries: list[dict[str, Any]] = []
+    changed = stream.vanished
+    for row, name, member in stream.members:
+        if not member.complete or member.sha256 != row["sha256"]:
+            # the PACS changed the file after ingest: these bytes are not the catalogued
+            # instance, so the copy is not recorded, and the file is read again by the next
+            # ingest (a new version); this version's bytes are gone from the source
+            changed += 1
+            _forget(catalog, row, "source changed since ingest")
+            log.warning("%s changed since ingest; not counted as archived", _what(row))
+            continue
+        opaque = row["study_uid"] is None
+        copy = (row["id"], name, member.data_offset, member.size, member.sha256)
+        (file_copies if opaque else copies).append(copy)
+        entry = _file_entry(row) if opaque else _instance_entry(row)
+        entries.append({**entry, "member": name, "data_offset": member.data_offset,
+                        "length": member.size, "sha256": member.sha256})
+    return copies, file_copies, entries, changed
+
+
+def _seal_index(index: IndexDoc, recipients: Sequence[Recipient]) -> bytes:
+    from tapearc.format.tae import Content
+    from tapearc.format.writer import seal_bytes
+
+    # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
+    return seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE, content=Content.INDEX)
+
+
+def _failed(catalog: Catalog, outcome: CopyOutcome, sink: ArchiveSink | None,
+            error: BaseException) -> None:
+    """Record why a copy was lost, close its interrupted archive, and mark a full cartridge."""
+    outcome.error = error
+    label = outcome.target.label
+    log.warning("the copy on %s was not written: %s", label.barcode, error)
+    if sink is not None:
+        _abort_sink(sink)
+    if isinstance(error, MediumFull):
+        catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")
+
+
+def _abandon(catalog: Catalog, writer: ArchiveWriter | None, fanout: BlockFanout,
+             opened: Sequence[tuple[int, CopyOutcome, ArchiveSink]]) -> None:
+    """Stop the stream and close the interrupted archives of ``opened`` (the drive's index in
+    the fan-out, its outcome, its sink); a drive's own error is kept on its outcome."""
     if writer is not None:
         writer.abort()
-    with contextlib.suppress(TapearcError, OSError):  # the error that got us here is raised
-        pump.finish()
+    fanout.finish()
+    for i, outcome, sink in opened:
+        error = fanout.feeds[i].error
+        if error is not None:
+            _failed(catalog, outcome, sink, error)
+        else:
+            _abort_sink(sink)
+
+
+def _abort_sink(sink: ArchiveSink) -> None:
     try:
         sink.abort()
     except TapearcError as exc:
@@ -189,6 +314,11 @@ def _add_member(writer: ArchiveWriter, name: str, row: dict[str, Any], *,
     mtime = int((row["mtime_ns"] or 0) // 1_000_000_000)
     with open_source(row["source_path"], inflate=inflate) as src:
         return writer.add_stream(name, src, row["size"], mtime)
+
+
+def _what(row: dict[str, Any]) -> str:
+    """How the log names a row: UIDs or a file number, never a path (it may hold PHI)."""
+    return f"file {row['id']}" if row["study_uid"] is None else f"instance {row['sop_uid']}"
 
 
 def _forget(catalog: Catalog, row: dict[str, Any], reason: str) -> None:
@@ -231,78 +361,3 @@ def last_position(catalog: Catalog, barcode: str) -> ArchivePosition | None:
     """The catalog's last archive on a cartridge, as a driver position."""
     row = catalog.last_archive(barcode)
     return None if row is None else position_of(row)
-
-
-def medium_checksum(crc: int) -> str:
-    """The catalog's form of an archive's ciphertext checksum."""
-    return f"crc32:{crc:08x}"
-
-
-class BlockPump:
-    """A memory buffer between the encrypting stream and the drive, drained by its own thread.
-
-    The writer thread's ``os.write`` to the device releases the GIL, so the drive is fed while
-    the next blocks are encrypted, and a short stall of the source does not stop the drive.
-    The thread also checksums the ciphertext as written (``medium_checksum``: CRC-32, which
-    releases the GIL and costs a quarter of SHA-256; it only has to catch medium errors, since
-    tampering is caught by the authentication tags), so a read-back check needs no key. An
-    error in the drive thread is raised in the producer at its next call or at ``finish``.
-    """
-
-    def __init__(self, write_block: Callable[[memoryview], None], block_size: int,
-                 buffer_bytes: int) -> None:
-        self._write = write_block
-        self._block_size = block_size
-        # buffers are made as the drive falls behind, up to the configured total: a small
-        # archive does not pay for zeroing the whole buffer
-        self._spare = max(2, buffer_bytes // block_size)
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        self._full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._crc = 0
-        self._thread = threading.Thread(target=self._drain, name="tapearc-drive", daemon=True)
-        self._thread.start()
-
-    def __call__(self, block: memoryview) -> None:
-        if self._error is not None:
-            raise self._error
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
-            if self._spare > 0:
-                self._spare -= 1
-                buf = bytearray(self._block_size)
-            else:
-                buf = self._free.get()
-        if self._error is not None:
-            self._free.put(buf)
-            raise self._error
-        n = len(block)
-        buf[:n] = block
-        self._full.put((buf, n))
-
-    def _drain(self) -> None:
-        while True:
-            item = self._full.get()
-            if item is None:
-                return
-            buf, n = item
-            if self._error is None:
-                try:
-                    self._crc = zlib.crc32(memoryview(buf)[:n], self._crc)
-                    self._write(memoryview(buf)[:n])
-                except BaseException as exc:
-                    self._error = exc
-            self._free.put(buf)
-
-    def finish(self) -> None:
-        """Wait until every buffered block is on the drive; re-raise a drive error."""
-        self._full.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    @property
-    def medium_checksum(self) -> str:
-        """Checksum of every block handed to the drive, ``crc32:xxxxxxxx`` (after ``finish``)."""
-        return medium_checksum(self._crc)

@@ -195,7 +195,7 @@ def verify_medium(driver: Driver, archive: dict[str, Any],
     """
     if not archive["medium_checksum"]:
         return None
-    from tapearc.jobs.archive import medium_checksum
+    from tapearc.jobs.pump import medium_checksum
 
     pos = position_of(archive)
     crc = 0

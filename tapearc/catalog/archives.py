@@ -95,13 +95,14 @@ class Archives(CatalogBase):
                        files: Sequence[dict[str, Any]] = ()) -> bool:
         """Re-create an archive and what it holds from its index (catalog rebuild).
 
-        Returns False if the archive was already catalogued. Instances are matched on
+        Returns False if the archive was already catalogued on this cartridge (the same
+        archive on another pool's cartridge is a copy of its own). Instances are matched on
         (SOP UID, checksum); an unknown checksum of a known SOP UID becomes a new version.
         Opaque ``files`` are matched on (source path, checksum).
         """
         with self.transaction() as c:
-            if c.execute("SELECT 1 FROM archives WHERE archive_uuid = ?",
-                         (archive["archive_uuid"],)).fetchone():
+            if c.execute("SELECT 1 FROM archives WHERE archive_uuid = ? AND barcode = ?",
+                         (archive["archive_uuid"], archive["barcode"])).fetchone():
                 return False
             now = archive["created"]
             for st in studies:

@@ -266,9 +266,44 @@ def _pacs_objects(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN;{PACS_OBJECTS}PRAGMA user_version = {version}; COMMIT;")
 
 
+def _archive_on_several_media(conn: sqlite3.Connection) -> None:
+    """One archive stream on several cartridges (the one-pass write copies it to every pool):
+    its uuid is unique per cartridge, no longer across the catalog.
+
+    SQLite cannot drop a column's UNIQUE, so the table is rebuilt the documented way (foreign
+    keys off, new table, copy, drop, rename) from its own stored definition, which keeps any
+    column a later release added, then its indexes and triggers are made again.
+    """
+    version = MIGRATIONS.index(_archive_on_several_media) + 1
+    (table,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'archives'").fetchone()
+    unique = "archive_uuid TEXT NOT NULL UNIQUE,"
+    if unique not in table:
+        raise sqlite3.DatabaseError("the archives table is not the one this migration knows")
+    body = table.replace(unique, "archive_uuid TEXT NOT NULL,", 1).rstrip()
+    assert body.endswith(")")
+    new = (body[:-1].rstrip().replace("CREATE TABLE archives", "CREATE TABLE archives_new", 1)
+           + ",\n    UNIQUE (archive_uuid, barcode)\n)")
+    extras = [sql for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'archives' AND type IN ('index', 'trigger')"
+        " AND sql IS NOT NULL")]
+    conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set it before
+    try:
+        conn.executescript(
+            f"BEGIN;{new};INSERT INTO archives_new SELECT * FROM archives;DROP TABLE archives;"
+            "ALTER TABLE archives_new RENAME TO archives;"
+            + "".join(f"{sql};" for sql in extras)
+            + f"PRAGMA user_version = {version}; COMMIT;")
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise sqlite3.DatabaseError(f"foreign keys broken after rebuilding archives: {broken[:3]}")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v1, _bring_back, _restore_journal, _pacs_objects]
+    _v1, _bring_back, _restore_journal, _pacs_objects, _archive_on_several_media]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

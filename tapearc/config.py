@@ -94,9 +94,13 @@ class ArchiveTable(_Table, frozen=True):
     block_size: Size = Size(1 << 20)
     #: Cap on the PACS read rate in bytes/s (0: none).
     read_rate: Size = Size(0)
-    #: Memory between the encrypting stream and the drive.
+    #: Memory between the encrypting stream and the drives (shared by every drive the stream
+    #: goes to; one such buffer per stream written in parallel).
     buffer: Size = Size(64 << 20)
     max_archive_bytes: Size = Size(64 << 30)
+    #: Read, hash and encrypt each archive once and write it to every pool's drive at the same
+    #: time; false: one pool after the other, each reading the PACS again.
+    one_pass: bool = True
 
     def __post_init__(self) -> None:
         b = self.block_size
@@ -120,11 +124,28 @@ class ChangerTable(_Table, frozen=True):
 
 
 class PoolTable(_Table, frozen=True):
-    """``[pools.NAME]``: a copy pool, written by one drive and kept in its own vault."""
+    """``[pools.NAME]``: a copy pool, written by its drive (or drives) and kept in its own
+    vault."""
 
-    drive: Text
+    drive: Text | None = None
+    #: Several drives (a library, or two standalone drives): archives are spread over them.
+    drives: list[Text] = msgspec.field(default_factory=list)
     vault: Text | None = None  # default: vault-NAME
     media: Text = "LTO"
+
+    def __post_init__(self) -> None:
+        if (self.drive is None) == (not self.drives):
+            raise ValueError("drive or drives must be given, not both: drive = \"lto1\", or "
+                             "drives = [\"lto1\", \"lto3\"] for several")
+        if len(set(self.drives)) != len(self.drives):
+            raise ValueError("drives lists a drive twice")
+
+
+class BacklogTable(_Table, frozen=True):
+    """``[backlog]``: the first load of an existing PACS (``tapearc backlog``)."""
+
+    #: Which studies go first: the newest (most likely to be recalled) or the oldest.
+    order: Literal["newest", "oldest"] = "newest"
 
 
 class ReceiverTable(_Table, frozen=True):
@@ -299,6 +320,7 @@ class Document(_Table, frozen=True):
     pacs: PacsTable | None = None
     reconcile: ReconcileTable = msgspec.field(default_factory=ReconcileTable)
     stream: StreamTable | None = None
+    backlog: BacklogTable = msgspec.field(default_factory=BacklogTable)
     pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
     drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
 
@@ -317,12 +339,18 @@ class DriveConfig:
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """One ``[pools.NAME]`` table: the copy pool's drive, its vault and media type."""
+    """One ``[pools.NAME]`` table: the copy pool's drives, its vault and media type. ``drive``
+    is the first of ``drives``: the one recall, verify and the catalog copy use."""
 
     name: str
     drive: str
     vault: str
     media: str
+    drives: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.drives:
+            object.__setattr__(self, "drives", (self.drive,))
 
 
 @dataclass
@@ -343,6 +371,7 @@ class Settings:
     read_rate: int
     buffer_bytes: int
     max_archive_bytes: int
+    one_pass: bool
     verify_mode: str
     verify_sample: int
     pools: dict[str, PoolConfig]
@@ -356,6 +385,7 @@ class Settings:
     #: ``ingest.exclude`` (see ``IngestTable``).
     exclude: list[str] = field(default_factory=list)
     stream: StreamTable | None = None
+    backlog_order: str = "newest"
 
     @property
     def private_dir(self) -> Path:
@@ -405,10 +435,14 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", name):
             raise ConfigError(f"{where}: pools.{name} has an invalid name",
                               hint="use a short name such as A or B")
-        if pool.drive not in drives:
-            raise ConfigError(f"{where}: pools.{name}.drive = {pool.drive!r} is not a configured drive",
-                              hint=f"use one of: {', '.join(sorted(drives)) or 'none configured'}")
-        pools[name] = PoolConfig(name, pool.drive, pool.vault or f"vault-{name}", pool.media)
+        names = tuple(pool.drives) or (str(pool.drive),)
+        key = "drives" if pool.drives else "drive"
+        for drive in names:
+            if drive not in drives:
+                raise ConfigError(
+                    f"{where}: pools.{name}.{key} names {drive!r}, which is not a configured drive",
+                    hint=f"use one of: {', '.join(sorted(drives)) or 'none configured'}")
+        pools[name] = PoolConfig(name, names[0], pool.vault or f"vault-{name}", pool.media, names)
     for name in (d.stream.pools or []) if d.stream else []:
         if name not in pools:
             raise ConfigError(f"{where}: stream.pools names {name!r}, which is not a pool",
@@ -429,6 +463,7 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         read_rate=d.archive.read_rate,
         buffer_bytes=d.archive.buffer,
         max_archive_bytes=d.archive.max_archive_bytes,
+        one_pass=d.archive.one_pass,
         verify_mode=d.verify.after_write,
         verify_sample=d.verify.sample,
         pools=pools,
@@ -440,6 +475,7 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         pacs=d.pacs,
         reconcile=d.reconcile,
         stream=d.stream,
+        backlog_order=d.backlog.order,
     )
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from tapearc.catalog.base import CatalogBase, actor, utcnow
+from tapearc.catalog.base import CatalogBase, actor, marks, utcnow
 
 GENESIS_HASH = "0" * 64
 
@@ -64,6 +65,13 @@ class RunsAndAudit(CatalogBase):
         """The most recent run of ``kind``."""
         rows = self.query("SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,))
         return rows[0] if rows else None
+
+    def run_summaries(self, kinds: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
+        """The summaries of the last ``limit`` finished runs of ``kinds``, newest first."""
+        rows = self.conn.execute(
+            f"SELECT summary FROM runs WHERE kind IN ({marks(kinds)}) AND summary IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", (*kinds, limit)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def audit(self, action: str, subject: str | None, detail: dict[str, Any],
               who: str | None = None) -> None:

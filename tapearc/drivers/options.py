@@ -37,6 +37,12 @@ class DriveOptions(msgspec.Struct, kw_only=True, frozen=True):
     sg_device: Text | None = None
     #: The sg3-utils program that reads the TapeAlert page.
     sg_logs: Text = "sg_logs"
+    #: The slowest the drive streams without stopping (its speed-matching floor, bytes/s, e.g.
+    #: "177 MB" for an LTO-9 full-height drive): archives are spread over a pool's drives only
+    #: as far as each stream stays above it.
+    min_rate: Size | None = None
+    #: The drive's native rate (bytes/s, e.g. "400 MB" for LTO-9): the backlog plan's hours.
+    max_rate: Size | None = None
 
 
 class TapeOptions(DriveOptions, frozen=True):

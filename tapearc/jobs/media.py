@@ -15,7 +15,7 @@ cartridge (its studies become pending for another cartridge), a failed drive.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tapearc.drivers.base import ArchivePosition, Driver, DriveStatus, Label
     from tapearc.drivers.changer import Changer
     from tapearc.drivers.tapealert import AlertActions
+    from tapearc.jobs.disc_set import NextMedium
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,15 @@ def library(settings: Settings) -> Changer | None:
     return Changer(settings.changer.device, mtx=settings.changer.mtx)
 
 
-def cartridge_for(catalog: Catalog, changer: Changer, pool: str, drive_index: int) -> str:
-    """The appendable pool cartridge to load: the one in the drive, else one in a slot."""
+def cartridge_for(catalog: Catalog, changer: Changer, pool: str, drive_index: int,
+                  taken: Collection[str] = ()) -> str:
+    """The appendable pool cartridge to load: the one in the drive, else one in a slot; never
+    one of ``taken`` (those another drive of the pool writes tonight)."""
     inventory = changer.inventory()
     in_drive = inventory.drive(drive_index).barcode
     candidates = [str(c["barcode"]) for c in catalog.cartridges(pool)
-                  if c["state"] == "appendable" and c["location"] == "onsite"]
+                  if c["state"] == "appendable" and c["location"] == "onsite"
+                  and str(c["barcode"]) not in taken]
     if in_drive and in_drive.upper() in candidates:
         return in_drive.upper()
     for barcode in candidates:
@@ -242,10 +246,12 @@ def cartridge_for(catalog: Catalog, changer: Changer, pool: str, drive_index: in
 
 
 @contextmanager
-def pool_session(settings: Settings, catalog: Catalog, pool: str,
-                 notes: SessionNotes) -> Iterator[bool]:
-    """Around one pool's work on its drive; yields False when the drive must not be used."""
-    drive = settings.pools[pool].drive
+def pool_session(settings: Settings, catalog: Catalog, pool: str, notes: SessionNotes, *,
+                 drive: str | None = None, taken: set[str] | None = None) -> Iterator[bool]:
+    """Around one pool's work on its drive (``drive``: one of the pool's others); yields False
+    when the drive must not be used. A library loads an appendable pool cartridge that is not
+    in ``taken``, and adds it there (several drives of one pool write different cartridges)."""
+    drive = drive or settings.pools[pool].drive
     options = settings.drives[drive].options
     sg_device, sg_logs, index = options.sg_device, options.sg_logs, options.changer_drive
     changer = library(settings)
@@ -268,9 +274,11 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
         if changer is not None and index is not None:
             from tapearc.drivers.changer import ensure_loaded
 
-            barcode = cartridge_for(catalog, changer, pool, index)
+            barcode = cartridge_for(catalog, changer, pool, index, taken or ())
             ensure_loaded(changer, barcode, index)
             driver.load(barcode)
+            if taken is not None:
+                taken.add(barcode)
         else:
             barcode = driver.status().barcode
         driver.close()  # the jobs open the drive themselves
@@ -287,6 +295,34 @@ def pool_session(settings: Settings, catalog: Catalog, pool: str,
         after = _read_alerts(sg_device, sg_logs, notes, drive)
         if after is not None and after.any:
             _respond(catalog, after, drive, barcode, changer, index, notes)
+
+
+def library_swap(settings: Settings, catalog: Catalog, pool: str, drive: str,
+                 taken: set[str]) -> NextMedium | None:
+    """With the drive in a tape library: what loads the pool's next appendable cartridge (not
+    one of ``taken``) when the one in ``drive`` is full, so the night goes on unattended; None
+    without a library."""
+    changer = library(settings)
+    index = settings.drives[drive].options.changer_drive
+    if changer is None or index is None:
+        return None
+    from tapearc.drivers.changer import ensure_loaded
+
+    def next_medium(driver: Driver, full: Label, why: str) -> Label | None:
+        taken.add(full.barcode)
+        try:
+            barcode = cartridge_for(catalog, changer, pool, index, taken)
+        except NoMedium:
+            return None
+        log.info("%s; the library loads %s into drive %s", why, barcode, drive)
+        driver.eject()
+        changer.unload(index, ejected=True)
+        ensure_loaded(changer, barcode, index)
+        driver.load(barcode)
+        taken.add(barcode)
+        return loaded_cartridge(driver, catalog, settings, pool)
+
+    return next_medium
 
 
 def _read_alerts(sg_device: str, sg_logs: str, notes: SessionNotes,

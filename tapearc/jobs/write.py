@@ -1,9 +1,12 @@
-"""The write job: pending studies of a pool -> encrypted archives on that pool's loaded cartridge.
+"""The write job: pending studies -> encrypted archives on each pool's loaded cartridge.
 
 The pending studies are planned into archives (``plan_archive``) and each is written and
-catalogued by ``tapearc.jobs.archive``. A full medium, a write error, a wrong cartridge or a
-crash leaves every study of the archive being written pending for the next run or the next
-cartridge. A study is never split across archives unless it is larger than a whole cartridge.
+catalogued by ``tapearc.jobs.archive``. With ``archive.one_pass`` (the default) every pool is
+written in one pass (``tapearc.jobs.onepass``: each archive read once, written to a drive of
+every pool at the same time); otherwise, or when two pools share a drive, one pool after the
+other (``write_pool``). A full medium, a write error, a wrong cartridge or a crash leaves every
+study of the archive being written pending for the next run or the next cartridge. A study is
+never split across archives unless it is larger than a whole cartridge.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class PoolResult:
     pending: int = 0
     written: list[str] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    #: The drive each written cartridge was written in (verify reads it there).
+    drives: dict[str, str] = field(default_factory=dict)
     exit_code: int = 0
 
     def as_json(self) -> dict[str, Any]:
@@ -56,7 +62,7 @@ class PoolResult:
         return {"pool": self.pool, "cartridge": self.barcode, "archives": self.archives,
                 "studies": self.studies, "instances": self.instances, "bytes": self.bytes,
                 "changed_since_ingest": self.changed, "pending": self.pending,
-                "needs": self.needs}
+                "needs": self.needs, "failures": self.failures}
 
 
 def estimate_medium_bytes(size: int, block_size: int) -> int:
@@ -84,6 +90,13 @@ def pending_rows(catalog: Catalog, pool: str) -> list[dict[str, Any]]:
     files = [{**row, "study_uid": None, "source_path": row["path"]}
              for row in pending_opaque(catalog, pool)]
     return catalog.pending_instances(pool) + files
+
+
+def pending_totals(catalog: Catalog, pool: str) -> tuple[int, int]:
+    """How many instances and opaque files ``pool`` still needs, and their bytes."""
+    count, size = catalog.pending_totals(pool)
+    files = pending_opaque(catalog, pool)
+    return count + len(files), size + sum(int(f["size"]) for f in files)
 
 
 def plan_archive(
@@ -162,7 +175,7 @@ def write_pool(
             cart = catalog.cartridge(label.barcode)
             try:
                 batch, nstudies = plan_archive(
-                    studies, _free_bytes(driver, cart), settings.max_archive_bytes,
+                    studies, free_bytes(driver, cart), settings.max_archive_bytes,
                     cart["capacity"], settings.block_size,
                     empty=catalog.last_archive(label.barcode) is None)
                 if not batch:
@@ -185,6 +198,7 @@ def write_pool(
             result.bytes += written.bytes
             if label.barcode not in result.written:
                 result.written.append(label.barcode)
+                result.drives[label.barcode] = driver.drive
     except OperatorActionNeeded as exc:
         need = str(exc)
         if isinstance(exc, MediumFull):
@@ -205,7 +219,9 @@ def _next_medium(ask: NextMedium | None, driver: Driver, label: Label, full: Med
     return new
 
 
-def _free_bytes(driver: Driver, cart: dict[str, Any]) -> int | None:
+def free_bytes(driver: Driver, cart: dict[str, Any]) -> int | None:
+    """Bytes an archive may still take on the loaded cartridge (None: unknown), the safety
+    margin for the index and the end kept back."""
     remaining = driver.status().remaining_bytes
     if remaining is None and cart["capacity"]:
         remaining = int(cart["capacity"]) - int(cart["bytes_used"])
@@ -240,9 +256,22 @@ def write_pools(settings: Settings, pools: Sequence[str], *,
     results: list[PoolResult] = []
     with run_lock(settings.lock_path, "write"), open_catalog(settings.catalog_path) as catalog:
         run_id = catalog.start_run("write")
-        total = sum(r["size"] for p in pools for r in pending_rows(catalog, p))
+        one_pass = settings.one_pass and shares_no_drive(settings, pools)
+        # the source bytes to read: once per instance in one pass, once per pool otherwise
+        totals = [pending_totals(catalog, p)[1] for p in pools]
+        total = max(totals, default=0) if one_pass else sum(totals)
         with (progress_bar or _no_progress)(total) as progress:
-            for name in pools:
+            if one_pass:
+                from tapearc.jobs.onepass import write_one_pass
+
+                asks = {p: prompt_next_medium(settings, catalog, p) for p in pools} \
+                    if interactive else {}
+                done = write_one_pass(
+                    settings, catalog, {p: settings.pools[p].drives for p in pools},
+                    run_id=run_id, progress=progress,
+                    swapper=lambda pool, drive: asks.get(pool))
+                results = [done[p] for p in pools]
+            for name in [] if one_pass else pools:
                 ask = prompt_next_medium(settings, catalog, name) if interactive else None
                 results.append(write_pool(settings, catalog, name, run_id=run_id,
                                           progress=progress, next_medium=ask))
@@ -250,6 +279,12 @@ def write_pools(settings: Settings, pools: Sequence[str], *,
         catalog.finish_run(run_id, "ok" if report.exit_code == 0 else "action-needed",
                            report.exit_code, report.as_json())
     return report
+
+
+def shares_no_drive(settings: Settings, pools: Sequence[str]) -> bool:
+    """No drive serves two of ``pools``: they can be written at the same time."""
+    drives = [d for p in pools for d in settings.pools[p].drives]
+    return len(drives) == len(set(drives))
 
 
 def _no_progress(total: int | None) -> AbstractContextManager[None]:

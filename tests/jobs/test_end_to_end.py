@@ -154,7 +154,7 @@ def test_full_tape_mid_archive_keeps_studies_pending(
 
     studies = generate_studies(site.pacs, 4, instances_per_study=4, pixel_bytes=200_000)
     # a drive that cannot tell how much room is left: the write runs into early warning
-    monkeypatch.setattr(write_job, "_free_bytes", lambda driver, cart: None)
+    monkeypatch.setattr(write_job, "free_bytes", lambda driver, cart: None)
     small = make_site(site.root.parent / "small", capacity="4 MiB", max_archive="1 GiB")
     for s in studies:
         for f in s.files:

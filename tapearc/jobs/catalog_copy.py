@@ -15,7 +15,7 @@ from tapearc.config import Settings
 from tapearc.errors import UsageError
 from tapearc.jobs.archive import ArchiveTarget, write_archive
 from tapearc.jobs.keys import load_recipients
-from tapearc.jobs.media import loaded_cartridge, pool_drive
+from tapearc.jobs.media import loaded_cartridge, open_drive, pool_drive
 from tapearc.support.safefs import private_workdir
 
 if TYPE_CHECKING:
@@ -43,9 +43,10 @@ def write_catalog_copy(settings: Settings, catalog: Catalog, driver: Driver, lab
 
 
 def copy_catalog_to_pool(settings: Settings, catalog: Catalog, pool: str,
-                         run_id: int | None) -> str:
-    """Append a catalog copy to the appendable cartridge loaded for ``pool``; its barcode."""
-    driver = pool_drive(settings, pool)
+                         run_id: int | None, *, drive: str | None = None) -> str:
+    """Append a catalog copy to the appendable cartridge loaded for ``pool`` (in ``drive``, by
+    default the pool's first); its barcode."""
+    driver = open_drive(settings, drive) if drive else pool_drive(settings, pool)
     try:
         label = loaded_cartridge(driver, catalog, settings, pool)
         write_catalog_copy(settings, catalog, driver, label, run_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,14 +38,14 @@ from tapearc.errors import (
 )
 from tapearc.ingest.scan import IngestReport, ingest
 from tapearc.jobs.catalog_copy import copy_catalog_to_pool
-from tapearc.jobs.media import SessionNotes, pool_session
+from tapearc.jobs.media import SessionNotes, library_swap, pool_session
 from tapearc.jobs.outcome import Outcome
 from tapearc.jobs.pull import fetch_missing, pull_options
 from tapearc.jobs.reconcile import Comparison, ReconcileReport, compare, reconcile, scheduled_scope
 from tapearc.jobs.rotation import nightly_warnings
 from tapearc.jobs.stream import stream_pools
 from tapearc.jobs.verify import verify_cartridge
-from tapearc.jobs.write import PoolResult, write_pool
+from tapearc.jobs.write import PoolResult, shares_no_drive, write_pool
 from tapearc.support.lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class NightlyReport:
     pools: dict[str, PoolResult] = field(default_factory=dict)
     verified: int = 0
     verify_failures: list[str] = field(default_factory=list)
+    #: Cartridges filled and put back by the library during the night, not read back yet.
+    unverified: list[str] = field(default_factory=list)
     catalog_copies: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -116,6 +119,7 @@ class NightlyReport:
             "damaged_at_source": len(self.ingest.damaged) if self.ingest else 0,
             "verified_archives": self.verified,
             "verify_failures": self.verify_failures,
+            "unverified": self.unverified,
             "catalog_copies": self.catalog_copies,
             "skipped_files": len(self.ingest.skipped) if self.ingest else 0,
             "reconcile": pacs,
@@ -188,28 +192,23 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     report.pacs = _check_pacs(settings, catalog, report)
     notes = SessionNotes()
     streamed = set(stream_pools(settings))  # ``tapearc stream`` ships those, all day
-    for pool in settings.pools:
-        if pool in streamed:
-            continue
-        try:
-            with pool_session(settings, catalog, pool, notes) as usable:
-                if not usable:
-                    continue
-                result = write_pool(settings, catalog, pool, run_id=run_id, progress=progress)
-                report.pools[pool] = result
-                report.needs += [f"pool {pool}: {n}" for n in result.needs]
-                _verify_written(settings, catalog, run_id, report, pool)
-                _copy_catalog(settings, catalog, run_id, report, pool)
-        except OperatorActionNeeded as exc:  # the library could not load a cartridge
-            report.needs.append(f"pool {pool}: {exc}")
-        except TapearcError as exc:  # a drive or tool failed: the other pools are still written
-            log.error("pool %s: %s", pool, exc)
-            report.failures.append(f"pool {pool}: {exc}")
-            report.failure_codes.append(exc.exit_code)
-        except Exception as exc:  # a bug must not cost the other pools their night either
-            log.exception("pool %s failed unexpectedly", pool)
-            report.failures.append(f"pool {pool}: unexpected {type(exc).__name__}: {exc}")
-            report.failure_codes.append(1)
+    pools = [p for p in settings.pools if p not in streamed]
+    if settings.one_pass and shares_no_drive(settings, pools):
+        _write_one_pass(settings, catalog, run_id, report, progress, notes, pools)
+    else:
+        for pool in pools:
+            try:
+                with pool_session(settings, catalog, pool, notes) as usable:
+                    if not usable:
+                        continue
+                    result = write_pool(settings, catalog, pool, run_id=run_id,
+                                        progress=progress)
+                    report.pools[pool] = result
+                    report.needs += [f"pool {pool}: {n}" for n in result.needs]
+                    _after_write(settings, catalog, run_id, report, pool)
+            except Exception as exc:  # a drive or a bug: the other pools are still written
+                _pool_failed(report, pool, exc)
+    for pool in pools:
         lost = catalog.sourceless(pool)
         if lost:
             report.needs.append(
@@ -268,6 +267,84 @@ def _check_pacs(settings: Settings, catalog: Catalog, report: NightlyReport) -> 
     return check
 
 
+def _write_one_pass(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
+                    progress: Callable[[int], None] | None, notes: SessionNotes,
+                    pools: list[str]) -> None:
+    """``pools`` in one pass: a session on every drive of every pool (the library loads a
+    different appendable cartridge into each drive of a pool, TapeAlert is read before and
+    after), then the one-pass write, then each pool's verify and catalog copy while its
+    cartridges are still loaded. A drive whose session fails leaves only that drive out."""
+    from tapearc.jobs.onepass import write_one_pass
+
+    taken: dict[str, set[str]] = {pool: set() for pool in pools}
+    usable: dict[str, list[str]] = {}
+    with ExitStack() as stack:
+        for pool in pools:
+            for drive in settings.pools[pool].drives:
+                session = pool_session(settings, catalog, pool, notes, drive=drive,
+                                       taken=taken[pool])
+                try:
+                    ready = session.__enter__()
+                except Exception as exc:  # this drive only
+                    _pool_failed(report, pool, exc)
+                    continue
+                stack.push(_closing(session, report, pool))
+                if ready:
+                    usable.setdefault(pool, []).append(drive)
+        try:
+            results = write_one_pass(
+                settings, catalog, usable, run_id=run_id, progress=progress,
+                swapper=lambda pool, drive: library_swap(settings, catalog, pool, drive,
+                                                         taken[pool]))
+        except Exception as exc:  # a bug must not go unreported: every pool failed tonight
+            for pool in usable:
+                _pool_failed(report, pool, exc)
+            return
+        for pool, result in results.items():
+            report.pools[pool] = result
+            report.needs += [f"pool {pool}: {n}" for n in result.needs]
+            report.failures += [f"pool {pool}: {f}" for f in result.failures]
+            if result.failures:
+                report.failure_codes.append(result.exit_code)
+            report.unverified += [b for b in result.written if b not in result.drives]
+            try:
+                _after_write(settings, catalog, run_id, report, pool)
+            except Exception as exc:
+                _pool_failed(report, pool, exc)
+
+
+def _closing(session: AbstractContextManager[bool], report: NightlyReport,
+             pool: str) -> Callable[..., bool]:
+    """The end of a drive session (unload, TapeAlert after), its failures reported, not raised."""
+    def close(*exc_info: Any) -> bool:
+        try:
+            return bool(session.__exit__(*exc_info))
+        except Exception as exc:
+            _pool_failed(report, pool, exc)
+            return False
+    return close
+
+
+def _pool_failed(report: NightlyReport, pool: str, exc: Exception) -> None:
+    """Report what stopped a pool's drive: the operator's part, a failure, or a bug."""
+    if isinstance(exc, OperatorActionNeeded):  # the library could not load a cartridge
+        report.needs.append(f"pool {pool}: {exc}")
+    elif isinstance(exc, TapearcError):  # a drive or tool failed: the other pools go on
+        log.error("pool %s: %s", pool, exc)
+        report.failures.append(f"pool {pool}: {exc}")
+        report.failure_codes.append(exc.exit_code)
+    else:  # a bug must not cost the other pools their night either
+        log.exception("pool %s failed unexpectedly", pool, exc_info=exc)
+        report.failures.append(f"pool {pool}: unexpected {type(exc).__name__}: {exc}")
+        report.failure_codes.append(1)
+
+
+def _after_write(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
+                 pool: str) -> None:
+    _verify_written(settings, catalog, run_id, report, pool)
+    _copy_catalog(settings, catalog, run_id, report, pool)
+
+
 def _collect_shortfalls(report: NightlyReport) -> None:
     """What the PACS holds that this run could not archive (counted again every run)."""
     found = report.ingest
@@ -289,11 +366,15 @@ def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
                     report: NightlyReport, pool: str) -> None:
     if settings.verify_mode == "none":
         return
-    for barcode in report.pools[pool].written:
+    result = report.pools[pool]
+    for barcode in result.written:
+        drive = result.drives.get(barcode)
+        if drive is None:
+            continue  # filled and put back by the library tonight: listed as unverified
         ids = catalog.run_archive_ids(barcode, run_id)
         if settings.verify_mode == "sample" and len(ids) > settings.verify_sample:
             ids = random.sample(ids, settings.verify_sample)
-        checked = verify_cartridge(settings, catalog, barcode, drive=settings.pools[pool].drive,
+        checked = verify_cartridge(settings, catalog, barcode, drive=drive,
                                    archive_ids=ids, keyless=True)
         report.verified += checked.checked
         report.verify_failures += [f"{barcode} {f}" for f in checked.failures]
@@ -302,8 +383,10 @@ def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
 def _copy_catalog(settings: Settings, catalog: Catalog, run_id: int,
                   report: NightlyReport, pool: str) -> None:
     """An encrypted catalog copy onto the cartridge written tonight (disaster recovery)."""
-    if report.pools[pool].written:
+    drives = report.pools[pool].drives
+    if drives:
         try:
-            report.catalog_copies.append(copy_catalog_to_pool(settings, catalog, pool, run_id))
+            report.catalog_copies.append(copy_catalog_to_pool(
+                settings, catalog, pool, run_id, drive=next(iter(drives.values()))))
         except OperatorActionNeeded as exc:
             report.needs.append(f"pool {pool}: catalog copy not written: {exc}")

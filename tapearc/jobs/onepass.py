@@ -187,6 +187,8 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
     each pool's ``needs``. ``until`` (a time.time()): start no archive after it."""
     results = {pool: PoolResult(pool) for pool in drives}
     run = _Run(settings, run_id, progress, until, results)
+    # a pool with nothing pending needs no cartridge (as in the sequential write)
+    drives = {p: d for p, d in drives.items() if catalog.pending_totals(p)[0]}
     with _slots(settings, catalog, drives, results, swapper) as slots:
         lanes = stream_count(settings, {p: [s.drive for s in ss] for p, ss in slots.items() if ss})
         if not lanes:
@@ -205,6 +207,9 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
             _run_lanes(run, catalog, lane_slots, work)
             if run.written == before:
                 break  # nothing could be written from this slice: it would come back unchanged
+        for pool, pool_slots in slots.items():  # verify reads the cartridges still loaded
+            loaded = {s.label.barcode: s.drive for s in pool_slots if s.label is not None}
+            results[pool].drives = {b: d for b, d in results[pool].drives.items() if b in loaded}
     _finish(catalog, results)
     return results
 

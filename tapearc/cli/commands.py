@@ -8,6 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach every command and command group to ``app`` (in the order ``--help`` lists them)."""
     from tapearc.cli import (
+        backlog,
         cartridge,
         catalog,
         decrypt,
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
     init.register(app)
     ingest.register(app)
     write.register(app)
+    backlog.register(app)
     find.register(app)
     recall.register(app)
     drives.register(app)

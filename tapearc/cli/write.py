@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tapearc.cli._common import JsonOption, human_bytes, print_json, state
+
+if TYPE_CHECKING:
+    from tapearc.jobs.nightly import NightlyReport
 
 
 def register(app: typer.Typer) -> None:
@@ -72,13 +75,21 @@ def nightly(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(report.as_json())
     else:
-        typer.echo(report.summary())
-        for alert in report.alerts:
-            typer.echo(f"ALERT: {alert}")
-        for failure in report.failures:
-            typer.echo(f"FAILED: {failure}")
-        for need in report.needs:
-            typer.echo(f"ACTION: {need}")
-        for failure in report.verify_failures:
-            typer.echo(f"VERIFY FAILED: {failure}")
+        print_nightly(report)
     raise typer.Exit(report.exit_code)
+
+
+def print_nightly(report: NightlyReport) -> None:
+    """The summary line cron mails, then one line per thing to know or do."""
+    typer.echo(report.summary())
+    for alert in report.alerts:
+        typer.echo(f"ALERT: {alert}")
+    for failure in report.failures:
+        typer.echo(f"FAILED: {failure}")
+    for need in report.needs:
+        typer.echo(f"ACTION: {need}")
+    for failure in report.verify_failures:
+        typer.echo(f"VERIFY FAILED: {failure}")
+    for barcode in report.unverified:
+        typer.echo(f"NOT VERIFIED: {barcode} filled and went back to its slot; "
+                   f"tapearc verify {barcode} when it is next loaded")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -51,6 +52,36 @@ from tapearc.support.lock import run_lock
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What kind of run: the nightly (catalog order, no deadline), or a window of the first load
+    (``tapearc backlog``: newest or oldest studies first, no archive started after ``until``, a
+    time.time())."""
+
+    kind: str = "nightly"
+    order: str = "catalog"
+    until: float | None = None
+
+
+@dataclass
+class RateMeter:
+    """Counts the source bytes written and the seconds it took (the rate the backlog plan
+    measures from); passes each count on to ``progress``."""
+
+    progress: Callable[[int], None] | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def __call__(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        if self.progress is not None:
+            self.progress(nbytes)
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"bytes", "seconds"}``."""
+        return {"bytes": self.bytes, "seconds": round(self.seconds, 3)}
+
+
 @dataclass
 class PacsCheck:
     """The nightly's reconcile: what it found before writing, fetched, and what each pool still
@@ -78,8 +109,9 @@ class PacsCheck:
 
 @dataclass
 class NightlyReport:
-    """The nightly run's outcome (``nightly --json``)."""
+    """The nightly run's outcome (``nightly --json``; a backlog window's is the same)."""
 
+    kind: str = "nightly"
     ingest: IngestReport | None = None
     pacs: PacsCheck | None = None
     pools: dict[str, PoolResult] = field(default_factory=dict)
@@ -95,6 +127,7 @@ class NightlyReport:
     pending: int = 0
     pending_files: int = 0
     outcome: Outcome = field(default_factory=Outcome)
+    rate: RateMeter = field(default_factory=RateMeter)
     exit_code: int = EXIT_OK
 
     @property
@@ -130,13 +163,14 @@ class NightlyReport:
             "failures": self.failures,
             "needs": self.needs,
             "warnings": self.outcome.as_json(),
+            "rate": self.rate.as_json(),
             "exit_code": self.exit_code,
         }
 
     def summary(self) -> str:
         """One line for cron mail."""
-        parts = ["nightly done with warnings" if self.exit_code == EXIT_WARNINGS
-                 else f"nightly {self.result}"]
+        parts = [f"{self.kind} done with warnings" if self.exit_code == EXIT_WARNINGS
+                 else f"{self.kind} {self.result}"]
         if self.ingest:
             parts.append(f"ingested {self.ingest.new_instances + self.ingest.new_versions}")
         if self.pacs:
@@ -162,14 +196,16 @@ class NightlyReport:
         return "; ".join(parts)
 
 
-def run_nightly(settings: Settings, *,
-                progress: Callable[[int], None] | None = None) -> NightlyReport:
-    """Run the whole nightly job under the site lock (``Locked``, 75, if another run holds it)."""
-    with run_lock(settings.lock_path, "nightly"), open_catalog(settings.catalog_path) as catalog:
-        run_id = catalog.start_run("nightly")
-        report = NightlyReport()
+def run_nightly(settings: Settings, *, progress: Callable[[int], None] | None = None,
+                shape: Shape = Shape()) -> NightlyReport:
+    """Run the whole nightly job under the site lock (``Locked``, 75, if another run holds it);
+    ``shape``: a backlog window instead."""
+    with run_lock(settings.lock_path, shape.kind), \
+            open_catalog(settings.catalog_path) as catalog:
+        run_id = catalog.start_run(shape.kind)
+        report = NightlyReport(shape.kind, rate=RateMeter(progress))
         try:
-            _run(settings, catalog, run_id, report, progress)
+            _run(settings, catalog, run_id, report, shape)
         except BaseException as exc:
             catalog.finish_run(run_id, "failed", getattr(exc, "exit_code", 1),
                                {"error": type(exc).__name__, **report.as_json()})
@@ -179,7 +215,7 @@ def run_nightly(settings: Settings, *,
 
 
 def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
-         progress: Callable[[int], None] | None) -> None:
+         shape: Shape) -> None:
     network = settings.pacs is not None and settings.pacs.staging is not None
     if not settings.sources and not network:
         # a nightly that archives nothing must not report "ok" to cron
@@ -193,8 +229,13 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
     notes = SessionNotes()
     streamed = set(stream_pools(settings))  # ``tapearc stream`` ships those, all day
     pools = [p for p in settings.pools if p not in streamed]
+    progress = report.rate
+    started = time.monotonic()
     if settings.one_pass and shares_no_drive(settings, pools):
-        _write_one_pass(settings, catalog, run_id, report, progress, notes, pools)
+        _write_one_pass(settings, catalog, run_id, report, shape, notes, pools)
+    elif shape.kind != "nightly":  # a backlog window: pool by pool where pools share a drive
+        for pool in pools:
+            _write_one_pass(settings, catalog, run_id, report, shape, notes, [pool])
     else:
         for pool in pools:
             try:
@@ -208,6 +249,7 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                     _after_write(settings, catalog, run_id, report, pool)
             except Exception as exc:  # a drive or a bug: the other pools are still written
                 _pool_failed(report, pool, exc)
+    report.rate.seconds = time.monotonic() - started
     for pool in pools:
         lost = catalog.sourceless(pool)
         if lost:
@@ -230,6 +272,9 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
                                 for r in pending_opaque(catalog, pool)})
     report.needs += nightly_warnings(settings, catalog)  # exposure past the rotation limit
     _collect_shortfalls(report)
+    if shape.kind == "backlog":  # the first load is not done until nothing is pending
+        report.outcome.warn("backlog-pending", report.pending,
+                            f"{report.pending} instances wait for the next backlog window")
     if report.verify_failures:
         report.exit_code = EXIT_DATAERR
         report.needs.append("verify failed: see verify_failures; do not ship these cartridges")
@@ -268,8 +313,7 @@ def _check_pacs(settings: Settings, catalog: Catalog, report: NightlyReport) -> 
 
 
 def _write_one_pass(settings: Settings, catalog: Catalog, run_id: int, report: NightlyReport,
-                    progress: Callable[[int], None] | None, notes: SessionNotes,
-                    pools: list[str]) -> None:
+                    shape: Shape, notes: SessionNotes, pools: list[str]) -> None:
     """``pools`` in one pass: a session on every drive of every pool (the library loads a
     different appendable cartridge into each drive of a pool, TapeAlert is read before and
     after), then the one-pass write, then each pool's verify and catalog copy while its
@@ -293,7 +337,8 @@ def _write_one_pass(settings: Settings, catalog: Catalog, run_id: int, report: N
                     usable.setdefault(pool, []).append(drive)
         try:
             results = write_one_pass(
-                settings, catalog, usable, run_id=run_id, progress=progress,
+                settings, catalog, usable, run_id=run_id, progress=report.rate,
+                order=shape.order, until=shape.until,
                 swapper=lambda pool, drive: library_swap(settings, catalog, pool, drive,
                                                          taken[pool]))
         except Exception as exc:  # a bug must not go unreported: every pool failed tonight

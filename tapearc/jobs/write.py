@@ -260,7 +260,7 @@ def write_pools(settings: Settings, pools: Sequence[str], *,
         # the source bytes to read: once per instance in one pass, once per pool otherwise
         totals = [pending_totals(catalog, p)[1] for p in pools]
         total = max(totals, default=0) if one_pass else sum(totals)
-        with (progress_bar or _no_progress)(total) as progress:
+        with (progress_bar or no_progress)(total) as progress:
             if one_pass:
                 from tapearc.jobs.onepass import write_one_pass
 
@@ -287,5 +287,6 @@ def shares_no_drive(settings: Settings, pools: Sequence[str]) -> bool:
     return len(drives) == len(set(drives))
 
 
-def _no_progress(total: int | None) -> AbstractContextManager[None]:
+def no_progress(total: int | None) -> AbstractContextManager[None]:
+    """No progress display (a ``ProgressBar`` that shows nothing)."""
     return contextlib.nullcontext()

@@ -44,6 +44,7 @@ REBUILD = ("tests/jobs/test_catalog_rebuild_after_interrupt.py",
            "tests/jobs/test_catalog_rebuild_versions.py", "tests/jobs/test_end_to_end.py")
 FORMAT = ("tests/format",)
 DAMAGE = ("tests/jobs/test_damaged_at_source.py", "tests/jobs/test_same_sop_two_studies.py")
+ONEPASS = ("tests/jobs/test_onepass.py", "tests/jobs/test_backlog.py")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ FIND = "tapearc/catalog/find.py"
 ARCHIVES = "tapearc/catalog/archives.py"
 WRITE_PY = "tapearc/jobs/write.py"
 ARCHIVE_PY = "tapearc/jobs/archive.py"
+PUMP_PY = "tapearc/jobs/pump.py"
+ONEPASS_PY = "tapearc/jobs/onepass.py"
 MEDIA_PY = "tapearc/jobs/media.py"
 RECALL_PY = "tapearc/jobs/recall.py"
 VERIFY_PY = "tapearc/jobs/verify.py"
@@ -138,13 +141,13 @@ MUTANTS: tuple[Mutant, ...] = (
            '        if kind == "studies" and not copies and not file_copies:\n'
            '            raise _NothingToCommit\n', "",
            "an archive with no instance is committed (every source changed or vanished)", WRITE),
-    Mutant("W05", ARCHIVE_PY, "        position = sink.commit(sealed)\n",
-           "        position = sink.commit(sealed)\n        raise MediumFull('x')\n",
+    Mutant("W05", ARCHIVE_PY,
+           "                position = sink.commit(_seal_index(index, first.recipients))\n",
+           "                position = sink.commit(_seal_index(index, first.recipients))\n"
+           "                raise MediumFull('x')\n",
            "commit fails after the data: the studies must stay pending, nothing catalogued", WRITE),
     Mutant("W06", ARCHIVE_PY,
-           '        _abandon(writer, pump, sink)\n'
-           '        catalog.set_cartridge_state(label.barcode, "full", "end',
-           '        catalog.set_cartridge_state(label.barcode, "full", "end',
+           "    if sink is not None:\n        _abort_sink(sink)\n", "",
            "a partial archive at end of medium is not abandoned", WRITE),
     Mutant("W07", ARCHIVE_PY,
            'catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")',
@@ -163,15 +166,14 @@ MUTANTS: tuple[Mutant, ...] = (
            "if False:", "a study over max_archive is not written alone (split or never)", WRITE),
     Mutant("W12", WRITE_PY, "limit = max_archive if free is None else min(max_archive, free)",
            "limit = max_archive", "the planner ignores the cartridge's free space", WRITE),
-    Mutant("W13", FIND, " WHERE i.source_path IS NOT NULL AND NOT EXISTS", " WHERE NOT EXISTS",
-           "instances with no source stay pending forever", WRITE),
-    Mutant("W14", FIND, "  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN "
-           "({marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
-           "  WHERE c.instance_id = i.id AND (k.pool = ? OR 1) AND k.state IN "
-           "({marks(COUNTED_STATES)}))\"\n            \" ORDER BY",
-           "a copy in the other pool counts: the second pool is never written", WRITE),
-    Mutant("W15", ARCHIVE_PY, "self._crc = zlib.crc32(memoryview(buf)[:n], self._crc)",
-           "self._crc = zlib.crc32(memoryview(buf)[:n])",
+    Mutant("W13", FIND, '_PENDING_ON_POOL = " i.source_path IS NOT NULL AND" + _NO',
+           '_PENDING_ON_POOL = "" + _NO',
+           "instances with no source stay pending forever", WRITE + ONEPASS),
+    Mutant("W14", FIND, '" WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN',
+           '" WHERE c.instance_id = i.id AND (k.pool = ? OR 1) AND k.state IN',
+           "a copy in the other pool counts: the second pool is never written", WRITE + ONEPASS),
+    Mutant("W15", PUMP_PY, "crc = zlib.crc32(memoryview(buf.data)[: buf.length], crc)",
+           "crc = zlib.crc32(memoryview(buf.data)[: buf.length])",
            "the ciphertext checksum covers only the last block", WRITE),
     Mutant("W16", ARCHIVE_PY, "copy = (row[\"id\"], name, member.data_offset,",
            "copy = (row[\"id\"], name, member.header_offset,",
@@ -182,6 +184,18 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:\n        raise MediumFull", "appends to a full cartridge", WRITE),
     Mutant("W19", WRITE_PY, "result.changed += written.changed", "pass",
            "changed sources are not reported", WRITE),
+    # --- one pass: a failed drive's copy, the shared buffers, the lanes' queue -------------------
+    Mutant("O01", ARCHIVE_PY, "            if feed.error is not None:\n                _failed(",
+           "            if False:\n                _failed(",
+           "a copy whose drive failed mid-archive is committed and catalogued", ONEPASS),
+    Mutant("O02", PUMP_PY, "            last = buf.holders == 0", "            last = True",
+           "a buffer is reused before the slowest drive has written it", ONEPASS),
+    Mutant("O03", PUMP_PY, "medium_checksum(crc32_combine(feed.header_crc, self._crc, "
+           "self._chunk_bytes))", "medium_checksum(self._crc)",
+           "the medium checksum leaves out the drive's header block", ONEPASS + VERIFY),
+    Mutant("O04", "tapearc/format/writer.py",
+           "            self._fence.wait(self._marks[slot])\n", "",
+           "a plaintext buffer is refilled before the hash thread has read it", ONEPASS + FORMAT),
     # --- recall: checksum verify, fallback to the other pool, version choice, safe paths ---------
     Mutant("R01", RECALL_PY, 'data if hashlib.sha256(data).hexdigest() == m["sha256"] else None',
            "data",

@@ -15,13 +15,6 @@ from tapearc.catalog.base import (
     marks,
 )
 
-#: Instances with a source and no copy on a live cartridge of the pool (parameters: the pool,
-#: then COUNTED_STATES).
-_PENDING = (" WHERE i.source_path IS NOT NULL AND NOT EXISTS"
-            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
-            "  JOIN cartridges k ON k.barcode = a.barcode"
-            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))")
-
 
 @dataclass(frozen=True)
 class StudyFilter:
@@ -34,6 +27,18 @@ class StudyFilter:
     date_to: str | None = None
     modality: str | None = None
     limit: int = 1000
+
+
+#: Instance ``i`` has no copy on a live cartridge of the pool bound to the ``?`` (bind the pool,
+#: then ``COUNTED_STATES``): it is to be written there.
+_NO_COPY_ON_POOL = (
+    " NOT EXISTS (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
+    " JOIN cartridges k ON k.barcode = a.barcode"
+    f" WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))")
+#: ... and it has a source to write it from.
+_PENDING_ON_POOL = " i.source_path IS NOT NULL AND" + _NO_COPY_ON_POOL
+#: The same as a WHERE clause.
+_PENDING = " WHERE" + _PENDING_ON_POOL
 
 
 class Find(CatalogBase):
@@ -163,41 +168,26 @@ class Find(CatalogBase):
         keys = {"catalog": "s.first_seen, s.study_uid",
                 "newest": "s.study_date IS NULL, s.study_date DESC, s.study_uid",
                 "oldest": "s.study_date IS NULL, s.study_date, s.study_uid"}[order]
-        on_pool = (" NOT EXISTS (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
-                   " JOIN cartridges k ON k.barcode = a.barcode WHERE c.instance_id = i.id"
-                   f" AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))")
+        on_pool = f"({_PENDING_ON_POOL})"
         any_pool = "(" + " OR ".join([on_pool] * len(pools)) + ")"
         args: list[Any] = [a for p in pools for a in (p, *COUNTED_STATES)]
         chosen = [r[0] for r in self.conn.execute(
             "SELECT s.study_uid FROM studies s WHERE EXISTS (SELECT 1 FROM instances i"
-            f" WHERE i.study_uid = s.study_uid AND i.source_path IS NOT NULL AND {any_pool})"
+            f" WHERE i.study_uid = s.study_uid AND {any_pool})"
             f" ORDER BY {keys} LIMIT ?", (*args, studies))]
         if not chosen:
             return []
         flags = ", ".join(f"{on_pool} AS p{n}" for n in range(len(pools)))
         rows = self.query(
             "SELECT i.id, i.sop_uid, i.version, i.series_uid, i.study_uid, i.size, i.sha256,"
-            f" i.source_path, i.mtime_ns, {flags} FROM instances i"
-            f" WHERE i.study_uid IN ({marks(chosen)}) AND i.source_path IS NOT NULL"
-            " ORDER BY i.series_uid, i.id", (*args, *chosen))
+            f" i.source_path, i.mtime_ns, i.damaged, i.flags, {flags} FROM instances i"
+            f" WHERE i.study_uid IN ({marks(chosen)}) AND {any_pool}"
+            " ORDER BY i.series_uid, i.id", (*args, *chosen, *args))
         place = {uid: n for n, uid in enumerate(chosen)}
         out = []
         for row in sorted(rows, key=lambda r: place[r["study_uid"]]):  # stable: series order kept
-            on = [p for n, p in enumerate(pools) if row.pop(f"p{n}")]
-            if on:
-                out.append({**row, "pools": on})
+            out.append({**row, "pools": [p for n, p in enumerate(pools) if row.pop(f"p{n}")]})
         return out
-
-    def pending_totals(self, pool: str) -> tuple[int, int]:
-        """Instances pending on ``pool`` and their bytes (counted, not loaded)."""
-        row = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(i.size), 0) FROM instances i"
-            " WHERE i.source_path IS NOT NULL AND NOT EXISTS"
-            " (SELECT 1 FROM copies c JOIN archives a ON a.id = c.archive_id"
-            "  JOIN cartridges k ON k.barcode = a.barcode"
-            f"  WHERE c.instance_id = i.id AND k.pool = ? AND k.state IN ({marks(COUNTED_STATES)}))",
-            (pool, *COUNTED_STATES)).fetchone()
-        return int(row[0]), int(row[1])
 
     def sourceless(self, pool: str) -> int:
         """Current instances (``CURRENT_VERSION``) with no source left and no copy on ``pool``: they

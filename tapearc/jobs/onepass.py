@@ -188,7 +188,7 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
     results = {pool: PoolResult(pool) for pool in drives}
     run = _Run(settings, run_id, progress, until, results)
     # a pool with nothing pending needs no cartridge (as in the sequential write)
-    drives = {p: d for p, d in drives.items() if catalog.pending_totals(p)[0]}
+    drives = {p: d for p, d in drives.items() if catalog.queue(p)[0]}
     with _slots(settings, catalog, drives, results, swapper) as slots:
         lanes = stream_count(settings, {p: [s.drive for s in ss] for p, ss in slots.items() if ss})
         if not lanes:
@@ -357,4 +357,4 @@ def _need(catalog: Catalog, result: PoolResult, exc: OperatorActionNeeded) -> No
 
 def _finish(catalog: Catalog, results: Mapping[str, PoolResult]) -> None:
     for pool, result in results.items():
-        result.pending = catalog.pending_totals(pool)[0]
+        result.pending = catalog.queue(pool)[0]

@@ -94,7 +94,7 @@ def pending_rows(catalog: Catalog, pool: str) -> list[dict[str, Any]]:
 
 def pending_totals(catalog: Catalog, pool: str) -> tuple[int, int]:
     """How many instances and opaque files ``pool`` still needs, and their bytes."""
-    count, size = catalog.pending_totals(pool)
+    count, size, _ = catalog.queue(pool)
     files = pending_opaque(catalog, pool)
     return count + len(files), size + sum(int(f["size"]) for f in files)
 

@@ -74,7 +74,7 @@ def test_no_drive_thread_is_left_behind(tmp_path: Path, monkeypatch: pytest.Monk
     site.label("A00001", "A")
     generate_studies(site.pacs, 3, instances_per_study=4, pixel_bytes=400_000)
     # the drive cannot tell its free space: the write runs into early warning
-    monkeypatch.setattr(write_job, "_free_bytes", lambda driver, cart: None)
+    monkeypatch.setattr(write_job, "free_bytes", lambda driver, cart: None)
     before = set(threading.enumerate())
     with site.catalog() as cat:
         ingest(cat, [site.pacs], quiet_seconds=0)

@@ -146,9 +146,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "                position = sink.commit(_seal_index(index, first.recipients))\n"
            "                raise MediumFull('x')\n",
            "commit fails after the data: the studies must stay pending, nothing catalogued", WRITE),
-    Mutant("W06", ARCHIVE_PY,
-           "    if sink is not None:\n        _abort_sink(sink)\n", "",
-           "a partial archive at end of medium is not abandoned", WRITE),
+    Mutant("W06", ARCHIVE_PY, "        writer.abort()\n    fanout.finish()\n",
+           "        writer.abort()\n",
+           "a stream abandoned at end of medium leaves its drive threads and buffers behind",
+           WRITE),
     Mutant("W07", ARCHIVE_PY,
            'catalog.set_cartridge_state(label.barcode, "full", "end of medium during a write")',
            "pass", "a cartridge that hit end of medium stays appendable", WRITE),

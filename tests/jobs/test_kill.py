@@ -34,7 +34,7 @@ def test_kill_nightly_at_random_points(tmp_path: Path, drives_per_pool: int) -> 
         site = two_drive_site(tmp_path / "site", max_archive="400 KiB", read_rate=1_500_000)
         barcodes = {"A": ["A00001", "A00002"], "B": ["B00001", "B00002"]}
     every = barcodes["A"] + barcodes["B"]
-    studies = generate_studies(site.pacs, 16, instances_per_study=4, pixel_bytes=50_000)
+    studies = generate_studies(site.pacs, 16, instances_per_study=4, pixel_bytes=100_000)
     env = {**os.environ, "TAPEARC_CONFIG": str(site.config)}
     seed = int(time.time())
     rng = random.Random(seed)
@@ -52,7 +52,8 @@ def test_kill_nightly_at_random_points(tmp_path: Path, drives_per_pool: int) -> 
                 report = verify_cartridge(site.settings, cat, barcode, identities=[site.identity])
                 assert not report.failures, (seed, attempt, delay, report.failures)
             interrupted += bool(cat.pending_instances("A") or cat.pending_instances("B"))
-    # 6.4 MB at 1.5 MB/s takes over 4 s: at least the first kill (< 3.5 s) cut a run short
+    # 6.4 MB, read once for both pools, at 1.5 MB/s takes over 4 s: at least the first kill
+    # (< 3.5 s) cut a run short
     assert interrupted >= 1
     final = run_nightly(site.settings)
     assert final.exit_code == 0, (seed, final.as_json())

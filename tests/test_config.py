@@ -327,7 +327,8 @@ def test_a_missing_identity_file_is_named(tmp_path: Path, capsys: pytest.Capture
 
 #: Arguments that get each command past its own parsing; the config is what must stop it.
 ARGV: dict[str, list[str]] = {
-    "ingest": [], "write": [], "nightly": [], "find": [], "status": [], "drives": [],
+    "ingest": [], "write": [], "nightly": [], "backlog": [], "find": [], "status": [],
+    "drives": [],
     "recall": ["1.2.3", "--to", "out"], "verify": ["A00001"], "decrypt": ["-"],
     "restore": ["--to-pacs", "PACS@127.0.0.1:104", "--all"],
     "migrate": ["--to-pacs", "PACS@127.0.0.1:104", "--report", "report.json"],

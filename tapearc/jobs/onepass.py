@@ -207,9 +207,6 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
             _run_lanes(run, catalog, lane_slots, work)
             if run.written == before:
                 break  # nothing could be written from this slice: it would come back unchanged
-        for pool, pool_slots in slots.items():  # verify reads the cartridges still loaded
-            loaded = {s.label.barcode: s.drive for s in pool_slots if s.label is not None}
-            results[pool].drives = {b: d for b, d in results[pool].drives.items() if b in loaded}
     _finish(catalog, results)
     return results
 
@@ -333,6 +330,8 @@ def _replace(run: _Run, catalog: Catalog, slot: Slot, error: BaseException) -> N
             except OperatorActionNeeded as exc:
                 error, new = exc, None
         if new is not None:
+            with run.lock:  # the full one left the drive: verify cannot read it there tonight
+                run.results[slot.pool].drives.pop(slot.label.barcode, None)
             slot.label = new
             return
     slot.label = None

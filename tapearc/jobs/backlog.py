@@ -31,6 +31,7 @@ from tapearc.jobs.write import (
     ProgressBar,
     estimate_medium_bytes,
     no_progress,
+    pending_totals,
     shares_no_drive,
 )
 from tapearc.support import clock
@@ -101,7 +102,7 @@ def plan_backlog(settings: Settings, catalog: Catalog) -> BacklogPlan:
     plan = BacklogPlan(one_pass=one_pass, order=settings.backlog_order)
     plan.rate, plan.rate_source = _planned_rate(settings, catalog, pools)
     for pool in pools:
-        instances, nbytes = catalog.queue(pool)[:2]
+        instances, nbytes = pending_totals(catalog, pool)
         per_cartridge = _cartridge_bytes(settings, catalog, pool)
         on_medium = estimate_medium_bytes(nbytes, settings.block_size) if nbytes else 0
         room = sum(int(c["capacity"] or 0) - int(c["bytes_used"]) for c in catalog.cartridges(pool)

@@ -35,7 +35,13 @@ from tapearc.jobs.archive import ArchiveTarget, CopyOutcome, read_throttle, writ
 from tapearc.jobs.disc_set import NextMedium, describe_set
 from tapearc.jobs.keys import load_recipients
 from tapearc.jobs.media import loaded_cartridge, open_drive
-from tapearc.jobs.write import PoolResult, estimate_medium_bytes, free_bytes, plan_archive
+from tapearc.jobs.write import (
+    PoolResult,
+    estimate_medium_bytes,
+    free_bytes,
+    pending_totals,
+    plan_archive,
+)
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver, Label
@@ -95,7 +101,9 @@ class WorkQueue:
         for row in rows:
             pools = frozenset(row["pools"])
             last = self._studies[-1] if self._studies else None
-            if last is not None and last.rows[0]["study_uid"] == row["study_uid"]:
+            # an opaque file (no study) is a group of its own
+            if last is not None and row["study_uid"] is not None \
+                    and last.rows[0]["study_uid"] == row["study_uid"]:
                 last.rows.append(row)
                 last.pools |= pools
             else:
@@ -141,7 +149,8 @@ class WorkQueue:
                     st.pools = rest
                 else:
                     self._studies.remove(st)
-            return Taken(batch, pools, count)
+            # a study is one group, and so is each opaque file: count the studies only
+            return Taken(batch, pools, count - sum(1 for r in batch if r["study_uid"] is None))
 
 
 @dataclass
@@ -188,7 +197,7 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
     results = {pool: PoolResult(pool) for pool in drives}
     run = _Run(settings, run_id, progress, until, results)
     # a pool with nothing pending needs no cartridge (as in the sequential write)
-    drives = {p: d for p, d in drives.items() if catalog.queue(p)[0]}
+    drives = {p: d for p, d in drives.items() if pending_totals(catalog, p)[0]}
     with _slots(settings, catalog, drives, results, swapper) as slots:
         lanes = stream_count(settings, {p: [s.drive for s in ss] for p, ss in slots.items() if ss})
         if not lanes:
@@ -200,6 +209,8 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
         while not run.out_of_time():
             live = sorted({s.pool for lane in lane_slots for s in lane if s.label is not None})
             rows = catalog.pending_work(live, order, SLICE_STUDIES)
+            if len({r["study_uid"] for r in rows}) < SLICE_STUDIES:  # the last slice
+                rows += _opaque_work(catalog, live)
             if not rows:
                 break
             work = WorkQueue(rows, settings.max_archive_bytes, settings.block_size)
@@ -354,6 +365,20 @@ def _need(catalog: Catalog, result: PoolResult, exc: OperatorActionNeeded) -> No
     result.exit_code = max(result.exit_code, exc.exit_code)
 
 
+def _opaque_work(catalog: Catalog, pools: Sequence[str]) -> list[dict[str, Any]]:
+    """The opaque files pending on any of ``pools`` (written after the instances), as rows
+    the queue takes: ``study_uid`` None, the path as ``source_path``, ``pools``."""
+    from tapearc.catalog.ingested import pending_opaque
+
+    rows: dict[int, dict[str, Any]] = {}
+    for pool in pools:
+        for row in pending_opaque(catalog, pool):
+            entry = rows.setdefault(row["id"], {**row, "study_uid": None,
+                                                "source_path": row["path"], "pools": []})
+            entry["pools"].append(pool)
+    return list(rows.values())
+
+
 def _finish(catalog: Catalog, results: Mapping[str, PoolResult]) -> None:
     for pool, result in results.items():
-        result.pending = catalog.queue(pool)[0]
+        result.pending = pending_totals(catalog, pool)[0]

@@ -38,13 +38,13 @@ def test_two_pools_in_one_pass_each_cartridge_recalls_verifies_and_rebuilds_alon
     site.label("B00001", "B")
     studies = generate_studies(site.pacs, 4, instances_per_study=3, pixel_bytes=40_000)
     reads: list[str] = []
-    real_add = format_writer.ArchiveWriter.add_file
+    real_add = format_writer.ArchiveWriter.add_stream
 
     def counting(self: format_writer.ArchiveWriter, member: str, *a: object) -> object:
         reads.append(member)
         return real_add(self, member, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(format_writer.ArchiveWriter, "add_file", counting)
+    monkeypatch.setattr(format_writer.ArchiveWriter, "add_stream", counting)
     report = run_nightly(site.settings)
     assert report.exit_code == 0, report.as_json()
     assert report.pending == 0

@@ -302,7 +302,7 @@ class S3Table(S3Options, frozen=True, kw_only=True, tag="s3", tag_field="driver"
     """``driver = "s3"``."""
 
 
-DriveTable = TapeTable | VtapeTable | DiskTable | OpticalTable | LtfsTable | SftpTable
+DriveTable = TapeTable | VtapeTable | DiskTable | OpticalTable | LtfsTable | SftpTable | S3Table
 
 
 class Document(_Table, frozen=True):

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "optical": "tapearc.drivers.optical:OpticalDriver",
     "ltfs": "tapearc.drivers.ltfs:LtfsDriver",
     "sftp": "tapearc.drivers.remote.sftp:SftpDriver",
+    "s3": "tapearc.drivers.remote.s3:S3Driver",
 }
 
 

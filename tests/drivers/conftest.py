@@ -275,6 +275,7 @@ MEDIA: dict[str, Callable[[Path], Medium]] = {
     "optical": _optical_medium,
     "ltfs": _ltfs_medium,
     "sftp": _sftp_medium,
+    "s3": _s3_medium,
 }
 if TAPE_ENV.get("TAPEARC_TEST_TAPE"):
     MEDIA["tape"] = _tape_medium

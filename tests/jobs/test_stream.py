@@ -34,6 +34,10 @@ from tests.synth import generate_studies
 CT = Path(str(get_testdata_file("CT_small.dcm", download=False)))
 
 
+def _sftp(sshd: Sshd, **extra: object) -> dict[str, object]:
+    return {"driver": "sftp", **sshd.table(**extra)}
+
+
 def _on_pool(site: Site, study_uid: str, barcode: str = "NET001") -> int:
     with site.catalog() as cat:
         return sum(1 for r in cat.copy_rows(study_uid) if r["barcode"] == barcode)
@@ -47,7 +51,7 @@ def _cycle(site: Site, *, flush: bool = True) -> Cycle:
 def test_a_study_received_by_cstore_is_offsite_within_the_configured_age(tmp_path: Path) -> None:
     need_tool("storescu")
     sshd = Sshd(tmp_path)
-    site = offsite_site(tmp_path / "site", sshd, stream={"max_age_minutes": 0.2})
+    site = offsite_site(tmp_path / "site", _sftp(sshd), stream={"max_age_minutes": 0.2})
     max_age_s = site.settings.stream.max_age_minutes * 60  # type: ignore[union-attr]
     lines: list[str] = []
     stop = threading.Event()
@@ -86,7 +90,7 @@ def test_a_study_received_by_cstore_is_offsite_within_the_configured_age(tmp_pat
 def shipped(tmp_path: Path) -> Iterator[tuple[Site, list[str], Sshd]]:
     """Three 2 MB studies shipped to the network pool in one archive (64 KiB blocks)."""
     sshd = Sshd(tmp_path)
-    site = offsite_site(tmp_path / "site", sshd, stream={"max_bytes": "64 MiB"})
+    site = offsite_site(tmp_path / "site", _sftp(sshd), stream={"max_bytes": "64 MiB"})
     studies = generate_studies(site.pacs, 3, instances_per_study=8, pixel_bytes=256 << 10)
     cycle = _cycle(site)
     assert cycle.shipped["OFF"].archives == 1 and not cycle.failures
@@ -125,8 +129,8 @@ def test_a_link_cut_mid_upload_resumes_without_duplicate_or_loss(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sshd = Sshd(tmp_path)
     # slow enough to cut in the middle; patient enough to outlast the server's restart
-    site = offsite_site(tmp_path / "site", sshd, drive={"rate": "8MB/s", "attempts": 30,
-                                                        "backoff": 0.2, "backoff_max": 0.5})
+    site = offsite_site(tmp_path / "site", _sftp(sshd, rate="8MB/s", attempts=30, backoff=0.2,
+                                                 backoff_max=0.5))
     studies = generate_studies(site.pacs, 2, instances_per_study=8, pixel_bytes=1 << 20)
     volume = sshd.home / "tapearc" / "NET001"
     cut: list[int] = []
@@ -168,7 +172,7 @@ def test_a_link_cut_mid_upload_resumes_without_duplicate_or_loss(
 def test_the_link_rate_holds_within_ten_percent_over_any_ten_seconds(tmp_path: Path) -> None:
     sshd = Sshd(tmp_path)
     rate = 2_000_000
-    site = offsite_site(tmp_path / "site", sshd, drive={"rate": "2MB/s"})
+    site = offsite_site(tmp_path / "site", _sftp(sshd, rate="2MB/s"))
     generate_studies(site.pacs, 3, instances_per_study=9, pixel_bytes=1 << 20)  # ~28 MB
     volume = sshd.home / "tapearc" / "NET001"
     samples: list[tuple[float, int]] = []

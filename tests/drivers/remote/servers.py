@@ -141,7 +141,7 @@ class Weed:
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.ports = [free_port() for _ in range(6)]
+        self.ports = [free_port() for _ in range(9)]
         identity = {"name": "tapearc", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
                     "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
         (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
@@ -152,12 +152,15 @@ class Weed:
         self.start()
 
     def start(self) -> None:
-        master, master_grpc, volume, volume_grpc, filer, filer_grpc = self.ports
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, iceberg, lance = \
+            self.ports  # every port named: the defaults clash with another server, or overflow
         argv = [weed_program(), "server", f"-dir={self.data}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-master.port={master}", f"-master.port.grpc={master_grpc}",
                 f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
                 f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}", "-s3",
-                f"-s3.port={self.port}", f"-s3.config={self.root / 's3.json'}",
+                f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}",
+                f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
+                f"-s3.config={self.root / 's3.json'}",
                 "-volume.max=0", "-master.volumeSizeLimitMB=64"]
         with open(self.root / "log", "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
@@ -214,7 +217,15 @@ def session_weed() -> Weed:
 
     if _SESSION and _SESSION[0].proc is not None:
         return _SESSION[0]
-    weed = Weed(Path(tempfile.mkdtemp(prefix="tapearc-weed-")))
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="tapearc-weed-"))
+    weed = Weed(root)
     _SESSION[:] = [weed]
-    atexit.register(weed.kill)
+
+    def stop() -> None:
+        weed.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+    atexit.register(stop)
     return weed

@@ -186,6 +186,9 @@ class SftpOptions(RemoteOptions, frozen=True, kw_only=True):
     #: with a shell), or ``readback`` (read the file back: an sftp-only account).
     confirm: Literal["sha256sum", "readback"] = "sha256sum"
     ssh: Text = "ssh"
+    #: SSH ciphers, best first: AES-GCM runs on the CPU's AES instructions (2-3x chacha20 on
+    #: loopback here) and is FIPS-approved.
+    ciphers: Text = "aes256-gcm@openssh.com,aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"
     #: Seconds of silence before the link counts as cut (ServerAliveInterval, 3 tries).
     keepalive: Seconds = 15.0
     connect_timeout: Seconds = 30.0

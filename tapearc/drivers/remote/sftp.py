@@ -151,7 +151,7 @@ class SftpStore(RemoteStore):
             "ServerAliveInterval": str(max(1, round(o.keepalive))), "ServerAliveCountMax": "3",
             "ConnectTimeout": str(max(1, round(o.connect_timeout))), "ControlMaster": "no",
             "ControlPath": "none", "ForwardAgent": "no", "ClearAllForwardings": "yes",
-            "LogLevel": "ERROR",
+            "LogLevel": "ERROR", "Ciphers": o.ciphers,
         }
         argv = [o.ssh, "-F", "/dev/null", "-i", str(o.identity), "-p", str(o.port), "-l", o.user]
         for key, value in options.items():

@@ -21,7 +21,13 @@ from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
 from tapearc.format.tarstream import instance_parts
 from tapearc.jobs.keys import load_identities_for
-from tapearc.jobs.media import load_from_library, loaded_drives, open_drive, position_of
+from tapearc.jobs.media import (
+    load_from_library,
+    loaded_drives,
+    network_pools,
+    open_drive,
+    position_of,
+)
 from tapearc.jobs.rotation import recall_needs
 from tapearc.rotation.policy import parse_location
 from tapearc.support.safefs import OutputTree
@@ -187,6 +193,13 @@ def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
                 missing_cartridges.remove(code)
         if missing_cartridges:
             locs = {r["barcode"]: r["location"] for r in chosen}
+            pools = {r["barcode"]: r["pool"] for r in chosen}
+            remote = [b for b in missing_cartridges if pools[b] in network_pools(settings)]
+            if remote:  # a network volume never comes back by courier: its link is down
+                result.needs = "the network store of " + ", ".join(
+                    f"{b} (pool {pools[b]})" for b in remote) + " did not answer; try again " \
+                    "when the link is back (tapearc drives shows its error)"
+                continue
             # all copies offsite: name the vaults and put the cartridge on the bring-back list
             result.needs = recall_needs(catalog, uid, rows, missing_cartridges) or \
                 "load " + ", ".join(f"{b} (at {locs[b]})" for b in missing_cartridges)

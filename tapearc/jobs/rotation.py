@@ -207,6 +207,16 @@ def check_place(settings: Settings, where: Location) -> None:
                          hint=f"drives: {', '.join(sorted(settings.drives))}")
 
 
+def refuse_network_volume(settings: Settings, catalog: Catalog, barcode: str) -> None:
+    """A network pool's volume is at its vault for good: it is not moved, shipped or received."""
+    from tapearc.jobs.media import network_pools
+
+    pool = catalog.cartridge(barcode)["pool"]
+    if pool in network_pools(settings):
+        raise PolicyRefused(f"{barcode} is the network volume of pool {pool}: it stays at its "
+                            "store and never travels", hint="nothing was recorded")
+
+
 def move(settings: Settings, catalog: Catalog, barcode: str, location: str, *,
          reason: str | None = None, force: bool = False, who: str | None = None,
          scanned: str | None = None, loaded: Mapping[str, str] | None = None) -> MoveResult:
@@ -217,6 +227,7 @@ def move(settings: Settings, catalog: Catalog, barcode: str, location: str, *,
     code = check_barcode(barcode)
     dst = parse_location(location)
     check_place(settings, dst)
+    refuse_network_volume(settings, catalog, code)
     policy = load_policy(settings)
     who = who or actor()
     with catalog.transaction():
@@ -246,6 +257,7 @@ def ship(settings: Settings, catalog: Catalog, barcodes: Sequence[str] | None = 
         check_place(settings, Location(rotation.TRANSIT_TO, to))
     if barcodes:
         for raw in barcodes:
+            refuse_network_volume(settings, catalog, check_barcode(raw))
             moves.append((check_barcode(raw), Location(rotation.TRANSIT_TO, to) if to else None,
                           reason or "shipped", raw))
     else:

@@ -216,3 +216,23 @@ def test_nightly_leaves_streamed_pools_to_the_stream(shipped: tuple[Site, list[s
     site.label("B00001", "B")
     report = run_nightly(site.settings)
     assert set(report.pools) == {"A", "B"} and report.pools["A"].archives == 1
+
+
+def test_a_network_volume_never_travels_and_a_dead_link_is_no_bring_back(
+        shipped: tuple[Site, list[str], Sshd], tmp_path: Path) -> None:
+    from tapearc.errors import PolicyRefused
+    from tapearc.jobs.rotation import build_plan, move, ship
+
+    site, uids, sshd = shipped
+    with site.catalog() as cat:
+        plan = build_plan(site.settings, cat)
+        assert not [i for i in (*plan.ship, *plan.bring_back) if i.barcode == "NET001"]
+        with pytest.raises(PolicyRefused, match="never travels"):
+            move(site.settings, cat, "NET001", "onsite")
+        with pytest.raises(PolicyRefused, match="never travels"):
+            ship(site.settings, cat, ["NET001"])
+        sshd.stop()  # the link is down: the recall says so, and asks no courier for anything
+        [got] = recall(site.settings, cat, [uids[0]], tmp_path / "out", identities=[site.identity])
+        assert not got.verified and got.needs is not None and "did not answer" in got.needs
+        assert not cat.open_bring_backs()
+        assert cat.cartridge("NET001")["location"] == "vault:cloud"

@@ -84,10 +84,10 @@ class RemoteDriver(Driver):
 
     def _vol(self) -> str:
         if not self._restored:
-            self._restored = True
             data = self.store.read(self._state_name)
             code = data.decode(errors="replace").strip() if data else ""
             self.barcode = code if BARCODE_RE.match(code) else None
+            self._restored = True
         if self.barcode is None:
             raise NoMedium(f"no volume loaded in {self.drive} ({self.store.where})",
                            hint=f"load one: tapearc cartridge load BARCODE --drive {self.drive}")
@@ -123,14 +123,16 @@ class RemoteDriver(Driver):
     def status(self) -> DriveStatus:
         details = {"store": self.store.where}
         try:
-            barcode = self._vol()
+            with self.store.impatient():
+                barcode = self._vol()
+                used = sum(self.store.names(barcode).values()) if self.capacity else 0
         except NoMedium:
             return DriveStatus(drive=self.drive, loaded=False, details=details)
         except TapearcError as exc:  # the store did not answer: not loaded, as far as we know
             return DriveStatus(drive=self.drive, loaded=False, details={**details, "error": str(exc)})
         remaining = None
         if self.capacity is not None:
-            remaining = max(0, self.capacity - sum(self.store.names(barcode).values()))
+            remaining = max(0, self.capacity - used)
         return DriveStatus(drive=self.drive, loaded=True, barcode=barcode,
                            remaining_bytes=remaining, details=details)
 

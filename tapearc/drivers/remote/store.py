@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -92,6 +93,18 @@ class RemoteStore(ABC):
     bytes_read: int = 0
     #: Whether objects once written can be neither changed nor deleted (Object Lock).
     immutable: bool = False
+    #: How a request that lost the link is tried again.
+    policy: RetryPolicy = RetryPolicy()
+
+    @contextmanager
+    def impatient(self) -> Iterator[None]:
+        """One attempt per request: a status poll must not wait out the backoff."""
+        saved = self.policy
+        self.policy = RetryPolicy(1, saved.backoff, saved.backoff_max)
+        try:
+            yield
+        finally:
+            self.policy = saved
 
     @abstractmethod
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes | None:

@@ -239,6 +239,63 @@ class ReconcileTable(_Table, frozen=True):
     lookback_days: Annotated[int, msgspec.Meta(ge=0)] = 7
     #: The day the nightly checks every study by identity (also when none ran for a week).
     full_weekday: Weekday = "sunday"
+AeTitle = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class ServePeerTable(_Table, frozen=True):
+    """``[serve.peers.NAME]``: a DICOM node that may query and retrieve."""
+
+    aet: AeTitle
+    #: The host name or IP address it calls from (and is sent to), or a network
+    #: (``10.1.2.0/24``) for nodes that only query.
+    address: Text
+    #: Where it receives C-STORE: needed to be a C-MOVE destination, and for queued requests.
+    port: Port | None = None
+
+    def __post_init__(self) -> None:
+        _check_aet(self.aet)
+
+
+def _check_aet(aet: str) -> None:
+    """PS3.5 "AE": printable ASCII without backslash, not only spaces."""
+    if not aet.strip() or any(not " " <= ch <= "~" or ch == "\\" for ch in aet):
+        raise ValueError(f"aet {aet!r} is not an AE title (1-16 printable ASCII characters, "
+                         "no backslash)")
+
+
+class ServeTlsTable(_Table, frozen=True):
+    """``[serve.tls]``: DICOM TLS on every association of the recall desk."""
+
+    cert: Path
+    key: Path
+    #: The CA of the peers' certificates (required unless verify is false).
+    ca: Path | None = None
+    verify: bool = True
+
+
+class ServeTable(_Table, frozen=True):
+    """``[serve]``: the DICOM query/retrieve SCP over the catalog (``tapearc serve``)."""
+
+    aet: AeTitle = "TAPEARC"
+    bind: Text = "127.0.0.1"
+    port: Port = 11113
+    peers: dict[str, ServePeerTable] = msgspec.field(default_factory=dict)
+    tls: ServeTlsTable | None = None
+    max_associations: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    #: A query matching more than this is refused (Out of Resources) rather than cut short.
+    max_matches: Annotated[int, msgspec.Meta(ge=1)] = 10000
+    #: How often the drives and the library are asked what they hold (for availability).
+    refresh_seconds: Annotated[float, msgspec.Meta(ge=1)] = 60.0
+    #: Run for every finished recall request, with TAPEARC_REQUEST_* in its environment.
+    hook: list[Text] = msgspec.field(default_factory=list)
+    hook_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
+    def __post_init__(self) -> None:
+        _check_aet(self.aet)
+        if self.tls is not None and self.tls.verify and self.tls.ca is None:
+            raise ValueError("tls: a recall desk that checks certificates needs ca, the CA of "
+                             "its peers (or verify = false)")
 
 
 class StreamTable(_Table, frozen=True):
@@ -321,6 +378,7 @@ class Document(_Table, frozen=True):
     reconcile: ReconcileTable = msgspec.field(default_factory=ReconcileTable)
     stream: StreamTable | None = None
     backlog: BacklogTable = msgspec.field(default_factory=BacklogTable)
+    serve: ServeTable = msgspec.field(default_factory=ServeTable)
     pools: dict[str, PoolTable] = msgspec.field(default_factory=dict)
     drives: dict[str, DriveTable] = msgspec.field(default_factory=dict)
 
@@ -386,6 +444,7 @@ class Settings:
     exclude: list[str] = field(default_factory=list)
     stream: StreamTable | None = None
     backlog_order: str = "newest"
+    serve: ServeTable = field(default_factory=ServeTable)
 
     @property
     def private_dir(self) -> Path:
@@ -476,6 +535,7 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         reconcile=d.reconcile,
         stream=d.stream,
         backlog_order=d.backlog.order,
+        serve=d.serve,
     )
 
 

@@ -44,6 +44,8 @@ def generate_studies(
     seed: int = 1,
     layout: str = "tree",
     study_dates: Sequence[str] | None = None,
+    patient_names: Sequence[str] = (),
+    birth_dates: Sequence[str] = (),
 ) -> list[SynthStudy]:
     """Write ``n_studies`` synthetic studies under ``root`` and return what was written.
 
@@ -52,6 +54,8 @@ def generate_studies(
     ``"flat"`` (Orthanc-like: two-level hash folders and extensionless UUID-ish names).
     ``study_dates`` gives study ``s`` the date ``study_dates[s % len]`` (``""``: empty) instead
     of a random one from 2010-2025.
+    ``patient_names``/``birth_dates``, when given, are used in turn (study ``s`` gets entry
+    ``s % len``), instead of ``SYNTHETIC^PATIENTnnnnn`` born 19700101.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -90,9 +94,12 @@ def generate_studies(
             ds.SOPInstanceUID = sop_uid
             ds.StudyInstanceUID = study_uid
             ds.SeriesInstanceUID = series_uids[series_index]
-            ds.PatientName = f"SYNTHETIC^PATIENT{s:05d}"
+            if patient_names:
+                ds.SpecificCharacterSet = "ISO_IR 192"
+            ds.PatientName = (patient_names[s % len(patient_names)] if patient_names
+                              else f"SYNTHETIC^PATIENT{s:05d}")
             ds.PatientID = patient_id
-            ds.PatientBirthDate = "19700101"
+            ds.PatientBirthDate = birth_dates[s % len(birth_dates)] if birth_dates else "19700101"
             ds.PatientSex = "O"
             ds.AccessionNumber = accession
             ds.StudyDate = study_date

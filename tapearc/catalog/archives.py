@@ -11,6 +11,7 @@ from typing import Any
 
 from tapearc.catalog.audit import append_audit
 from tapearc.catalog.base import CatalogBase, utcnow
+from tapearc.catalog.matching import name_key
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ class Archives(CatalogBase):
             now = archive["created"]
             for st in studies:
                 c.execute(
-                    "INSERT INTO studies (study_uid, patient_id, patient_name, accession,"
-                    " study_date, description, modalities, first_seen, updated)"
-                    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
+                    "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_key,"
+                    " birth_date, accession, study_date, description, modalities, first_seen,"
+                    " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
                     (st["study_uid"], st.get("patient_id"), st.get("patient_name"),
+                     name_key(st.get("patient_name")), st.get("birth_date") or "",
                      st.get("accession"), st.get("study_date"), st.get("description"),
                      st.get("modalities") or "", now, now),
                 )

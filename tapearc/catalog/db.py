@@ -19,6 +19,8 @@ from tapearc.catalog.cartridges import Cartridges
 from tapearc.catalog.find import Find, StudyFilter
 from tapearc.catalog.holdings import Holdings
 from tapearc.catalog.instances import Instances, NewInstance
+from tapearc.catalog.qr import QueryRetrieve
+from tapearc.catalog.requests import Requests
 from tapearc.catalog.rotation import Rotation
 from tapearc.catalog.schema import migrate
 from tapearc.errors import CatalogError
@@ -27,7 +29,8 @@ __all__ = ["COUNTED_STATES", "READABLE_STATES", "Catalog", "NewInstance", "Study
            "create_catalog", "open_catalog", "utcnow"]
 
 
-class Catalog(Instances, Find, Holdings, Cartridges, Archives, Rotation, RunsAndAudit):
+class Catalog(Instances, Find, Holdings, Cartridges, Archives, Rotation, RunsAndAudit,
+              QueryRetrieve, Requests):
     """An open catalog. Use as a context manager or call ``close``."""
 
 

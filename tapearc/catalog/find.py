@@ -14,6 +14,7 @@ from tapearc.catalog.base import (
     CatalogBase,
     marks,
 )
+from tapearc.catalog.matching import Condition, person_name
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class StudyFilter:
     date_from: str | None = None
     date_to: str | None = None
     modality: str | None = None
+    #: DICOM person name matching: ``*`` and ``?`` wildcards, case and accents ignored
+    patient_name: str | None = None
+    birth_date: str | None = None  # YYYYMMDD
     limit: int = 1000
 
 
@@ -45,7 +49,8 @@ class Find(CatalogBase):
     """Questions about studies, instances and where their copies are."""
 
     def find_studies(self, flt: StudyFilter) -> list[dict[str, Any]]:
-        """Studies matching ``flt``, newest first, each with its copies per pool."""
+        """Studies matching ``flt``, newest first, each with its copies per pool and where each
+        of those cartridges is."""
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -56,6 +61,13 @@ class Find(CatalogBase):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        names = Condition()
+        person_name(names, "s.patient_name_key", flt.patient_name)
+        where += names.clauses
+        params += names.params
+        if flt.birth_date:
+            where.append("s.birth_date = ?")
+            params.append(flt.birth_date)
         if flt.date_from:
             where.append("s.study_date >= ?")
             params.append(flt.date_from)
@@ -68,7 +80,7 @@ class Find(CatalogBase):
             params.append(flt.modality)
         sql = (
             "SELECT s.study_uid, s.patient_id, s.accession, s.study_date, s.modalities,"
-            " s.instances, s.bytes FROM studies s"
+            " s.instances, s.bytes, s.patient_name, s.birth_date FROM studies s"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY s.study_date DESC, s.study_uid LIMIT ?"
         )
@@ -76,6 +88,8 @@ class Find(CatalogBase):
         for study in studies:
             study["modalities"] = [m for m in study["modalities"].split(",") if m]
             study["copies"] = self.study_copies(study["study_uid"])
+            study["locations"] = {code: _location(self, code)
+                                  for codes in study["copies"].values() for code in codes}
         return studies
 
     def study_known(self, study_uid: str) -> bool:
@@ -209,8 +223,8 @@ class Find(CatalogBase):
         out: list[dict[str, Any]] = []
         for uid in study_uids:
             out.extend(self.query(
-                "SELECT study_uid, patient_id, patient_name, accession, study_date, description,"
-                " modalities FROM studies WHERE study_uid = ?", (uid,)))
+                "SELECT study_uid, patient_id, patient_name, birth_date, accession, study_date,"
+                " description, modalities FROM studies WHERE study_uid = ?", (uid,)))
         return out
 
     def series_meta(self, series_uids: Sequence[str]) -> list[dict[str, Any]]:
@@ -219,3 +233,9 @@ class Find(CatalogBase):
         for uid in dict.fromkeys(series_uids):
             out.extend(self.query("SELECT * FROM series WHERE series_uid = ?", (uid,)))
         return out
+
+
+def _location(catalog: CatalogBase, barcode: str) -> str | None:
+    row = catalog.conn.execute("SELECT location FROM cartridges WHERE barcode = ?",
+                               (barcode,)).fetchone()
+    return str(row[0]) if row else None

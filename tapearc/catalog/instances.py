@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tapearc.catalog.audit import append_audit
 from tapearc.catalog.base import CatalogBase, utcnow
+from tapearc.catalog.matching import name_key
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class NewInstance:
     damaged: str | None = None
     #: ``nonconformant-uid`` when a UID is usable but not a DICOM UID.
     flags: str = ""
+    patient_birth_date: str = ""
 
 
 class Instances(CatalogBase):
@@ -147,11 +149,12 @@ class Instances(CatalogBase):
 
 def _upsert_study(c: sqlite3.Connection, f: NewInstance, now: str) -> None:
     c.execute(
-        "INSERT INTO studies (study_uid, patient_id, patient_name, accession, study_date,"
-        " description, modalities, first_seen, updated) VALUES (?,?,?,?,?,?,?,?,?)"
-        " ON CONFLICT(study_uid) DO NOTHING",
-        (f.study_uid, f.patient_id, f.patient_name, f.accession, f.study_date,
-         f.study_description, f.modality, now, now),
+        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_key, birth_date,"
+        " accession, study_date, description, modalities, first_seen, updated)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
+        (f.study_uid, f.patient_id, f.patient_name, name_key(f.patient_name),
+         f.patient_birth_date, f.accession, f.study_date, f.study_description, f.modality, now,
+         now),
     )
     if f.modality:
         row = c.execute(

@@ -301,9 +301,46 @@ def _archive_on_several_media(conn: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"foreign keys broken after rebuilding archives: {broken[:3]}")
 
 
+RECALL_DESK = """
+ALTER TABLE studies ADD COLUMN patient_name_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE studies ADD COLUMN birth_date TEXT NOT NULL DEFAULT '';
+UPDATE studies SET patient_name_key = tapearc_name_key(patient_name);
+CREATE INDEX idx_studies_name_key ON studies(patient_name_key);
+CREATE INDEX idx_studies_birth_date ON studies(birth_date);
+CREATE TABLE recall_requests (
+    id INTEGER PRIMARY KEY,
+    requested_at TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    destination TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_uids TEXT,
+    cartridges TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'waiting'
+        CHECK (state IN ('waiting', 'ready', 'done', 'failed', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    note TEXT,
+    updated TEXT NOT NULL
+);
+CREATE INDEX idx_recall_requests_state ON recall_requests(state, id);
+"""
+
+
+def _recall_desk(conn: sqlite3.Connection) -> None:
+    """The recall desk: names matched the DICOM way (``tapearc.catalog.matching.name_key``, an
+    index that turns ``SMITH*`` into a range scan), birth dates, and queued recall requests."""
+    from tapearc.catalog.matching import name_key
+
+    conn.create_function("tapearc_name_key", 1, name_key, deterministic=True)
+    version = MIGRATIONS.index(_recall_desk) + 1
+    conn.executescript(f"BEGIN;{RECALL_DESK}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v1, _bring_back, _restore_journal, _pacs_objects, _archive_on_several_media]
+    _v1, _bring_back, _restore_journal, _pacs_objects, _archive_on_several_media,
+    _recall_desk]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

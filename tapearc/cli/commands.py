@@ -21,8 +21,10 @@ def register(app: typer.Typer) -> None:
         recall,
         receive,
         reconcile,
+        requests,
         restore,
         rotation,
+        serve,
         status,
         stream,
         write,
@@ -44,5 +46,7 @@ def register(app: typer.Typer) -> None:
     reconcile.register(app)
     restore.register(app)
     rotation.register(app)
+    serve.register(app)
+    requests.register(app)
     status.register(app)
     stream.register(app)

@@ -412,7 +412,7 @@ class Receiver:
         try:
             server = ae.make_server((self.host, self.port), ssl_context=ssl_context,
                                     evt_handlers=handlers,
-                                    server_class=_allow_list_server(policy))
+                                    server_class=allow_list_server(policy))
         except OSError as exc:
             _SPOOLS.pop(self.writer.spool)
             raise UnavailableError(
@@ -456,7 +456,7 @@ def _log_rejected(event: Event) -> None:
                 "many associations)", aet, address)
 
 
-def _allow_list_server(policy: ReceiverPolicy) -> type[ThreadedAssociationServer]:
+def allow_list_server(policy: ReceiverPolicy) -> type[ThreadedAssociationServer]:
     """The server class that closes connections from addresses not on the allow-list."""
     from pynetdicom.transport import ThreadedAssociationServer
 

@@ -47,6 +47,7 @@ _TAGS = {
     "SOPClassUID": 0x00080016, "SOPInstanceUID": 0x00080018, "StudyDate": 0x00080020,
     "AccessionNumber": 0x00080050, "Modality": 0x00080060, "StudyDescription": 0x00081030,
     "SeriesDescription": 0x0008103E, "PatientName": 0x00100010, "PatientID": 0x00100020,
+    "PatientBirthDate": 0x00100030,
     "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E, "SeriesNumber": 0x00200011,
     "MediaStorageSOPClassUID": 0x00020002, "TransferSyntaxUID": 0x00020010,
     "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
@@ -94,6 +95,7 @@ class Instance:
     #: An image without pixel data whose elements end cleanly where the pixel data would start
     #: (Orthanc's ``dicom-until-pixel-data`` attachment looks exactly so).
     pixel_less: bool
+    patient_birth_date: str = ""
 
 
 def read_instance(data: bytes | bytearray) -> Instance:
@@ -156,6 +158,7 @@ def _read_instance(data: bytes | bytearray) -> Instance:
         damaged=damaged,
         nonconformant=not all(conformant_uid(u) for u in uids.values()),
         pixel_less=pixel_less,
+        patient_birth_date=_text(ds, "PatientBirthDate"),
     )
 
 

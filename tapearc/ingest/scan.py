@@ -252,6 +252,7 @@ def _new_instance(path: str, st: os.stat_result, content: bytes | bytearray,
         modality=found.modality, series_number=found.series_number,
         series_description=found.series_description, damaged=found.damaged,
         flags=NONCONFORMANT_FLAG if found.nonconformant else "",
+        patient_birth_date=found.patient_birth_date,
     )
 
 

@@ -126,6 +126,7 @@ class NightlyReport:
     needs: list[str] = field(default_factory=list)
     pending: int = 0
     pending_files: int = 0
+    requests: dict[str, Any] | None = None  # what ``requests run`` did, when any were waiting
     outcome: Outcome = field(default_factory=Outcome)
     rate: RateMeter = field(default_factory=RateMeter)
     exit_code: int = EXIT_OK
@@ -162,6 +163,7 @@ class NightlyReport:
             "alerts": self.alerts,
             "failures": self.failures,
             "needs": self.needs,
+            "requests": self.requests,
             "warnings": self.outcome.as_json(),
             "rate": self.rate.as_json(),
             "exit_code": self.exit_code,
@@ -266,6 +268,7 @@ def _run(settings: Settings, catalog: Catalog, run_id: int, report: NightlyRepor
         report.pacs.after = compare(catalog, report.pacs.before.survey, list(settings.pools))
     report.alerts += notes.alerts
     report.needs += notes.needs
+    _send_requests(settings, catalog, report)
     report.pending = len({r["id"] for pool in settings.pools if pool not in streamed
                           for r in catalog.pending_instances(pool)})
     report.pending_files = len({r["id"] for pool in settings.pools
@@ -388,6 +391,22 @@ def _after_write(settings: Settings, catalog: Catalog, run_id: int, report: Nigh
                  pool: str) -> None:
     _verify_written(settings, catalog, run_id, report, pool)
     _copy_catalog(settings, catalog, run_id, report, pool)
+
+
+def _send_requests(settings: Settings, catalog: Catalog, report: NightlyReport) -> None:
+    """Recall requests whose cartridges are loaded (or in the library) go out tonight."""
+    if not catalog.recall_requests():
+        return
+    from tapearc.jobs.requests import run_requests
+
+    try:
+        done = run_requests(settings, catalog, locked=True)
+    except TapearcError as exc:
+        report.needs.append(f"recall requests not sent: {exc}")
+        return
+    report.requests = done.as_json()
+    report.needs += [f"recall requests: {p}" for p in done.problems]
+    report.needs += [f"recall request {i} failed: tapearc requests --all" for i in done.failed]
 
 
 def _collect_shortfalls(report: NightlyReport) -> None:

@@ -109,8 +109,10 @@ def choose_cartridge(rows: Sequence[dict[str, Any]], loaded: dict[str, str]) -> 
 
 
 def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest: Path, *,
-           identities: Sequence[Identity] | None = None) -> list[RecalledStudy]:
-    """Recall ``study_uids`` into ``dest``.
+           identities: Sequence[Identity] | None = None,
+           output: OutputTree | None = None) -> list[RecalledStudy]:
+    """Recall ``study_uids`` into ``dest`` (through ``output``, an ``OutputTree`` on ``dest``
+    that may also hand each file on as it is written: the recall desk sends them from there).
 
     A study whose cartridge is not loaded gets ``needs``; an archive that fails authentication
     or a checksum, or that the medium cannot give back (``MediumError``: EIO, a short read, end
@@ -131,7 +133,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     ids = list(identities) if identities is not None else None
     # accountable before the first decrypted byte exists: a recall killed midway is on record
     catalog.audit("recall-start", None, {"who": actor(), "to": str(dest), "studies": list(results)})
-    out = OutputTree(dest, group=group_id(settings.recall_group))
+    out = output if output is not None else OutputTree(dest, group=group_id(settings.recall_group))
     out.clear_leftovers()
     try:
         todo = list(results)
@@ -179,7 +181,7 @@ def _plan(settings: Settings, catalog: Catalog, todo: Sequence[str],
                 result.needs = "no archived copy yet (run tapearc write)"
             continue
         barcode = choose_cartridge(rows, loaded)
-        chosen = _complete_from(rows, barcode)
+        chosen = complete_from(rows, barcode)
         result.cartridge = barcode
         result.instances = len(chosen)
         result.bytes = sum(r["length"] for r in chosen)
@@ -217,7 +219,7 @@ def _has_other_copy(catalog: Catalog, uid: str, failed: set[str], loaded: dict[s
                for r in catalog.copy_rows(uid))
 
 
-def _complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str, Any]]:
+def complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str, Any]]:
     """One copy per SOP instance: its latest archived intact version (a version damaged at the
     source only when no intact one is archived), from ``barcode`` where it has one, else from
     the same pool, else from anywhere."""

@@ -9,7 +9,9 @@ from typing import Any
 from tapearc.catalog.db import Catalog
 from tapearc.config import Settings
 from tapearc.errors import ConfigError
+from tapearc.jobs.availability import current_reach
 from tapearc.jobs.media import drive_table, network_pools
+from tapearc.jobs.requests import fetch_lines
 from tapearc.jobs.rotation import build_plan
 from tapearc.jobs.stream import queue_of
 from tapearc.rotation import policy as rotation
@@ -52,6 +54,7 @@ def status_report(settings: Settings, catalog: Catalog) -> dict[str, Any]:
                  for i in plan.ship if not i.blocked] + \
                 [f"bring back {i.barcode} from vault {i.vault}: {i.reason}"
                  for i in plan.bring_back if not i.blocked] + today
+    today += fetch_lines(catalog, current_reach(settings, catalog, loaded))
     if nightly and nightly["result"] != "ok":
         today += [f"last nightly: {n}" for n in nightly["needs"]]
     network = [queue_of(catalog, pool).as_json() for pool in network_pools(settings)]

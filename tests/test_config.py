@@ -343,6 +343,7 @@ ARGV: dict[str, list[str]] = {
     "reconcile": ["--pacs", "PACS@127.0.0.1:104"],
     "pull": ["--from", "PACS@127.0.0.1:104", "--staging", "st"],
     "stream": ["--once"],
+    "serve": [], "requests run": [],
 }
 #: Commands that never read the configuration.
 WITHOUT_CONFIG = {"init"}

@@ -378,7 +378,8 @@ def _store_contexts(encodings: set[tuple[str, str]]) -> list[Any]:
             if t and t not in wanted:
                 wanted.append(t)
     contexts = [build_context(cls, ts) for cls, ts in syntaxes.items()]
-    return contexts[:MAX_CONTEXTS]
+    # pynetdicom needs one context to associate at all, even to send nothing
+    return contexts[:MAX_CONTEXTS] or [build_context("1.2.840.10008.1.1")]
 
 
 def _refuse_store(event: Event) -> int:

@@ -213,7 +213,7 @@ class CatalogDesk:
                 job.wait_for(cat, study_uid, asked, missing)
             else:
                 job.ready[study_uid] = sops
-        job.encodings = cat.instance_encodings(sorted(job.ready))
+        job.encodings = cat.instance_encodings(sorted(wanted))
         cat.audit("serve.retrieve", None, {
             "caller": caller.aet, "address": caller.address, "destination": destination,
             "level": level, "keys": {k: v for k, v in keys.items() if v},

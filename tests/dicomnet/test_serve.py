@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+
+from tapearc.jobs import rotation as rotation_job
+from tapearc.jobs.cartridge import eject_drive, load_cartridge
+from tapearc.jobs.requests import run_requests
 
 from tests.dicomnet.desk import CLIENT_AET, NAMES, Desk, find_answers, make_desk
 from tests.support import need_tool
@@ -126,3 +133,66 @@ def test_unknown_ae_is_refused(desk: Desk) -> None:
     assert "Rejected" in out.stderr + out.stdout or "rejected" in out.stderr + out.stdout
     assert not find_answers(out)
     assert NAMES[0] not in out.stdout
+
+
+def _ship_both(desk: Desk) -> None:
+    """Eject both cartridges and send them to their vaults (north, south)."""
+    settings = desk.site.settings
+    eject_drive(settings, "da")
+    eject_drive(settings, "db")
+    with desk.site.catalog() as cat:
+        rotation_job.ship(settings, cat, ["A00001", "B00001"])
+        rotation_job.receive(settings, cat, ["A00001", "B00001"])
+        assert {c["location"] for c in cat.cartridges()} == {"vault:north", "vault:south"}
+
+
+def _availability(desk: Desk) -> set[str]:
+    answers = find_answers(desk.dcmtk("findscu", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                                      "-k", "PatientName=*", "-k", "InstanceAvailability"))
+    assert len(answers) == len(desk.studies)
+    return {a["InstanceAvailability"] for a in answers}
+
+
+def test_offsite_study_fails_cleanly_is_queued_and_sent_after_it_comes_back(
+    desk: Desk, tmp_path: Path
+) -> None:
+    assert _availability(desk) == {"NEARLINE"}
+    _ship_both(desk)
+    desk.restart()  # asks the drives again at once
+    assert _availability(desk) == {"OFFLINE"}
+    study = desk.studies[1]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    out = desk.dcmtk("movescu", "-d", "-S", "-aem", CLIENT_AET, "+P", str(desk.client_port),
+                     "-od", str(moved), "-k", "QueryRetrieveLevel=STUDY", "-k",
+                     f"StudyInstanceUID={study.study_uid}", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "DIMSE Status                  : 0xa702" in text, text
+    assert "ErrorComment" in text and "offline: A00001 (vault north); request 1 queued" in text
+    assert not list(moved.iterdir())
+    with desk.site.catalog() as cat:
+        [req] = cat.recall_requests()
+        assert (req["caller"], req["destination"], req["study_uid"], req["cartridges"]) == \
+            (CLIENT_AET, CLIENT_AET, study.study_uid, ["A00001"])
+        assert [b["barcode"] for b in cat.open_bring_backs()] == ["A00001"]
+        plan = rotation_job.build_plan(desk.site.settings, cat)
+        assert [i.barcode for i in plan.bring_back] == ["A00001"]
+        # the courier brings it back; it is received and loaded
+        rotation_job.ship(desk.site.settings, cat)
+        rotation_job.receive(desk.site.settings, cat, ["A00001"])
+        load_cartridge(desk.site.settings, cat, "A00001", "da")
+    stored = tmp_path / "storescp"
+    stored.mkdir()
+    receiver = subprocess.Popen(["storescp", "-aet", CLIENT_AET, "-od", str(stored),
+                                 str(desk.client_port)], env={**os.environ, "TCP_NODELAY": "1"})
+    try:
+        time.sleep(0.5)
+        with desk.site.catalog() as cat:
+            report = run_requests(desk.site.settings, cat, identities=[desk.site.identity])
+            assert report.done == [1] and report.sent == 3, report.as_json()
+            assert cat.recall_requests() == []
+            assert cat.recall_request(1)["state"] == "done"  # type: ignore[index]
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    _same_instances(stored, study.files)

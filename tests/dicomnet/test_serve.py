@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from tapearc.config import load_settings
 from tapearc.jobs import rotation as rotation_job
 from tapearc.jobs.cartridge import eject_drive, load_cartridge
 from tapearc.jobs.requests import run_requests
 
-from tests.dicomnet.desk import CLIENT_AET, NAMES, Desk, find_answers, make_desk
+from tests.dicomnet.desk import CLIENT_AET, DESK_AET, NAMES, Desk, find_answers, make_desk
+from tests.dicomnet.orthanc import PACS_AET, Orthanc
 from tests.support import need_tool
 
 
@@ -196,3 +199,33 @@ def test_offsite_study_fails_cleanly_is_queued_and_sent_after_it_comes_back(
         receiver.terminate()
         receiver.wait(10)
     _same_instances(stored, study.files)
+
+
+def test_orthanc_queries_the_desk_and_retrieves_a_study_by_c_move(
+    netns: None, tmp_path: Path, start_orthanc: Callable[..., Orthanc]
+) -> None:
+    d = make_desk(tmp_path / "site")
+    orthanc = start_orthanc(modalities={"tapearc": {"AET": DESK_AET, "Host": "127.0.0.1",
+                                                    "Port": d.port}})
+    with d.site.config.open("a") as fh:
+        fh.write(f'[serve.peers.orthanc]\naet = "{PACS_AET}"\naddress = "127.0.0.1"\n'
+                 f"port = {orthanc.dicom_port}\n")
+    d.site.settings = load_settings(d.site.config)
+    d.start()
+    try:
+        query = orthanc.request("POST", "/modalities/tapearc/query", json.dumps({
+            "Level": "Study", "Query": {"PatientName": "smith^*", "StudyInstanceUID": "",
+                                        "InstanceAvailability": "", "PatientBirthDate": ""},
+        }).encode())
+        answers = orthanc.get(f"/queries/{query['ID']}/answers?expand&simplify")
+        assert {a["StudyInstanceUID"] for a in answers} == \
+            {d.studies[0].study_uid, d.studies[2].study_uid}
+        assert {a["InstanceAvailability"] for a in answers} == {"NEARLINE"}
+        index = next(i for i, a in enumerate(answers)
+                     if a["StudyInstanceUID"] == d.studies[0].study_uid)
+        orthanc.request("POST", f"/queries/{query['ID']}/answers/{index}/retrieve",
+                        json.dumps({"TargetAet": PACS_AET, "Synchronous": True}).encode())
+        assert orthanc.study_instance_count(d.studies[0].study_uid) == 3
+        assert orthanc.study_instance_count(d.studies[2].study_uid) == 0
+    finally:
+        d.close()

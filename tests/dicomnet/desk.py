@@ -78,11 +78,21 @@ def make_desk(root: Path, *, n_studies: int = 6, instances: int = 3, extra: str 
     site = make_site(root)
     site.label("A00001", "A")
     site.label("B00001", "B")
-    studies = generate_studies(site.pacs, n_studies, instances_per_study=instances,
-                               series_per_study=2, pixel_bytes=4096, seed=3,
-                               patient_names=NAMES, birth_dates=BIRTH_DATES)
+    studies = named_studies(site, n_studies, instances)
     report = run_nightly(site.settings)
     assert report.exit_code == 0, report.as_json()
+    return desk_for(site, studies, extra)
+
+
+def named_studies(site: Site, n_studies: int, instances: int = 3) -> list[SynthStudy]:
+    """Synthetic studies of the patients in ``NAMES`` in the site's PACS folder."""
+    return generate_studies(site.pacs, n_studies, instances_per_study=instances,
+                            series_per_study=2, pixel_bytes=4096, seed=3,
+                            patient_names=NAMES, birth_dates=BIRTH_DATES)
+
+
+def desk_for(site: Site, studies: list[SynthStudy], extra: str = "") -> Desk:
+    """Add ``[serve]`` (free ports, the FINDSCU workstation as its peer) to a site's config."""
     port, client_port = free_port(), free_port()
     with site.config.open("a") as fh:
         fh.write(serve_config(port, client_port, extra))

@@ -17,7 +17,6 @@ from tapearc.config import load_settings
 from tapearc.jobs import rotation as rotation_job
 from tapearc.jobs.cartridge import eject_drive, load_cartridge
 from tapearc.jobs.requests import run_requests
-
 from tests.dicomnet.desk import CLIENT_AET, DESK_AET, NAMES, Desk, find_answers, make_desk
 from tests.dicomnet.orthanc import PACS_AET, Orthanc
 from tests.support import need_tool

@@ -131,7 +131,7 @@ def test_the_nightly_runs_requests_and_a_failing_hook_only_warns(
 def test_find_by_name_and_birth_date_shows_availability_and_places(
     site: tuple[Site, list[SynthStudy]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s, studies = site
+    _, studies = site
     code, out, _ = run_cli(["find", "--patient-name", "smithers*", "--json"], capsys)
     assert code == 0
     [study] = json.loads(out)["studies"]

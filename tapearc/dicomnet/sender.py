@@ -306,7 +306,7 @@ class StoreSender:
         for t in threads:
             t.join()
         for worker in self._workers:
-            _set_loop_delay(worker.assoc, IDLE_LOOP_S)
+            set_loop_delay(worker.assoc, IDLE_LOOP_S)
         # What was never tried (stopped early) is reported too, so nothing disappears.
         while True:
             try:
@@ -363,7 +363,7 @@ class StoreSender:
         self, assoc: Association, accepted: set[tuple[str, str]], info: FileInfo
     ) -> tuple[int | None, str]:
         """Send one file; return (status, reason); status None when no answer came back."""
-        _set_loop_delay(assoc, FAST_LOOP_S)
+        set_loop_delay(assoc, FAST_LOOP_S)
         try:
             if (info.sop_class, info.transfer_syntax) in accepted:
                 status_ds = assoc.send_c_store(info.path)
@@ -389,7 +389,8 @@ class StoreSender:
         return status, f"PACS answered {_status_text(status)}"
 
 
-def _set_loop_delay(assoc: Association | None, seconds: float) -> None:
+def set_loop_delay(assoc: Association | None, seconds: float) -> None:
+    """How long the association's DUL thread sleeps when it finds nothing to do."""
     dul = getattr(assoc, "dul", None)
     if dul is not None and hasattr(dul, "_run_loop_delay"):
         dul._run_loop_delay = seconds

@@ -24,7 +24,7 @@ from tests.synth import generate_studies
 
 WEEKS = 8
 LIMIT = 10  # exposure_limit_days
-SKIP = range(32, 39)  # a week of mornings the courier is not given the box
+SKIP = range(32, 42)  # ten mornings the courier is not given the box
 RECALL_DAY = 44
 #: The exposure assertions need the skipped week to start before a cartridge fills; the night one
 #: fills moves with the size of each night's catalog copy (a schema change moves it), so this

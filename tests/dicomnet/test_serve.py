@@ -14,12 +14,15 @@ import pytest
 from pydicom import dcmread
 
 from tapearc.config import load_settings
+from tapearc.ingest.scan import ingest
 from tapearc.jobs import rotation as rotation_job
 from tapearc.jobs.cartridge import eject_drive, load_cartridge
 from tapearc.jobs.requests import run_requests
+from tapearc.support.lock import run_lock
 from tests.dicomnet.desk import CLIENT_AET, DESK_AET, NAMES, Desk, find_answers, make_desk
 from tests.dicomnet.orthanc import PACS_AET, Orthanc
 from tests.support import need_tool
+from tests.synth import generate_studies
 
 
 @pytest.fixture
@@ -228,3 +231,38 @@ def test_orthanc_queries_the_desk_and_retrieves_a_study_by_c_move(
         assert orthanc.study_instance_count(d.studies[2].study_uid) == 0
     finally:
         d.close()
+
+
+def test_a_retrieve_while_the_nightly_runs_is_queued(desk: Desk, tmp_path: Path) -> None:
+    study = desk.studies[2]
+    with run_lock(desk.site.settings.lock_path, "nightly"):
+        out = desk.dcmtk("getscu", "-d", "-S", "-od", str(tmp_path), "-k",
+                         "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.study_uid}",
+                         check=False)
+    assert "0xa702" in out.stdout + out.stderr
+    with desk.site.catalog() as cat:
+        [req] = cat.recall_requests()
+        assert cat.open_bring_backs() == []  # in a drive: nothing to fetch
+    assert req["study_uid"] == study.study_uid and req["cartridges"] == ["A00001"]
+    assert "busy with another tapearc run" in (req["note"] or "")
+
+
+def test_a_patient_retrieve_sends_what_is_archived_and_warns_about_the_rest(
+    desk: Desk, tmp_path: Path
+) -> None:
+    # a new study of a SMITH^JOHN is in the catalog but not written to any cartridge yet
+    [extra] = generate_studies(desk.site.pacs / "later", 1, instances_per_study=2,
+                               pixel_bytes=4096, seed=99, patient_names=NAMES)
+    with desk.site.catalog() as cat:
+        ingest(cat, [desk.site.pacs / "later"], quiet_seconds=0)
+    found = find_answers(desk.dcmtk("findscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k",
+                                    f"StudyInstanceUID={extra.study_uid}", "-k",
+                                    "InstanceAvailability"))
+    assert [a["InstanceAvailability"] for a in found] == ["UNAVAILABLE"]
+    got = tmp_path / "got"
+    got.mkdir()
+    out = desk.dcmtk("getscu", "-d", "-P", "-od", str(got), "-k", "QueryRetrieveLevel=PATIENT",
+                     "-k", f"PatientName={NAMES[0]}", check=False)
+    text = out.stdout + out.stderr
+    assert "0xb000" in text and "1 studies not archived yet" in text, text
+    _same_instances(got, desk.studies[0].files)

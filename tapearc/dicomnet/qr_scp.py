@@ -101,6 +101,9 @@ class Desk(Protocol):
         """Start sending what ``keys`` names at ``level`` to ``destination`` (an AE title);
         ``Refused`` if it cannot."""
 
+    def refused(self, caller: Caller, request: str, reason: str) -> None:
+        """Record a request the SCP refused before asking the desk (who, what, why)."""
+
 
 def identifier_keys(ds: Dataset) -> tuple[str, dict[str, str]]:
     """``(QueryRetrieveLevel, {keyword: value})`` of an identifier; multiple values joined by
@@ -292,16 +295,19 @@ class QrServer:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    def _refusal(self, caller: Caller) -> Any:
+    def _refusal(self, caller: Caller, request: str) -> Any:
         """A status refusing a known AE title that calls from another peer's address."""
         if self.policy.admits(caller.aet, caller.address):
             return None
-        log.warning("request refused: AE %r may not call from %s", caller.aet, caller.address)
-        return _status(STATUS_NOT_ALLOWED, "this AE title may not call from this address")
+        reason = "this AE title may not call from this address"
+        log.warning("%s refused: AE %r may not call from %s", request, caller.aet,
+                    caller.address)
+        self.desk.refused(caller, request, reason)
+        return _status(STATUS_NOT_ALLOWED, reason)
 
     def _find(self, event: Event) -> Iterator[Any]:
         caller = _caller(event)
-        refused = self._refusal(caller)
+        refused = self._refusal(caller, "C-FIND")
         if refused is not None:
             yield refused, None
             return
@@ -332,6 +338,8 @@ class QrServer:
         if peer is None:
             log.warning("C-MOVE from %r refused: destination %r is not a configured peer "
                         "with a port", caller.aet, destination)
+            self.desk.refused(caller, "C-MOVE", f"destination {destination!r} is not a "
+                              "configured peer with a port")
             yield None, None
             return
         job, refused = self._start(event, caller, destination)
@@ -351,7 +359,7 @@ class QrServer:
 
     def _start(self, event: Event, caller: Caller, destination: str,
                ) -> tuple[Retrieval | None, Any]:
-        refused = self._refusal(caller)
+        refused = self._refusal(caller, str(event.event.name).removeprefix("EVT_"))
         if refused is not None:
             return None, refused
         level, keys = identifier_keys(event.identifier)

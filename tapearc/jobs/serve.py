@@ -186,6 +186,12 @@ class CatalogDesk:
             detail.update(matches=len(rows), matched=uids[:_AUDIT_UIDS])
         cat.audit("serve.find", None, detail, who=caller.aet)
 
+    def refused(self, caller: Caller, request: str, reason: str) -> None:
+        with self.catalog() as cat:
+            cat.audit("serve.refused", None, {"caller": caller.aet, "address": caller.address,
+                                              "request": request, "reason": reason},
+                      who=caller.aet)
+
     # --- C-MOVE / C-GET -------------------------------------------------------------------
 
     def retrieve(self, caller: Caller, level: str, keys: Mapping[str, str],

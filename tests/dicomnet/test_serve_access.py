@@ -26,7 +26,7 @@ def _reconfigure(desk: Desk, old: str, new: str) -> None:
 def test_a_known_ae_calling_from_another_peers_address_is_refused(
     netns: None, tmp_path: Path
 ) -> None:
-    need_tool("findscu")
+    need_tool("findscu", "movescu")
     # FINDSCU belongs at 127.0.0.2; 127.0.0.1 is another peer's address
     desk = make_desk(tmp_path / "site", n_studies=2,
                      extra='[serve.peers.other]\naet = "OTHER"\naddress = "127.0.0.1"\n')
@@ -41,8 +41,20 @@ def test_a_known_ae_calling_from_another_peers_address_is_refused(
         ok = desk.dcmtk("findscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k",
                         "PatientName=*", "-k", "StudyInstanceUID", aet="OTHER")
         assert len(find_answers(ok)) == 2
+        # a C-MOVE to a node that is not a peer with a port: 0xA801, nothing sent
+        out = desk.dcmtk("movescu", "-d", "-S", "-aem", "ELSEWHERE", "-k",
+                         "QueryRetrieveLevel=STUDY", "-k",
+                         f"StudyInstanceUID={desk.studies[0].study_uid}", aet="OTHER",
+                         check=False)
+        assert "0xa801" in out.stdout + out.stderr
     finally:
         desk.close()
+    with desk.site.catalog() as cat:
+        refused = [(r["actor"], r["detail"]) for r in cat.query(
+            "SELECT actor, detail FROM audit WHERE action = 'serve.refused' ORDER BY id")]
+    assert [who for who, _ in refused] == [CLIENT_AET, "OTHER"]
+    assert "may not call from this address" in refused[0][1]
+    assert "ELSEWHERE" in refused[1][1]
 
 
 def test_an_address_not_configured_is_cut_off(netns: None, tmp_path: Path) -> None:

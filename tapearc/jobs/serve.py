@@ -114,7 +114,7 @@ class CatalogDesk:
         self.identities = identities
         self._idle: list[Catalog] = []
         self._pool_lock = threading.Lock()
-        self._read_lock = threading.Lock()  # one recall at a time (the drives are shared)
+        self.read_lock = threading.Lock()  # one recall at a time (the drives are shared)
 
     @contextlib.contextmanager
     def catalog(self) -> Iterator[Catalog]:
@@ -342,7 +342,7 @@ class DeskRetrieval:
 
         settings = self.desk.settings
         try:
-            with self.desk._read_lock, run_lock(settings.lock_path,
+            with self.desk.read_lock, run_lock(settings.lock_path,
                                                 f"serve: retrieve to {self.destination}"), \
                     private_workdir(settings.private_dir, "serve") as work, \
                     open_catalog(settings.catalog_path) as cat:

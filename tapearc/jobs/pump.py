@@ -176,6 +176,13 @@ class BlockFanout:
             feed.join()
         if self._summer.ident is not None:
             self._summer.join()
+        # let the buffers go now: the fan-out and its feeds refer to each other, so without
+        # this they would wait for the cycle collector, one buffer set per archive written
+        while True:
+            try:
+                self._free.get_nowait()
+            except queue.Empty:
+                break
 
     def checksum(self, index: int) -> str:
         """Drive ``index``'s medium checksum, ``crc32:xxxxxxxx`` (after ``finish``)."""

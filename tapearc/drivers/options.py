@@ -183,7 +183,8 @@ class SftpOptions(RemoteOptions, frozen=True, kw_only=True):
     #: The private key file (0600, no passphrase, or one held by ssh-agent).
     identity: Path
     #: How the server confirms a file's SHA-256: ``sha256sum`` run there over SSH (an account
-    #: with a shell), or ``readback`` (read the file back: an sftp-only account).
+    #: with a shell; OpenSSL's digest when the server has it, else coreutils'), or ``readback``
+    #: (read the file back: an sftp-only account).
     confirm: Literal["sha256sum", "readback"] = "sha256sum"
     ssh: Text = "ssh"
     #: SSH ciphers, best first: AES-GCM runs on the CPU's AES instructions (2-3x chacha20 on

@@ -306,7 +306,10 @@ class SftpStore(RemoteStore):
 
         # the shell starts in the login's home, the SFTP session maybe elsewhere: name it whole
         absolute = self.call(f"locate {name}", lambda client: str(client.normalize(self.path(name))))
-        argv = self._ssh("--", self.o.host, "sha256sum", "--", shlex.quote(absolute))
+        path = shlex.quote(absolute)
+        # OpenSSL's digest uses the CPU's SHA instructions (coreutils' does not: 3-5x slower)
+        argv = self._ssh("--", self.o.host, f"if command -v openssl >/dev/null; then openssl dgst "
+                         f"-sha256 -r {path}; else sha256sum -- {path}; fi")
         done = run_tool(argv, timeout=max(600.0, size / 20e6), check=False)
         try:
             if done.returncode:
@@ -364,7 +367,6 @@ class _SftpUpload(Upload):
                               else f".{base}.{uuid.uuid4().hex[:12]}.tmp")
         self.final = store.path(name)
         self.offset = 0
-        self._sha = hashlib.sha256()
         self._unacked: deque[tuple[int, int, bytes]] = deque()
         self._handle: bytes | None = None
         self._reqs: _Requests | None = None
@@ -415,7 +417,6 @@ class _SftpUpload(Upload):
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        self._sha.update(view)
         for at in range(0, len(view), REQUEST):
             chunk = bytes(view[at:at + REQUEST])
             offset = self.offset

@@ -218,6 +218,8 @@ class S3Options(RemoteOptions, frozen=True, kw_only=True):
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] = 3650
     #: Multipart part size: also what a cut link costs to send again.
     part_size: Size = Size(16 << 20)
+    #: Parts in flight at once (a long link needs several to be kept full).
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
     addressing: Literal["path", "virtual"] = "path"
     #: Verify the server's TLS certificate against this CA bundle (default: the system's).
     ca_bundle: Path | None = None

@@ -305,7 +305,8 @@ class RemoteSink(ArchiveSink):
         blob = header.to_bytes() + index
         self._room(len(blob))
         data_name = f"{self.vol}/{_name(self.k, 'data')}"
-        self._check(data_name, self._upload.finish(), self._bytes, self._sha.digest())
+        digest = self._sha.digest()
+        self._check(data_name, self._upload.finish(digest), self._bytes, digest)
         self._upload = None
         index_name = f"{self.vol}/{_name(self.k, 'index')}"
         # data first, index last: a failure in between leaves an interrupted archive

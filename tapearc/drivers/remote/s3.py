@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -260,17 +261,18 @@ class S3Store(RemoteStore):
 
 
 class _S3Upload(Upload):
-    """A multipart upload whose failed parts are sent again; one PUT below one part."""
+    """A multipart upload, ``concurrency`` parts in flight, whose failed parts are sent again;
+    one PUT below one part."""
 
     def __init__(self, store: S3Store, name: str) -> None:
         self.store = store
         self.name = name
         self.size = 0
         self._buffer = bytearray()
-        self._whole = hashlib.sha256()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Future[dict[str, Any]]] = []
         self._digests: list[bytes] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._done = False
 
         def absent(client: Any) -> None:
@@ -281,7 +283,6 @@ class _S3Upload(Upload):
 
     def write(self, data: bytes | memoryview) -> None:
         self._buffer += data
-        self._whole.update(data)
         self.size += len(data)
         part = self.store.o.part_size
         while len(self._buffer) >= part:
@@ -298,6 +299,7 @@ class _S3Upload(Upload):
                     **store._lock_args(self.name))["UploadId"])
 
             self._upload_id = store.call(f"start {self.name}", start)
+            self._pool = ThreadPoolExecutor(store.o.concurrency, thread_name_prefix="tapearc-s3")
 
         def send(client: Any) -> dict[str, Any]:
             answer = client.upload_part(Bucket=store.o.bucket, Key=store.key(self.name),
@@ -306,10 +308,17 @@ class _S3Upload(Upload):
             return {"PartNumber": number, "ETag": answer["ETag"],
                     "ChecksumSHA256": answer.get("ChecksumSHA256") or _b64(digest)}
 
-        self._parts.append(store.call(f"part {number} of {self.name}", send))
+        # a part waits for a place: at most ``concurrency`` parts (and their bytes) in flight
+        waiting = [f for f in self._parts if not f.done()]
+        if len(waiting) >= store.o.concurrency:
+            wait(waiting, return_when=FIRST_COMPLETED)
+        for done in (f for f in self._parts if f.done()):
+            done.result()  # a part that failed for good fails the archive now
+        assert self._pool is not None
+        self._parts.append(self._pool.submit(store.call, f"part {number} of {self.name}", send))
         self._digests.append(digest)
 
-    def finish(self) -> Confirmed:
+    def finish(self, sha256: bytes) -> Confirmed:
         store = self.store
         if self._upload_id is None:  # smaller than one part: one PUT
             confirmed = store.put(self.name, bytes(self._buffer))
@@ -318,17 +327,20 @@ class _S3Upload(Upload):
         if self._buffer:
             self._send(bytes(self._buffer))
             self._buffer.clear()
+        parts = [f.result() for f in self._parts]
+        if self._pool is not None:
+            self._pool.shutdown()
 
         def complete(client: Any) -> Confirmed:
             answer = client.complete_multipart_upload(
                 Bucket=store.o.bucket, Key=store.key(self.name), UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts})
+                MultipartUpload={"Parts": parts})
             composite = hashlib.sha256(b"".join(self._digests)).digest()
             reported = store._confirm(client, self.name, answer, self.size)
             # the server checked every part's SHA-256 as it came; its digest of those digests
-            # vouches for the whole, whose SHA-256 is then the one of the bytes sent
-            whole = self._whole.digest() if reported.sha256 == composite else reported.sha256
-            return Confirmed(reported.size, whole)
+            # vouches for the whole, whose SHA-256 is then the caller's
+            return Confirmed(reported.size, sha256 if reported.sha256 == composite
+                             else reported.sha256)
 
         confirmed = store.call(f"complete {self.name}", complete)
         self._done = True
@@ -339,6 +351,8 @@ class _S3Upload(Upload):
             return
         self._done = True
         upload, self._upload_id = self._upload_id, None
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
         if upload is None:
             return
         store = self.store

@@ -282,7 +282,7 @@ class SftpStore(RemoteStore):
         upload = _SftpUpload(self, name, replace=replace)
         try:
             upload.write(data)
-            return upload.finish()
+            return upload.finish(hashlib.sha256(data).digest())
         except BaseException:
             upload.abort()
             raise
@@ -429,7 +429,7 @@ class _SftpUpload(Upload):
 
             self.store.call(f"write {self.name}", send)
 
-    def finish(self) -> Confirmed:
+    def finish(self, sha256: bytes) -> Confirmed:
         from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED
 
         def flush(client: Any) -> None:

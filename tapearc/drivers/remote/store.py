@@ -74,10 +74,13 @@ class Upload(ABC):
         """Append ``data`` (copied: the caller may reuse its buffer)."""
 
     @abstractmethod
-    def finish(self) -> Confirmed:
+    def finish(self, sha256: bytes) -> Confirmed:
         """Make the object durable and visible under its name; what the store reports for it.
 
-        Never replaces an object that already has the name (``DeviceError`` then)."""
+        ``sha256`` is the caller's digest of everything written: a store that checks every
+        part's digest as it arrives (S3) vouches for the whole with it once its digest of the
+        parts' digests matches. Never replaces an object that already has the name
+        (``DeviceError`` then)."""
 
     @abstractmethod
     def abort(self) -> None:

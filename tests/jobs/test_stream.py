@@ -34,6 +34,16 @@ from tests.synth import generate_studies
 CT = Path(str(get_testdata_file("CT_small.dcm", download=False)))
 
 
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A real sshd for the test, stopped whatever happens."""
+    server = Sshd(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _sftp(sshd: Sshd, **extra: object) -> dict[str, object]:
     return {"driver": "sftp", **sshd.table(**extra)}
 
@@ -48,9 +58,9 @@ def _cycle(site: Site, *, flush: bool = True) -> Cycle:
         return stream_cycle(site.settings, cat, Backoff(stream_table(site.settings)), flush=flush)
 
 
-def test_a_study_received_by_cstore_is_offsite_within_the_configured_age(tmp_path: Path) -> None:
+def test_a_study_received_by_cstore_is_offsite_within_the_configured_age(
+        tmp_path: Path, sshd: Sshd) -> None:
     need_tool("storescu")
-    sshd = Sshd(tmp_path)
     site = offsite_site(tmp_path / "site", _sftp(sshd), stream={"max_age_minutes": 0.2})
     max_age_s = site.settings.stream.max_age_minutes * 60  # type: ignore[union-attr]
     lines: list[str] = []
@@ -87,15 +97,13 @@ def test_a_study_received_by_cstore_is_offsite_within_the_configured_age(tmp_pat
 
 
 @pytest.fixture
-def shipped(tmp_path: Path) -> Iterator[tuple[Site, list[str], Sshd]]:
+def shipped(tmp_path: Path, sshd: Sshd) -> tuple[Site, list[str], Sshd]:
     """Three 2 MB studies shipped to the network pool in one archive (64 KiB blocks)."""
-    sshd = Sshd(tmp_path)
     site = offsite_site(tmp_path / "site", _sftp(sshd), stream={"max_bytes": "64 MiB"})
     studies = generate_studies(site.pacs, 3, instances_per_study=8, pixel_bytes=256 << 10)
     cycle = _cycle(site)
     assert cycle.shipped["OFF"].archives == 1 and not cycle.failures
-    yield site, [s.study_uid for s in studies], sshd
-    sshd.stop()
+    return site, [s.study_uid for s in studies], sshd
 
 
 def test_recall_verify_and_rebuild_from_the_network_pool(
@@ -126,8 +134,7 @@ def test_recall_verify_and_rebuild_from_the_network_pool(
 
 
 def test_a_link_cut_mid_upload_resumes_without_duplicate_or_loss(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sshd = Sshd(tmp_path)
+        tmp_path: Path, sshd: Sshd, caplog: pytest.LogCaptureFixture) -> None:
     # slow enough to cut in the middle; patient enough to outlast the server's restart
     site = offsite_site(tmp_path / "site", _sftp(sshd, rate="8MB/s", attempts=30, backoff=0.2,
                                                  backoff_max=0.5))
@@ -169,8 +176,8 @@ def test_a_link_cut_mid_upload_resumes_without_duplicate_or_loss(
     sshd.stop()
 
 
-def test_the_link_rate_holds_within_ten_percent_over_any_ten_seconds(tmp_path: Path) -> None:
-    sshd = Sshd(tmp_path)
+def test_the_link_rate_holds_within_ten_percent_over_any_ten_seconds(
+        tmp_path: Path, sshd: Sshd) -> None:
     rate = 2_000_000
     site = offsite_site(tmp_path / "site", _sftp(sshd, rate="2MB/s"))
     generate_studies(site.pacs, 3, instances_per_study=9, pixel_bytes=1 << 20)  # ~28 MB

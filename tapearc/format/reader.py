@@ -4,15 +4,21 @@ Random access is arithmetic: plaintext offset X lies in chunk X // P (P = B - 16
 medium block 1 + X // P of the data stream. Every chunk is authenticated before a byte of it is
 returned; the last-chunk flag in the nonce turns truncation into an authentication failure, the
 counter turns reordering into one, and the per-archive key turns splicing into one.
+
+Every reader first decides the stream's origin (``tapearc.format.signing.check_origin``) under a
+``trust`` policy: the header must be signed by a trusted key (or, break-glass, be unsigned with
+``accept_unsigned``), before any key is unwrapped or a byte decrypted.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from tapearc.errors import FormatError, IntegrityError, WrongKeyError
 from tapearc.format import tae
+from tapearc.format.signing import Origin, Policy, check_origin, check_plaintext
 
 if TYPE_CHECKING:
     from tapearc.format.keys import Identity
@@ -38,14 +44,14 @@ def needed_key_ids(header: bytes) -> list[bytes]:
     return tae.parse_header(header).key_ids
 
 
-def can_open(header: bytes, identities: Sequence[Identity]) -> bool:
+def can_open(header: bytes, identities: Sequence[Identity], *, trust: Policy) -> bool:
     """True if one of ``identities`` opens the stream and the header MAC verifies.
 
-    False only for "no matching key"; a damaged or altered header raises IntegrityError, since
-    that is a different problem from a missing key.
+    False only for "no matching key"; a damaged, altered or untrusted header raises
+    IntegrityError, since that is a different problem from a missing key.
     """
     try:
-        ArchiveReader(header, identities)
+        ArchiveReader(header, identities, trust=trust)
     except WrongKeyError:
         return False
     return True
@@ -54,15 +60,22 @@ def can_open(header: bytes, identities: Sequence[Identity]) -> bool:
 class ArchiveReader:
     """Decrypts one stream, given its header bytes (padded block 0 is accepted) and identities.
 
-    Decryption reuses one output buffer: use a reader from one thread at a time.
+    The origin is checked first, under ``trust``: ``barcode`` and ``medium_file`` (where the
+    stream is, when known) must be the place its signature names; ``content``, when given, the
+    header's content type. ``origin`` says why the stream was accepted. Decryption reuses one
+    output buffer: use a reader from one thread at a time.
     """
 
-    def __init__(self, header: bytes | memoryview, identities: Sequence[Identity]) -> None:
+    def __init__(self, header: bytes | memoryview, identities: Sequence[Identity], *,
+                 trust: Policy, barcode: str | None = None, medium_file: int | None = None,
+                 content: int | None = None) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         parsed = tae.parse_header(header)
         if len(header) > len(parsed.raw):
             read_header_block(header)  # a whole block 0: its padding must be checked too
+        self.origin = check_origin(parsed, trust, barcode=barcode, medium_file=medium_file,
+                                   content=content)
         file_key = tae.unwrap_file_key(parsed, identities)
         self.parsed = parsed
         self.header = parsed.raw
@@ -202,14 +215,20 @@ class ArchiveReader:
         return f"{where} failed authentication: damaged, altered, reordered or from another archive"
 
 
-def open_bytes(stream: bytes, identities: Sequence[Identity]) -> bytes:
-    """Decrypt a complete small stream made by ``seal_bytes``."""
+def open_bytes(stream: bytes, identities: Sequence[Identity], *, trust: Policy,
+               barcode: str | None = None, medium_file: int | None = None,
+               content: int | None = None) -> bytes:
+    """Decrypt a complete small stream made by ``seal_bytes`` (origin checked as by
+    ``ArchiveReader``); a signed stream's plaintext must be the one its signature commits to."""
     header = tae.parse_header(stream[:_MIN_BLOCK])
     size = header.block_size
-    reader = ArchiveReader(stream[:size], identities)
+    reader = ArchiveReader(stream[:size], identities, trust=trust, barcode=barcode,
+                           medium_file=medium_file, content=content)
     view = memoryview(stream)
     blocks = (view[pos : pos + size] for pos in range(size, len(stream), size))
-    return b"".join(bytes(chunk) for chunk in reader.iter_plaintext(blocks))
+    plaintext = b"".join(bytes(chunk) for chunk in reader.iter_plaintext(blocks))
+    check_plaintext(reader.origin, hashlib.sha256(plaintext).digest())
+    return plaintext
 
 
 def _read_full(src: BinaryIO, buf: memoryview) -> int:
@@ -227,15 +246,22 @@ def decrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
     identities: Sequence[Identity] | Callable[[list[bytes]], Sequence[Identity]],
-) -> None:
-    """Decrypt a whole stream from ``src`` (a file or pipe) to ``dst``, for ``tapearc decrypt``.
+    *,
+    trust: Policy,
+) -> Origin:
+    """Decrypt a whole stream from ``src`` (a file or pipe) to ``dst``, for ``tapearc decrypt``;
+    returns its origin.
 
     ``identities`` may be a function of the key ids the header names, so that only the keys
-    needed are opened (and only their passphrases asked for).
+    needed are opened (and only their passphrases asked for): the origin is checked before, so
+    an untrusted stream is refused before any passphrase is asked for. An index or catalog copy
+    whose plaintext is not the one its signature commits to fails at the end (IntegrityError),
+    after its bytes went to ``dst``: write to a temporary file and discard it on error.
     """
     first = memoryview(bytearray(_MIN_BLOCK))
     got = _read_full(src, first)
     header = tae.parse_header(first[:got])
+    check_origin(header, trust)
     size = header.block_size
     block0 = bytearray(size)
     block0[:got] = first[:got]
@@ -243,10 +269,18 @@ def decrypt_stream(
         got += _read_full(src, memoryview(block0)[_MIN_BLOCK:])
     if callable(identities):
         identities = identities(header.key_ids)
-    reader = ArchiveReader(bytes(block0[:got]), identities)
+    reader = ArchiveReader(bytes(block0[:got]), identities, trust=trust)
+    # only an index or a catalog copy commits to its plaintext; archive data is not hashed here
+    digest = hashlib.sha256() if reader.content in (tae.Content.INDEX, tae.Content.CATALOG) \
+        else None
     for chunk in reader.iter_plaintext(_blocks_from(src, size)):
+        if digest is not None:
+            digest.update(chunk)
         dst.write(chunk)
     dst.flush()
+    if digest is not None:
+        check_plaintext(reader.origin, digest.digest())
+    return reader.origin
 
 
 def _blocks_from(src: BinaryIO, size: int) -> Iterator[memoryview]:

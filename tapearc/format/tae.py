@@ -29,6 +29,9 @@ MIN_BLOCK_LOG2 = 16  # 64 KiB
 MAX_BLOCK_LOG2 = 23  # 8 MiB
 DEFAULT_BLOCK_SIZE = 1 << 20
 STANZA_X25519 = 1
+#: 0x80..0xFF: stanzas that are not recipients; 0x80 is the writer's Ed25519 signature
+#: (tapearc.format.signing). Readers skip types they do not use.
+STANZA_SIGNATURE = 0x80
 FIXED_LEN = 76
 MAC_LEN = 32
 DIGEST_LEN = 8
@@ -155,7 +158,12 @@ def build_header(
         MAGIC, VERSION, AEAD_AES_256_GCM, block_log2, content, header_len,
         archive_uuid, payload_salt, created, len(stanzas), 0,
     )  # fmt: skip
-    body = fixed + b"".join(stanzas)
+    return seal_header_body(fixed + b"".join(stanzas), file_key)
+
+
+def seal_header_body(body: bytes, file_key: bytes) -> bytes:
+    """A header's fixed part and stanzas, completed with the MAC (keyed by the file key) and
+    the unkeyed digest."""
     mac = hmac.new(hkdf(file_key, b"", _INFO_HEADER), body, hashlib.sha256).digest()
     return body + mac + hashlib.sha256(body + mac).digest()[:DIGEST_LEN]
 

@@ -26,7 +26,8 @@ from tapearc.errors import NotFound
 from tapearc.format import tae, tarstream
 
 if TYPE_CHECKING:
-    from tapearc.format.keys import Recipient
+    from tapearc.format.keys import Recipient, SigningKey
+    from tapearc.format.signing import Binding
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ class StreamEncryptor:
     needs fixed values. Without ``send_header`` the sink gets the chunks only: the caller writes
     a header block of its own to each medium first (``header_block``). With a ``fence`` (the
     writer's hash thread) the plaintext is filled into a ring of buffers, and a buffer is
-    refilled only once the fence has read what was handed to it.
+    refilled only once the fence has read what was handed to it. With ``signer`` the header
+    carries its signature over ``binding`` (Ed25519 is deterministic: signing draws no entropy),
+    and ``header_block(binding)`` signs it for each medium's place.
     """
 
     def __init__(
@@ -152,8 +155,12 @@ class StreamEncryptor:
         entropy: Callable[[int], bytes] = os.urandom,
         send_header: bool = True,
         fence: HashThread | None = None,
+        signer: SigningKey | None = None,
+        binding: Binding | None = None,
     ) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from tapearc.format import signing
 
         block_log2 = tae.block_log2_of(block_size)
         file_key = entropy(32)
@@ -168,6 +175,12 @@ class StreamEncryptor:
             created=int(time.time()) if created is None else created,
             entropy=entropy,
         )
+        # kept to sign the header for each medium (header_block): only the writer, who chose
+        # the file key, can complete a signed header's MAC
+        self._unsigned, self._file_key, self._signer = self.header, file_key, signer
+        if signer is not None:
+            self.header = signing.sign_header(self.header, file_key, signer,
+                                              binding or signing.Binding())
         self.block_size = block_size
         key = tae.payload_key(file_key, tae.parse_header(self.header))
         self._encrypt_into = AESGCM(key).encrypt_into
@@ -186,9 +199,23 @@ class StreamEncryptor:
         """Plaintext bytes written so far (the offset of the next byte)."""
         self._state = "open"
 
-    def header_block(self) -> bytes:
-        """The header zero-padded to one medium block (block 0 of the stream)."""
-        return self.header + bytes(self.block_size - len(self.header))
+    def header_block(self, binding: Binding | None = None) -> bytes:
+        """The header zero-padded to one medium block (block 0 of the stream); with ``binding``,
+        the header signed for that place (the signer given at construction signs it)."""
+        return self.padded(self.header if binding is None else self.signed_header(binding))
+
+    def signed_header(self, binding: Binding) -> bytes:
+        """The header signed for ``binding``: the same stream (file key, payload key, chunks)
+        on another medium, at another place."""
+        from tapearc.format import signing
+
+        if self._signer is None:
+            raise ValueError("this stream has no signer")
+        return signing.sign_header(self._unsigned, self._file_key, self._signer, binding)
+
+    def padded(self, header: bytes) -> bytes:
+        """``header`` zero-padded to one medium block."""
+        return header + bytes(self.block_size - len(header))
 
     # -- filling the chunk buffer -------------------------------------------------------------
 
@@ -267,7 +294,9 @@ class ArchiveWriter:
     so the caller can rate-limit reads from the PACS disk. Any exception from the sink leaves
     the writer failed: call ``abort()``. Bodies are hashed on a thread of their own, which
     ``close`` and ``abort`` end. ``send_header=False``: the sink gets the chunks only, and the
-    caller writes ``header_block()`` to each medium first (one stream, several media).
+    caller writes ``header_block(binding)`` to each medium first (one stream, several media;
+    only the signature differs). ``signer`` and ``binding`` sign the header (the cartridge and
+    medium file it is written to).
     """
 
     def __init__(
@@ -280,6 +309,8 @@ class ArchiveWriter:
         created: int | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
         send_header: bool = True,
+        signer: SigningKey | None = None,
+        binding: Binding | None = None,
     ) -> None:
         self._hasher = HashThread()
         self._stream = StreamEncryptor(
@@ -291,12 +322,16 @@ class ArchiveWriter:
             entropy=entropy,
             send_header=send_header,
             fence=self._hasher,
+            signer=signer,
+            binding=binding,
         )
         self._throttle = throttle
         self.archive_uuid = self._stream.archive_uuid
         self.header = self._stream.header
         self.block_size = block_size
         self.header_block = self._stream.header_block
+        self.signed_header = self._stream.signed_header
+        self.padded = self._stream.padded
 
     def add_file(self, member: str, path: Path, size: int, mtime: int) -> Member:
         """Append the file at ``path`` as ``member`` (``add_stream``); ``NotFound`` if the file
@@ -398,8 +433,20 @@ def seal_bytes(
     content: int = tae.Content.UNSPECIFIED,
     created: int | None = None,
     entropy: Callable[[int], bytes] = os.urandom,
+    signer: SigningKey | None = None,
+    binding: Binding | None = None,
 ) -> bytes:
-    """A complete small stream (index, catalog copy) as one bytes: header block + chunks."""
+    """A complete small stream (index, catalog copy) as one bytes: header block + chunks.
+
+    With ``signer`` the header is signed for ``binding`` (the place of the archive it belongs
+    to) and commits to the SHA-256 of ``data``.
+    """
+    from dataclasses import replace
+
+    from tapearc.format.signing import Binding
+
+    if signer is not None:
+        binding = replace(binding or Binding(), content_sha256=hashlib.sha256(data).digest())
     out = bytearray()
     enc = StreamEncryptor(
         out.extend,
@@ -408,6 +455,8 @@ def seal_bytes(
         content=content,
         created=created,
         entropy=entropy,
+        signer=signer,
+        binding=binding,
     )
     enc.write(data)
     enc.close()

@@ -1,4 +1,8 @@
-"""Shared helpers for the format tests: fixed keys and streams as lists of blocks."""
+"""Shared helpers for the format tests: fixed keys and streams as lists of blocks.
+
+The crypto-layer tests write unsigned streams and read them under ``UNSIGNED_OK``: origin
+(signatures, trust, place) has its own tests in test_signing.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import hashlib
 import random
 
 from tapearc.format import tae
-from tapearc.format.keys import Identity
+from tapearc.format.keys import Identity, SigningKey
+from tapearc.format.signing import Policy
 from tapearc.format.writer import StreamEncryptor
 
 SMALL = 1 << tae.MIN_BLOCK_LOG2  # 64 KiB blocks keep the tests fast
@@ -21,6 +26,11 @@ def identity(name: str) -> Identity:
 SITE = identity("site")
 ESCROW = identity("escrow")
 STRANGER = identity("stranger")
+SIGNER = SigningKey.from_private_bytes("sign-test", hashlib.sha256(b"sign-test").digest())
+#: trusts SIGNER's signatures and reads unsigned streams (the crypto layer's tests)
+UNSIGNED_OK = Policy((SIGNER.signer,), accept_unsigned=True)
+#: what a site reader trusts: SIGNER only
+TRUST = Policy((SIGNER.signer,))
 
 
 def pattern(n: int, seed: int = 0) -> bytes:

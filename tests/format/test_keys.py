@@ -12,6 +12,7 @@ from tapearc.errors import EXIT_DATAERR, ConfigError, IntegrityError, UsageError
 from tapearc.format import keys
 from tapearc.format.reader import open_bytes
 from tapearc.format.writer import seal_bytes
+from tests.format.helpers import UNSIGNED_OK
 
 FAST_SCRYPT = 10  # production default is 17; the file records which one was used
 
@@ -36,7 +37,7 @@ def test_identity_opens_what_the_recipient_sealed(tmp_path: Path) -> None:
     rcpt = make(tmp_path)
     ident = keys.load_identity(tmp_path / "site.key", "correct horse")
     assert ident.key_id == rcpt.key_id and ident.name == "site"
-    assert open_bytes(seal_bytes(b"index", [rcpt], 1 << 16), [ident]) == b"index"
+    assert open_bytes(seal_bytes(b"index", [rcpt], 1 << 16), [ident], trust=UNSIGNED_OK) == b"index"
 
 
 def test_wrong_passphrase_is_an_integrity_error(tmp_path: Path) -> None:

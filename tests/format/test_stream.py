@@ -19,7 +19,16 @@ from tapearc.format.reader import (
     read_header_block,
 )
 from tapearc.format.writer import seal_bytes
-from tests.format.helpers import ESCROW, P_SMALL, SITE, SMALL, STRANGER, pattern, seal_blocks
+from tests.format.helpers import (
+    ESCROW,
+    P_SMALL,
+    SITE,
+    SMALL,
+    STRANGER,
+    UNSIGNED_OK,
+    pattern,
+    seal_blocks,
+)
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,7 +49,7 @@ def test_round_trip_any_size(n: int) -> None:
     assert len(blocks) == 1 + _chunks_for(n)
     assert all(len(b) == SMALL for b in blocks[:-1])  # only the last block may be short
     for who in (SITE, ESCROW):  # every recipient opens it
-        reader = ArchiveReader(blocks[0], [who])
+        reader = ArchiveReader(blocks[0], [who], trust=UNSIGNED_OK)
         assert b"".join(bytes(c) for c in reader.iter_plaintext(blocks[1:])) == data
 
 
@@ -49,9 +58,9 @@ def test_round_trip_any_size(n: int) -> None:
 def test_seal_bytes_and_decrypt_stream(n: int) -> None:
     data = pattern(n, seed=1)
     stream = seal_bytes(data, [SITE.recipient], SMALL, content=tae.Content.INDEX)
-    assert open_bytes(stream, [SITE]) == data
+    assert open_bytes(stream, [SITE], trust=UNSIGNED_OK) == data
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(stream), out, [SITE])
+    decrypt_stream(io.BytesIO(stream), out, [SITE], trust=UNSIGNED_OK)
     assert out.getvalue() == data
 
 
@@ -63,7 +72,7 @@ def test_random_access_reads_only_the_needed_blocks(data: st.DataObject) -> None
     blocks = seal_blocks(plain)
     offset = data.draw(st.integers(0, n - 1), label="offset")
     length = data.draw(st.integers(0, n - offset), label="length")
-    reader = ArchiveReader(read_header_block(blocks[0]), [ESCROW])
+    reader = ArchiveReader(read_header_block(blocks[0]), [ESCROW], trust=UNSIGNED_OK)
     first, count = reader.span(offset, length)
     if length:
         assert first == 1 + offset // P_SMALL
@@ -78,7 +87,7 @@ def test_random_access_reads_only_the_needed_blocks(data: st.DataObject) -> None
 
 def test_range_past_the_end_is_refused() -> None:
     blocks = seal_blocks(pattern(P_SMALL + 10))
-    reader = ArchiveReader(blocks[0], [SITE])
+    reader = ArchiveReader(blocks[0], [SITE], trust=UNSIGNED_OK)
     with pytest.raises(IntegrityError, match="past the end"):
         reader.read_range(blocks[2:], 2, P_SMALL, 11, None)
     with pytest.raises(IntegrityError, match="truncated"):
@@ -90,7 +99,8 @@ def test_header_fields_and_key_ids() -> None:
     header = read_header_block(blocks[0])
     assert header[:8] == tae.MAGIC and len(header) == 76 + 2 * 91 + 40
     assert needed_key_ids(header) == [SITE.key_id, ESCROW.key_id]
-    assert can_open(header, [STRANGER, ESCROW]) and not can_open(header, [STRANGER])
+    assert can_open(header, [STRANGER, ESCROW], trust=UNSIGNED_OK) and \
+        not can_open(header, [STRANGER], trust=UNSIGNED_OK)
     parsed = tae.parse_header(header)
     assert (parsed.block_size, parsed.content, parsed.version) == (SMALL, 0, 1)
 

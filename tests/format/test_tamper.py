@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from tapearc.errors import EXIT_DATAERR, FormatError, IntegrityError, WrongKeyError
 from tapearc.format import tae
 from tapearc.format.reader import ArchiveReader, decrypt_stream
-from tests.format.helpers import ESCROW, P_SMALL, SITE, STRANGER, pattern, seal_blocks
+from tests.format.helpers import (
+    ESCROW,
+    P_SMALL,
+    SITE,
+    STRANGER,
+    UNSIGNED_OK,
+    pattern,
+    seal_blocks,
+)
 
 DATA = pattern(3 * P_SMALL + 100, seed=3)
 BLOCKS = seal_blocks(DATA)  # header + 3 full chunks + a 116-byte final chunk
@@ -27,7 +35,7 @@ HEADER_LEN = len(tae.parse_header(BLOCKS[0]).raw)
 def read_all(blocks: list[bytes], who: object = SITE) -> bytes:
     """Decrypt the whole stream the way ``tapearc decrypt`` does."""
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(b"".join(blocks)), out, [who])  # type: ignore[list-item]
+    decrypt_stream(io.BytesIO(b"".join(blocks)), out, [who], trust=UNSIGNED_OK)  # type: ignore[list-item]
     return out.getvalue()
 
 
@@ -138,7 +146,7 @@ def test_header_edits_with_a_recomputed_digest_fail_the_mac(pos: int, match: str
     header = bytearray(BLOCKS[0][:HEADER_LEN])
     header[pos] ^= 0x04
     with pytest.raises(IntegrityError, match=match) as info:
-        ArchiveReader(_reseal(header), [SITE])
+        ArchiveReader(_reseal(header), [SITE], trust=UNSIGNED_OK)
     assert info.value.exit_code == EXIT_DATAERR
 
 
@@ -153,7 +161,7 @@ def test_not_a_tapearc_stream() -> None:
     with pytest.raises(FormatError, match="not a tapearc archive"):
         read_all([b"\0" * 65536])
     with pytest.raises(FormatError, match="not a tapearc archive"):
-        ArchiveReader(b"ustar" + bytes(600), [SITE])
+        ArchiveReader(b"ustar" + bytes(600), [SITE], trust=UNSIGNED_OK)
 
 
 def test_wrong_key_names_the_key_ids_needed() -> None:
@@ -167,7 +175,7 @@ def test_wrong_key_names_the_key_ids_needed() -> None:
 
 def test_edited_key_id_is_reported_as_damage_not_as_a_wrong_key() -> None:
     with pytest.raises(IntegrityError, match="header checksum mismatch") as info:
-        ArchiveReader(flipped(BLOCKS, 0, 76 + 3)[0], [SITE])
+        ArchiveReader(flipped(BLOCKS, 0, 76 + 3)[0], [SITE], trust=UNSIGNED_OK)
     assert not isinstance(info.value, WrongKeyError)
 
 

@@ -17,7 +17,7 @@ from tapearc.errors import NotFound, UsageError
 from tapearc.format.reader import ArchiveReader
 from tapearc.format.writer import ArchiveWriter, Member
 from tapearc.support.process import run_tool
-from tests.format.helpers import ESCROW, P_SMALL, SITE, SMALL, pattern
+from tests.format.helpers import ESCROW, P_SMALL, SITE, SMALL, UNSIGNED_OK, pattern
 from tests.support import need_tool
 
 STUDY = "1.2.826.0.1.3680043.8.498.10000000000000000000000000000000000000000000000000000001"
@@ -35,7 +35,7 @@ class Collect:
 
 
 def decrypt(blocks: list[bytes]) -> bytes:
-    reader = ArchiveReader(blocks[0], [SITE])
+    reader = ArchiveReader(blocks[0], [SITE], trust=UNSIGNED_OK)
     return b"".join(bytes(c) for c in reader.iter_plaintext(blocks[1:]))
 
 
@@ -93,7 +93,7 @@ def test_members_report_offsets_and_checksums(tmp_path: Path) -> None:
     files = make_files(tmp_path)
     blocks, members = write_archive(tmp_path, files)
     plain = decrypt(blocks)
-    reader = ArchiveReader(blocks[0], [ESCROW])
+    reader = ArchiveReader(blocks[0], [ESCROW], trust=UNSIGNED_OK)
     for member in members[:-1]:
         body = files[member.name]
         assert member.complete and member.size == len(body)

@@ -15,6 +15,7 @@ import pytest
 from tapearc.format.reader import ArchiveReader, read_header_block
 from tapearc.support.process import run_tool
 from tests.format import vectors
+from tests.format.helpers import UNSIGNED_OK
 from tests.support import need_tool
 
 VECTORS = vectors.parse_vectors(vectors.FORMAT_MD.read_text(encoding="utf-8"))
@@ -103,6 +104,7 @@ def test_tapearc_reader_opens_the_two_chunk_vector() -> None:
     assert [hashlib.sha256(b).hexdigest() for b in blocks] == [
         vec[f"block_{i}_sha256"] for i in range(int(vec["blocks"]))
     ]
-    reader = ArchiveReader(read_header_block(blocks[0]), vectors.identities_of(vec))
+    reader = ArchiveReader(read_header_block(blocks[0]), vectors.identities_of(vec),
+                           trust=UNSIGNED_OK)
     plain = b"".join(bytes(c) for c in reader.iter_plaintext(blocks[1:]))
     assert plain == vectors.plaintext_of(vec) and len(blocks[-1]) == 65536

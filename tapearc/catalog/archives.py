@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tapearc.catalog.audit import append_audit
@@ -39,8 +39,8 @@ class Archives(CatalogBase):
     def archives_with_key(self, key_id: str) -> list[dict[str, Any]]:
         """Archives encrypted to the key ``key_id`` (hex), with what it takes to read them."""
         rows = self.query(
-            "SELECT id, barcode, data_file, start_block, data_blocks, index_bytes, header, key_ids"
-            " FROM archives ORDER BY id")
+            "SELECT id, barcode, data_file, start_block, data_blocks, index_bytes, header, key_ids,"
+            " origin FROM archives ORDER BY id")
         return [a for a in rows if key_id in json.loads(a["key_ids"])]
 
     def archive_copies(self, archive_id: int) -> list[dict[str, Any]]:
@@ -50,6 +50,12 @@ class Archives(CatalogBase):
                           " WHERE archive_id = ? UNION ALL"
                           " SELECT member, data_offset, length, sha256 FROM opaque_copies"
                           " WHERE archive_id = ? ORDER BY data_offset", (archive_id, archive_id))
+
+    def archive_seals(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Every archive row with its copies, for checking the rows against the seals their
+        writer signed."""
+        for archive in self.query("SELECT * FROM archives ORDER BY id"):
+            yield archive, self.archive_copies(archive["id"])
 
     def add_archive(self, archive: dict[str, Any], copies: Sequence[tuple[int, str, int, int, str]],
                     run_id: int | None,
@@ -65,12 +71,13 @@ class Archives(CatalogBase):
             cur = c.execute(
                 "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
                 " data_blocks, index_bytes, block_size, plaintext_bytes, header, medium_checksum,"
-                " key_ids, created, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " key_ids, created, run_id, origin, seal)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (archive["archive_uuid"], archive["barcode"], archive.get("kind", "studies"),
                  archive["data_file"], archive["start_block"], archive["data_blocks"],
                  archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
                  archive["header"], archive.get("medium_checksum"), json.dumps(archive["key_ids"]),
-                 archive["created"], run_id),
+                 archive["created"], run_id, archive.get("origin"), _seal_text(archive)),
             )
             archive_id = int(cur.lastrowid or 0)
             c.executemany(
@@ -126,12 +133,12 @@ class Archives(CatalogBase):
             cur = c.execute(
                 "INSERT INTO archives (archive_uuid, barcode, kind, data_file, start_block,"
                 " data_blocks, index_bytes, block_size, plaintext_bytes, header, medium_checksum,"
-                " key_ids, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " key_ids, created, origin, seal) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (archive["archive_uuid"], archive["barcode"], archive["kind"],
                  archive["data_file"], archive["start_block"], archive["data_blocks"],
                  archive["index_bytes"], archive["block_size"], archive["plaintext_bytes"],
                  archive["header"], archive.get("medium_checksum"),
-                 json.dumps(archive["key_ids"]), now),
+                 json.dumps(archive["key_ids"]), now, archive.get("origin"), _seal_text(archive)),
             )
             archive_id = cur.lastrowid
             for inst in instances:
@@ -208,3 +215,8 @@ class Archives(CatalogBase):
             for kid in json.loads(key_ids):
                 counts[kid] = counts.get(kid, 0) + 1
         return counts
+
+
+def _seal_text(archive: dict[str, Any]) -> str | None:
+    seal = archive.get("seal")
+    return None if seal is None else json.dumps(seal, sort_keys=True)

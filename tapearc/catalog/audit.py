@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tapearc.catalog.base import CatalogBase, actor, marks, utcnow
@@ -87,6 +87,34 @@ class RunsAndAudit(CatalogBase):
             "SELECT action, at FROM audit WHERE subject = ? AND action IN"
             " ('drive.failed', 'drive.cleared') ORDER BY id DESC LIMIT 1", (drive,)).fetchone()
         return str(row[1]) if row and row[0] == "drive.failed" else None
+
+    def audit_anchor(self) -> dict[str, Any]:
+        """The chain as a signed seal pins it: the hash of its first row (which tells this
+        catalog's chain from another's), the row count and the hash of the last row."""
+        first = self.conn.execute("SELECT hash FROM audit ORDER BY id LIMIT 1").fetchone()
+        n, last = self.conn.execute(
+            "SELECT COUNT(*), (SELECT hash FROM audit ORDER BY id DESC LIMIT 1) FROM audit"
+        ).fetchone()
+        return {"first": first[0] if first else GENESIS_HASH, "rows": int(n),
+                "hash": last or GENESIS_HASH}
+
+    def audit_hashes_at(self, positions: Iterable[int]) -> dict[int, str]:
+        """The hash of the n-th audit row (chain order; 0 is the genesis) for each n asked for
+        that exists: one pass over the chain."""
+        wanted = set(positions)
+        found = {0: GENESIS_HASH} if 0 in wanted else {}
+        last = max(wanted, default=0)
+        for n, (digest,) in enumerate(self.conn.execute("SELECT hash FROM audit ORDER BY id"), 1):
+            if n > last:
+                break
+            if n in wanted:
+                found[n] = str(digest)
+        return found
+
+    def audit_started(self) -> str | None:
+        """The time of the earliest audit row (a rebuilt catalog's chain starts at the rebuild)."""
+        row = self.conn.execute("SELECT MIN(at) FROM audit").fetchone()
+        return str(row[0]) if row and row[0] else None
 
     def verify_audit(self) -> tuple[int, int | None]:
         """Walk the chain; return (rows checked, id of the first bad row or None).

@@ -9,6 +9,7 @@ and names) and is created mode 0600. ``Catalog`` joins the subject modules (see
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def create_catalog(path: Path) -> Catalog:
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
-    return open_catalog(path)
+    catalog = open_catalog(path)
+    # a random first row: this catalog's audit chain is told from any other (a rebuilt one's)
+    # by its first hash, even when both begin with the same action in the same second
+    catalog.audit("catalog.create", None, {"chain": secrets.token_hex(16)})
+    return catalog
 
 
 def open_catalog(path: Path) -> Catalog:

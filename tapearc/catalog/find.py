@@ -139,7 +139,7 @@ class Find(CatalogBase):
             " i.damaged,"
             " i.size, c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id,"
             " a.barcode, a.data_file, a.start_block, a.data_blocks, a.index_bytes, a.header,"
-            " a.key_ids, k.pool, k.location, k.state FROM instances i"
+            " a.key_ids, a.origin, k.pool, k.location, k.state FROM instances i"
             " JOIN copies c ON c.instance_id = i.id JOIN archives a ON a.id = c.archive_id"
             " JOIN cartridges k ON k.barcode = a.barcode"
             f" WHERE i.study_uid = ? AND k.state IN ({marks(READABLE_STATES)})"

@@ -337,10 +337,25 @@ def _recall_desk(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN;{RECALL_DESK}PRAGMA user_version = {version}; COMMIT;")
 
 
+ORIGIN = """
+ALTER TABLE archives ADD COLUMN origin TEXT;
+ALTER TABLE archives ADD COLUMN seal TEXT;
+UPDATE archives SET origin = 'legacy';
+"""
+
+
+def _origin(conn: sqlite3.Connection) -> None:
+    """Signing: who vouches for each archive (``signed:<key id>``, ``unsigned`` when imported
+    under keys.accept_unsigned, ``legacy`` for what the catalog held before signing) and the
+    writer's signed seal of the archive row and the audit chain's head (JSON)."""
+    version = MIGRATIONS.index(_origin) + 1
+    conn.executescript(f"BEGIN;{ORIGIN}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1, _bring_back, _restore_journal, _pacs_objects, _archive_on_several_media,
-    _recall_desk]
+    _recall_desk, _origin]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

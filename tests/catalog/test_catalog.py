@@ -111,7 +111,7 @@ def test_runs_are_recorded(cat: Catalog) -> None:
 def test_audit_chain_detects_any_edit(cat: Catalog) -> None:
     for i in range(5):
         cat.audit("test.event", f"S{i}", {"n": i})
-    assert cat.verify_audit() == (5, None)
+    assert cat.verify_audit() == (6, None)  # the catalog's own first row, then the five
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         cat.conn.execute("UPDATE audit SET detail = '{}' WHERE id = 3")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -130,11 +130,11 @@ def test_integrity_check_clean(cat: Catalog) -> None:
 def test_audit_rows_removed_from_the_end_are_detected(cat: Catalog) -> None:
     for i in range(4):
         cat.audit("test.event", f"S{i}", {"n": i})
-    assert cat.verify_audit() == (4, None)
+    assert cat.verify_audit() == (5, None)
     cat.conn.execute("DROP TRIGGER audit_no_delete")
     assert any("audit_no_delete" in p for p in cat.integrity_check())
     cat.conn.execute("DELETE FROM audit WHERE id = (SELECT MAX(id) FROM audit)")
-    assert cat.verify_audit() == (3, 4)
+    assert cat.verify_audit() == (4, 5)
 
 
 def test_a_transaction_inside_another_is_part_of_it(cat: Catalog) -> None:
@@ -159,7 +159,7 @@ def test_a_transaction_inside_another_is_part_of_it(cat: Catalog) -> None:
         raise RuntimeError("the job failed after both calls")
     assert cat.cartridge("A00001")["location"] == "transit-to:north"
     assert len(cat.location_history("A00001")) == 2
-    assert cat.verify_audit() == (3, None)  # label, move, event: the chain's head agrees
+    assert cat.verify_audit() == (4, None)  # create, label, move, event: the head agrees
     assert not cat.conn.in_transaction
 
 

@@ -23,6 +23,7 @@ gives the bytes read from the medium, divided by the study's bytes (target <= 1.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -41,8 +42,11 @@ def build_site(root: Path, megabytes: int) -> Any:
     from tapearc.catalog import open_catalog
     from tapearc.ingest.scan import ingest
     from tests.jobs.site import make_site
+    from tests.support import SIGNING_PASSPHRASE
     from tests.synth import generate_studies
 
+    # the write job opens the site signing key (tests get this from their conftest)
+    os.environ.setdefault("TAPEARC_SIGNING_PASSPHRASE", SIGNING_PASSPHRASE)
     if root.exists():
         shutil.rmtree(root)
     site = make_site(root, block_size="1 MiB", max_archive="256 MiB", capacity="64 GiB",

@@ -80,11 +80,18 @@ class IngestTable(_Table, frozen=True):
 
 
 class KeysTable(_Table, frozen=True):
-    """``[keys]``: public keys every archive is encrypted to, private keys that read them."""
+    """``[keys]``: public keys every archive is encrypted to, private keys that read them, the
+    signing key of the writing host and the signers readers trust."""
 
     directory: Path = Path("keys")
     recipients: list[Path] = msgspec.field(default_factory=list)
     identities: list[Path] = msgspec.field(default_factory=list)
+    #: The site signing key (Ed25519): the writing host signs every stream with it.
+    signing_key: Path | None = None
+    #: Signing public keys whose archives readers accept; anything else is refused (65).
+    trusted_signers: list[Path] = msgspec.field(default_factory=list)
+    #: Break-glass: also read streams written before signing, reported UNSIGNED.
+    accept_unsigned: bool = False
 
 
 class ArchiveTable(_Table, frozen=True):
@@ -445,6 +452,9 @@ class Settings:
     stream: StreamTable | None = None
     backlog_order: str = "newest"
     serve: ServeTable = field(default_factory=ServeTable)
+    signing_key_file: Path | None = None
+    trusted_signer_files: list[Path] = field(default_factory=list)
+    accept_unsigned: bool = False
 
     @property
     def private_dir(self) -> Path:
@@ -536,6 +546,9 @@ def parse_settings(doc: Mapping[str, Any], path: Path | None) -> Settings:
         stream=d.stream,
         backlog_order=d.backlog.order,
         serve=d.serve,
+        signing_key_file=d.keys.signing_key,
+        trusted_signer_files=d.keys.trusted_signers,
+        accept_unsigned=d.keys.accept_unsigned,
     )
 
 
@@ -547,9 +560,10 @@ def drive_config(name: str, table: Mapping[str, Any], base_dir: Path,
 
 
 def check_key_files(settings: Settings) -> None:
-    """Every ``keys.recipients`` file holds a public key and every ``keys.identities`` file
-    exists (opening one needs its passphrase: that is checked when it is used)."""
-    from tapearc.format.keys import load_recipient
+    """Every ``keys.recipients`` file holds a public key, every ``keys.trusted_signers`` file a
+    signing public key, and every ``keys.identities`` file and the ``keys.signing_key`` exist
+    (opening one needs its passphrase: that is checked when it is used)."""
+    from tapearc.format.keys import load_recipient, load_trusted_signers
 
     where = str(settings.path) if settings.path else "configuration"
     fix = "fix the path, or create the key with 'tapearc keys generate'"
@@ -560,9 +574,20 @@ def check_key_files(settings: Settings) -> None:
             load_recipient(path)
         except ConfigError as exc:
             raise ConfigError(f"{where}: keys.recipients: {exc.message}", hint=exc.hint) from None
-    for path in settings.identity_files:
+    for path in settings.trusted_signer_files:
         if not path.is_file():
-            raise ConfigError(f"{where}: keys.identities names {path}, which does not exist", hint=fix)
+            raise ConfigError(f"{where}: keys.trusted_signers names {path}, which does not exist",
+                              hint=fix)
+        try:
+            load_trusted_signers([path])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: keys.trusted_signers: {exc.message}", hint=exc.hint) from None
+    for key, paths in (("keys.identities", settings.identity_files),
+                       ("keys.signing_key", [settings.signing_key_file] if settings.signing_key_file
+                        else [])):
+        for path in paths:
+            if not path.is_file():
+                raise ConfigError(f"{where}: {key} names {path}, which does not exist", hint=fix)
 
 
 # --- reading the document -----------------------------------------------------------------------

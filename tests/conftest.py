@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import SIGNING_PASSPHRASE
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No TAPEARC_* setting leaks in from the shell; HOME and XDG dirs point into tmp_path."""
+    """No TAPEARC_* setting leaks in from the shell; HOME and XDG dirs point into tmp_path. The
+    signing key passphrase of the test sites is set, as on an unattended writing host."""
     for key in list(os.environ):
         if key.startswith("TAPEARC_") and key != "TAPEARC_REQUIRE_TOOLS":
             monkeypatch.delenv(key)
+    monkeypatch.setenv("TAPEARC_SIGNING_PASSPHRASE", SIGNING_PASSPHRASE)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
     yield

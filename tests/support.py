@@ -19,6 +19,10 @@ import pytest
 if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
 
+#: Passphrase of the signing keys test sites make; tests/conftest.py puts it in
+#: TAPEARC_SIGNING_PASSPHRASE, as an unattended writing host has it.
+SIGNING_PASSPHRASE = "signing key of the test sites"
+
 
 def need_tool(*programs: str) -> None:
     """Skip (or, under TAPEARC_REQUIRE_TOOLS=1, fail) unless every program is on PATH."""

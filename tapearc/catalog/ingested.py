@@ -153,7 +153,7 @@ def opaque_copy_rows(catalog: Catalog, path: str) -> list[dict[str, Any]]:
         "SELECT o.id AS file_id, o.path, o.size, o.reason, o.damaged, o.first_seen,"
         " c.member, c.data_offset, c.length, c.sha256, a.id AS archive_id, a.barcode,"
         " a.data_file, a.start_block, a.data_blocks, a.index_bytes, a.header, a.key_ids,"
-        " k.pool, k.location, k.state FROM opaque_files o"
+        " a.origin, k.pool, k.location, k.state FROM opaque_files o"
         " JOIN opaque_copies c ON c.file_id = o.id JOIN archives a ON a.id = c.archive_id"
         " JOIN cartridges k ON k.barcode = a.barcode"
         f" WHERE (o.path = ? OR (o.path >= ? AND o.path < ?)) AND k.state IN"

@@ -71,7 +71,7 @@ def show(ctx: typer.Context, barcode: Barcode, as_json: JsonOption = False) -> N
     with open_catalog(state(ctx).settings().catalog_path) as catalog:
         cart = _public(catalog.cartridge(barcode.upper()))
         archives = [{k: a[k] for k in ("data_file", "kind", "archive_uuid", "data_blocks",
-                                        "plaintext_bytes", "created", "verified_at",
+                                        "plaintext_bytes", "created", "origin", "verified_at",
                                         "verify_result")}
                     for a in catalog.archives(cart["barcode"])]
         history = catalog.location_history(cart["barcode"])
@@ -80,9 +80,10 @@ def show(ctx: typer.Context, barcode: Barcode, as_json: JsonOption = False) -> N
         return
     typer.echo(f"{cart['barcode']}: pool {cart['pool']}, {cart['media']}, {cart['state']}, "
                f"at {cart['location']}, {human_bytes(cart['bytes_used'])} used")
-    print_table("archives", ["file", "kind", "uuid", "blocks", "size", "written", "verified"],
+    print_table("archives", ["file", "kind", "uuid", "blocks", "size", "written", "origin",
+                             "verified"],
                 ([a["data_file"], a["kind"], a["archive_uuid"][:12], a["data_blocks"],
-                  human_bytes(a["plaintext_bytes"]), a["created"],
+                  human_bytes(a["plaintext_bytes"]), a["created"], a["origin"] or "-",
                   a["verify_result"] or "-"] for a in archives))
     print_table("locations", ["location", "at", "by", "why"],
                 ([h["location"], h["at"], h["actor"], h["reason"]] for h in history))

@@ -39,7 +39,13 @@ def rebuild(
     drive: Annotated[list[str] | None, typer.Option("--drive", help="Drive(s) to read.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Rebuild a lost catalog from the cartridges' labels and index files (not the data)."""
+    """Rebuild a lost catalog from the cartridges' labels and index files (not the data).
+
+    Only archives signed by a trusted signing key for the cartridge and position they are on
+    are imported; any other (forged, moved, malformed) is refused, listed, and exits 65 after
+    the rest of the cartridge is imported.
+    """
+    from tapearc.errors import IntegrityError
     from tapearc.jobs.catalog import rebuild_catalog
 
     report = rebuild_catalog(state(ctx).settings(), drive or [])
@@ -48,12 +54,22 @@ def rebuild(
     else:
         typer.echo(f"rebuilt from {', '.join(report.cartridges) or 'no cartridge'}: "
                    f"{report.archives} archives, {report.instances} instances imported, "
-                   f"{report.already_known} already known")
+                   f"{report.already_known} already known, {len(report.refused)} refused")
+        for refused in report.refused:
+            typer.echo(f"  REFUSED {refused}")
+        for where in report.unsigned:
+            typer.echo(f"  UNSIGNED {where}: imported, origin not authenticated")
+    if report.refused:
+        raise IntegrityError(
+            f"{len(report.refused)} archives were refused (not signed by a trusted key for the "
+            "place they are on, or malformed); nothing of them entered the catalog",
+            hint="keep the cartridge aside and investigate; the other archives were imported")
 
 
 @catalog_app.command("check")
 def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """SQLite integrity check, foreign keys, and the audit log's hash chain."""
+    """SQLite integrity, foreign keys, the audit log's hash chain, and every archive row and the
+    chain against the seals signed when the archives were written."""
     from tapearc.errors import IntegrityError
     from tapearc.jobs.catalog import check_catalog
 
@@ -62,7 +78,8 @@ def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json(result)
     else:
         typer.echo(f"catalog {'ok' if result['ok'] else 'DAMAGED'}: "
-                   f"{result['audit_rows']} audit rows checked")
+                   f"{result['audit_rows']} audit rows, {result['archives_sealed']} sealed "
+                   f"archives checked ({result['archives_unsigned']} unsigned)")
         for problem in result["problems"]:
             typer.echo(f"  {problem}")
     if not result["ok"]:

@@ -1,15 +1,20 @@
-"""``tapearc keys generate|list|verify``: the X25519 keys archives are encrypted to and opened with."""
+"""``tapearc keys generate|list|verify``: the X25519 keys archives are encrypted to and opened
+with, and the Ed25519 signing keys that vouch for who wrote them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tapearc.cli._common import JsonOption, print_json, print_table, state
 
-keys_app = typer.Typer(help="Generate, list and verify encryption keys.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from tapearc.jobs.keys import KeyRow
+
+keys_app = typer.Typer(help="Generate, list and verify encryption and signing keys.",
+                       no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,32 +33,41 @@ DirOption = Annotated[
 
 def generate(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Key name, e.g. site or escrow.")],
+    name: Annotated[str, typer.Option("--name", help="Key name, e.g. site, escrow, sign-2026.")],
     directory: DirOption = None,
+    signing: Annotated[bool, typer.Option(
+        "--signing", help="An Ed25519 signing key for the writing host (not an encryption key).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create NAME.key (0600, passphrase-protected) and NAME.pub in the key folder.
 
-    The passphrase comes from TAPEARC_PASSPHRASE or is asked for twice on the terminal.
+    The passphrase comes from TAPEARC_PASSPHRASE (a signing key: TAPEARC_SIGNING_PASSPHRASE
+    first) or is asked for twice on the terminal.
     """
-    from tapearc.format.keys import check_name, generate_keypair, key_fingerprint
+    import os
+
+    from tapearc.format.keys import SIGNING_PASSPHRASE_ENV, check_name
     from tapearc.format.keys import passphrase_from_env_or_prompt as ask
+    from tapearc.jobs.keys import generate_key
 
     check_name(name)
     folder = directory if directory is not None else state(ctx).settings(check_keys=False).keys_dir
-    passphrase = ask(f"Passphrase for the new key {name}: ", confirm=True)
-    rcpt = generate_keypair(folder, name, passphrase)
-    doc = {
-        "name": rcpt.name,
-        "key_id": rcpt.key_id.hex(),
-        "fingerprint": key_fingerprint(rcpt.public),
-        "public_file": str(folder / f"{name}.pub"),
-        "private_file": str(folder / f"{name}.key"),
-    }
+    passphrase = os.environ.get(SIGNING_PASSPHRASE_ENV) if signing else None
+    if passphrase is None:
+        passphrase = ask(f"Passphrase for the new key {name}: ", confirm=True)
+    doc = generate_key(folder, name, passphrase, signing=signing)
     if as_json:
         print_json(doc)
         return
-    typer.echo(f"key {name}: id {doc['key_id']}, {doc['fingerprint']}")
+    typer.echo(f"{'signing ' if signing else ''}key {name}: id {doc['key_id']}, "
+               f"{doc['fingerprint']}")
+    if signing:
+        typer.echo(f"  public  {doc['public_file']}  (add to keys.trusted_signers on every host "
+                   "that reads, and to the escrow kit)")
+        typer.echo(f"  private {doc['private_file']}  (0600; keys.signing_key on the writing "
+                   "host only; never escrowed)")
+        return
     typer.echo(f"  public  {doc['public_file']}  (add to keys.recipients to encrypt to it)")
     typer.echo(f"  private {doc['private_file']}  (0600; keep the passphrase apart from it)")
 
@@ -76,9 +90,9 @@ def list_keys(
         return
     print_table(
         f"{len(rows)} keys",
-        ["name", "key id", "fingerprint", "recipient", "identity", "archives", "files", "problems"],
+        ["name", "type", "key id", "fingerprint", "use", "archives", "files", "problems"],
         (
-            [r.name, r.key_id, r.fingerprint, _yes(r.recipient), _yes(r.identity),
+            [r.name, r.type, r.key_id, r.fingerprint, _uses(r),
              "-" if r.archives is None else r.archives,
              " ".join(f for f in (r.public_file, r.private_file) if f), "; ".join(r.problems)]
             for r in rows
@@ -86,8 +100,10 @@ def list_keys(
     )  # fmt: skip
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else ""
+def _uses(row: KeyRow) -> str:
+    flags = {"recipient": row.recipient, "identity": row.identity,
+             "trusted signer": row.trusted_signer, "signs": row.signing_key}
+    return ", ".join(name for name, on in flags.items() if on)
 
 
 def verify(

@@ -68,7 +68,8 @@ def recall(
                     ([r.study_uid, r.cartridge, r.instances, human_bytes(r.bytes),
                       human_bytes(r.bytes_read), "yes" if r.verified else "no",
                       r.needs or "; ".join(r.errors)
-                      or "; ".join(f"read from another copy: {n}" for n in r.notes)]
+                      or "; ".join(f"read from another copy: {n}" for n in r.notes)
+                      or ("UNSIGNED: origin not authenticated" if r.unsigned else "")]
                      for r in results))
         if any(r.files for r in results):
             typer.echo(f"recalled files are in {to.resolve()} (STUDY/SERIES/SOP.dcm)")
@@ -99,7 +100,12 @@ def verify(
         "--keyless", help="Compare ciphertext digests only (no private key needed).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Read a cartridge back and check every tag and checksum against the catalog."""
+    """Read a cartridge back and check every tag and checksum against its signed index.
+
+    Exit 65 either way, with two different fixes: "the medium is damaged" (recall from the other
+    pool, retire the cartridge) and "the catalog disagrees with the medium" (the catalog was
+    edited or damaged: check it, restore a catalog copy or rebuild; the cartridge is fine).
+    """
     from tapearc.catalog import open_catalog
     from tapearc.errors import IntegrityError
     from tapearc.jobs.verify import verify_cartridge
@@ -111,12 +117,22 @@ def verify(
     if as_json:
         print_json(report.as_json())
     else:
+        verdict = {"ok": "ok", "failed": "FAILED: the medium is damaged",
+                   "catalog-disagrees": "the CATALOG DISAGREES with the medium"}[report.result]
         typer.echo(f"{report.barcode}: {report.checked} archives ({report.skipped} skipped), "
                    f"{report.instances} instances, "
-                   f"{human_bytes(report.bytes_read)} read: "
-                   f"{'ok' if not report.failures else 'FAILED'}")
+                   f"{human_bytes(report.bytes_read)} read: {verdict}")
         for failure in report.failures:
-            typer.echo(f"  {failure}")
+            typer.echo(f"  damaged: {failure}")
+        for disagreement in report.disagreements:
+            typer.echo(f"  catalog: {disagreement}")
     if report.failures:
-        raise IntegrityError(f"cartridge {report.barcode}: {len(report.failures)} problems found",
+        raise IntegrityError(f"cartridge {report.barcode}: the medium is damaged "
+                             f"({len(report.failures)} problems)",
                              hint="recall affected studies from the other pool; retire it")
+    if report.disagreements:
+        raise IntegrityError(
+            f"cartridge {report.barcode} is intact, but the catalog disagrees with what was "
+            f"signed on it ({len(report.disagreements)} archives)",
+            hint="do not retire the cartridge; run 'tapearc catalog check', then restore a "
+                 "catalog copy or rebuild from the media")

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from tapearc.errors import FormatError
-from tapearc.format.tarstream import UID_RE, member_name
+from tapearc.format.tarstream import USABLE_UID, member_name, opaque_member_name
 
 INDEX_FORMAT = "tapearc-index"
 INDEX_VERSION = 1
 KINDS = ("studies", "catalog")
-#: A DICOM UID is at most 64 characters (what ingest accepts).
+#: A UID as ingest has always accepted it unflagged: dotted decimal numbers, at most 64 characters.
 UID_MAX = 64
+_DOTTED = re.compile(r"[0-9]+(\.[0-9]+)*")
+NONCONFORMANT_FLAG = "nonconformant-uid"
+_PATH_MAX = 4096
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _UUID_HEX = re.compile(r"[0-9a-f]{32}")
 _CATALOG_MEMBER = re.compile(r"catalog/[0-9A-Za-z]{1,32}\.sqlite")
@@ -37,8 +40,8 @@ _INT_MAX = 1 << 62
 
 
 def is_uid(value: object) -> bool:
-    """A DICOM UID of at most 64 characters."""
-    return isinstance(value, str) and len(value) <= UID_MAX and bool(UID_RE.fullmatch(value))
+    """Dotted decimal numbers of at most 64 characters."""
+    return isinstance(value, str) and len(value) <= UID_MAX and bool(_DOTTED.fullmatch(value))
 
 
 @dataclass
@@ -109,6 +112,8 @@ class _Checker:
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
+        #: UIDs the index flags as usable but not DICOM UIDs (``flags: nonconformant-uid``)
+        self.flagged: set[str] = set()
 
     def index(self) -> IndexDoc:
         doc = self.doc
@@ -135,6 +140,10 @@ class _Checker:
             seal=self.field(doc, "seal", "seal", lambda v: v is None or isinstance(v, dict),
                             "null or an object", required=False),
         )
+        self.flagged = {inst[k] for inst in index.instances
+                        if NONCONFORMANT_FLAG in str(inst.get("flags", ""))
+                        for k in ("study_uid", "series_uid", "sop_uid")
+                        if isinstance(inst.get(k), str) and USABLE_UID.fullmatch(inst[k])}
         studies = {self.uid(st, "study_uid", f"studies[{i}]") for i, st in enumerate(index.studies)}
         for i, st in enumerate(index.studies):
             for key in _STUDY_TEXT:
@@ -167,6 +176,11 @@ class _Checker:
             if not isinstance(member, str) or not _CATALOG_MEMBER.fullmatch(member):
                 raise FormatError(f"archive index: {where}.member is not catalog/STAMP.sqlite")
             return
+        if "file_path" in inst:
+            self.opaque(inst, where)
+            return
+        self.text(inst, "damaged", f"{where}.damaged")
+        self.text(inst, "flags", f"{where}.flags")
         study = self.uid(inst, "study_uid", where)
         serie = self.uid(inst, "series_uid", where)
         sop = self.uid(inst, "sop_uid", where)
@@ -175,9 +189,25 @@ class _Checker:
             raise FormatError(f"archive index: {where}.version must be 1 or more")
         if study not in studies or serie not in series:
             raise FormatError(f"archive index: {where} names a study or series the index lacks")
-        if member != member_name(study, serie, sop, version):
+        named = {member_name(study, serie, sop, version)}
+        if all(is_uid(u) for u in (study, serie, sop)):  # before uid_name: dotted UIDs as they are
+            named.add(f"{study}/{serie}/{sop}{'' if version == 1 else f'.v{version}'}.dcm")
+        if member not in named:
             raise FormatError(f"archive index: {where}.member is not STUDY/SERIES/SOP.dcm of its "
                               "own UIDs")
+
+    def opaque(self, entry: dict[str, Any], where: str) -> None:
+        """An opaque file (not a DICOM instance): its source path, why, and ``files/SHA256``."""
+        self.field(entry, "file_path", f"{where}.file_path",
+                   lambda v: isinstance(v, str) and 0 < len(v) <= _PATH_MAX,
+                   f"a path of at most {_PATH_MAX} characters")
+        self.text(entry, "reason", f"{where}.reason")
+        self.field(entry, "damaged", f"{where}.damaged", lambda v: isinstance(v, bool),
+                   "true or false", required=False)
+        self.field(entry, "mtime_ns", f"{where}.mtime_ns", lambda v: v is None or _is_int(v),
+                   "null or an integer", required=False)
+        if entry.get("member") != opaque_member_name(entry["sha256"]):
+            raise FormatError(f"archive index: {where}.member is not files/SHA256 of its checksum")
 
     def header(self) -> bytes:
         value = self.doc.get("header")
@@ -211,8 +241,10 @@ class _Checker:
                 self.check_strings(item, f"{where}[{i}]")
 
     def uid(self, row: dict[str, Any], key: str, where: str) -> str:
-        value: str = self.field(row, key, f"{where}.{key}", is_uid,
-                                f"a UID (digits and dots, at most {UID_MAX})")
+        value: str = self.field(row, key, f"{where}.{key}",
+                                lambda v: is_uid(v) or v in self.flagged,
+                                f"a UID (digits and dots, at most {UID_MAX}) or one an instance "
+                                f"flags {NONCONFORMANT_FLAG}")
         return value
 
     def text(self, row: dict[str, Any], key: str, where: str, *, required: bool = False) -> None:

@@ -22,6 +22,9 @@ END_OF_ARCHIVE = bytes(2 * BLOCK)
 MEMBER_MODE = 0o644
 #: A UID as PS3.5 §9.1 defines it: numeric components without leading zeros, <= 64 characters.
 CONFORMANT_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+#: A UID tapearc can still use as a key (flagged when not a DICOM UID): visible ASCII, not
+#: absurdly long.
+USABLE_UID = re.compile(r"[\x21-\x7e]{1,256}")
 #: A name made by ``uid_name``: a DICOM UID, or ``x`` and 40 hex digits.
 NAME_RE = re.compile(r"[0-9]+(\.[0-9]+)*|x[0-9a-f]{40}")
 

@@ -17,21 +17,18 @@ on disk are never built from such a UID (``format.tarstream.uid_name``).
 from __future__ import annotations
 
 import io
-import re
 import struct
 import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from tapearc.format.tarstream import conformant_uid
+from tapearc.format.tarstream import USABLE_UID, conformant_uid
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
 IMPLICIT_TS = "1.2.840.10008.1.2"
 DEFLATED_TS = "1.2.840.10008.1.2.1.99"
-#: A UID tapearc can still use as a key: visible ASCII, not absurdly long.
-USABLE_UID = re.compile(r"[\x21-\x7e]{1,256}")
 NONCONFORMANT_FLAG = "nonconformant-uid"
 
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())

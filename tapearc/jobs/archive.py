@@ -6,7 +6,9 @@ The source is read, hashed and encrypted once whatever the number of media (``wr
 the drive buffer ``jobs.pump.BlockFanout`` feeds every drive from its own thread). A copy counts
 (it is catalogued) only after its driver committed its data, its end and its index: a full
 medium, a write error or a crash abandons that copy and leaves its instances pending on that
-medium's pool, and the other media's copies are committed.
+medium's pool, and the other media's copies are committed. Each medium gets its own block 0,
+signed with the site signing key for its cartridge and medium file (the chunks are the same),
+its own signed index, and its own seal in the index and the catalog row (``jobs.seal``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog, utcnow
 from tapearc.catalog.ingested import forget_opaque_source
 from tapearc.config import Settings
-from tapearc.errors import MediumFull, TapearcError
+from tapearc.errors import IntegrityError, MediumFull, TapearcError
 from tapearc.format.index import IndexDoc
 from tapearc.format.tarstream import member_name, opaque_member_name
 from tapearc.jobs.media import position_of
 from tapearc.jobs.pump import AllDrivesFailed, BlockFanout
+from tapearc.jobs.seal import make_seal
 
 if TYPE_CHECKING:
     from tapearc.drivers.base import ArchivePosition, ArchiveSink, Driver, Label
-    from tapearc.format.keys import Recipient
+    from tapearc.format.keys import Recipient, SigningKey
+    from tapearc.format.signing import Binding
     from tapearc.format.writer import ArchiveWriter, Member
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,15 @@ INDEX_BLOCK_SIZE = 1 << 16
 class ArchiveTarget:
     """What every archive of one run on one medium shares: where it goes (the drive and the
     label of its cartridge, which changes when a full one is replaced), the keys it is
-    encrypted to, the run it is catalogued under, and the read-rate and progress callbacks."""
+    encrypted to and signed with, the run it is catalogued under, and the read-rate and
+    progress callbacks."""
 
     settings: Settings
     catalog: Catalog
     driver: Driver
     label: Label
     recipients: Sequence[Recipient]
+    signer: SigningKey
     run_id: int | None = None
     throttle: Callable[[int], None] | None = None
     progress: Callable[[int], None] | None = None
@@ -102,6 +108,7 @@ def write_copies(targets: Sequence[ArchiveTarget], batch: Sequence[dict[str, Any
     an index naming its own cartridge. Errors other than the drives' (a bug, an interrupt)
     abandon every copy and propagate.
     """
+    from tapearc.format.signing import Binding
     from tapearc.format.writer import ArchiveWriter
 
     first = targets[0]
@@ -123,12 +130,14 @@ def write_copies(targets: Sequence[ArchiveTarget], batch: Sequence[dict[str, Any
                          [o.target.label.barcode for o, _ in opened],
                          settings.block_size, settings.buffer_bytes)
     indexed = [(i, outcome, sink) for i, (outcome, sink) in enumerate(opened)]
+    places = [Binding(o.target.label.barcode, s.data_file) for o, s in opened]
     writer: ArchiveWriter | None = None
     try:
         writer = ArchiveWriter(fanout, first.recipients, block_size=settings.block_size,
-                               throttle=first.throttle, send_header=False)
-        # every medium gets the same header block: nothing in today's header is per medium
-        fanout.start([writer.header_block()] * len(opened))
+                               throttle=first.throttle, send_header=False, signer=first.signer)
+        # one block 0 per medium: the same header signed for each medium's place
+        headers = [writer.signed_header(place) for place in places]
+        fanout.start([writer.padded(h) for h in headers])
         stream = _stream(writer, first, batch, extra)
         summary = writer.close()
         fanout.finish()
@@ -163,25 +172,35 @@ def write_copies(targets: Sequence[ArchiveTarget], batch: Sequence[dict[str, Any
             if feed.error is not None:
                 _failed(catalog, outcome, sink, feed.error)
                 continue
+            row: dict[str, Any] = {
+                "archive_uuid": archive_uuid, "barcode": label.barcode, "kind": kind,
+                "data_file": places[i].medium_file, "data_blocks": summary.data_blocks,
+                "block_size": summary.block_size, "plaintext_bytes": summary.plaintext_bytes,
+                "header": headers[i], "medium_checksum": fanout.checksum(i),
+                "key_ids": [r.key_id.hex() for r in first.recipients], "created": created,
+                "origin": f"signed:{first.signer.key_id.hex()}"}
+            row["seal"] = make_seal(first.signer, row, entries, catalog.audit_anchor(), created)
             index = IndexDoc(
                 kind=kind, archive_uuid=archive_uuid, barcode=label.barcode, pool=label.pool,
                 site=label.site, created=created, block_size=summary.block_size,
                 plaintext_bytes=summary.plaintext_bytes, data_blocks=summary.data_blocks,
-                header=summary.header, studies=studies, series=series, instances=entries,
-                medium_checksum=fanout.checksum(i),
+                header=headers[i], studies=studies, series=series, instances=entries,
+                medium_checksum=row["medium_checksum"], seal=row["seal"],
             )
             try:
-                position = sink.commit(_seal_index(index, first.recipients))
+                position = sink.commit(_seal_index(index, first.recipients, first.signer,
+                                                   places[i]))
+                if (position.data_file, position.data_blocks) != \
+                        (row["data_file"], row["data_blocks"]):
+                    # the driver put it elsewhere than it said: the signatures name another place
+                    raise IntegrityError(f"archive {archive_uuid} was committed at file "
+                                         f"{position.data_file} of {label.barcode}, not the "
+                                         f"{row['data_file']} it was signed for")
             except TapearcError as exc:
                 _failed(catalog, outcome, sink, exc)
                 continue
             archive_id = catalog.add_archive(
-                {"archive_uuid": archive_uuid, "barcode": label.barcode, "kind": kind,
-                 "data_file": position.data_file, "start_block": position.start_block,
-                 "data_blocks": position.data_blocks, "index_bytes": position.index_bytes,
-                 "block_size": summary.block_size, "plaintext_bytes": summary.plaintext_bytes,
-                 "header": summary.header, "medium_checksum": index.medium_checksum,
-                 "key_ids": [r.key_id.hex() for r in first.recipients], "created": created},
+                {**row, "start_block": position.start_block, "index_bytes": position.index_bytes},
                 copies, first.run_id, file_copies,
             )
             outcome.written = ArchiveWritten(archive_id, len(copies) + len(file_copies),
@@ -264,12 +283,14 @@ def _counted(catalog: Catalog, stream: _Streamed) -> tuple[
     return copies, file_copies, entries, changed
 
 
-def _seal_index(index: IndexDoc, recipients: Sequence[Recipient]) -> bytes:
+def _seal_index(index: IndexDoc, recipients: Sequence[Recipient], signer: SigningKey,
+                place: Binding) -> bytes:
     from tapearc.format.tae import Content
     from tapearc.format.writer import seal_bytes
 
     # the index is small: 64 KiB chunks keep it from taking a whole 1 MiB header block
-    return seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE, content=Content.INDEX)
+    return seal_bytes(index.to_bytes(), recipients, INDEX_BLOCK_SIZE, content=Content.INDEX,
+                      signer=signer, binding=place)
 
 
 def _failed(catalog: Catalog, outcome: CopyOutcome, sink: ArchiveSink | None,

@@ -1,8 +1,9 @@
 """Encrypted copies of the catalog: onto each pool's loaded cartridge (the nightly run and
 ``tapearc catalog backup``) or into a file (``catalog backup --to``).
 
-A copy is an SQLite online-backup snapshot, encrypted to the same recipients as the archives;
-on a cartridge it is an archive of kind ``catalog``, so a rebuild or ``tapearc decrypt`` finds it.
+A copy is an SQLite online-backup snapshot, encrypted to the same recipients as the archives and
+signed with the site signing key; on a cartridge it is an archive of kind ``catalog`` (sealed as
+any archive), so a rebuild or ``tapearc decrypt`` finds it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tapearc.catalog.db import Catalog, open_catalog, utcnow
 from tapearc.config import Settings
 from tapearc.errors import UsageError
 from tapearc.jobs.archive import ArchiveTarget, write_archive
-from tapearc.jobs.keys import load_recipients
+from tapearc.jobs.keys import load_recipients, load_signer
 from tapearc.jobs.media import loaded_cartridge, open_drive, pool_drive
 from tapearc.support.safefs import private_workdir
 
@@ -31,9 +32,10 @@ def snapshot_catalog(catalog: Catalog, folder: Path) -> Path:
 
 def write_catalog_copy(settings: Settings, catalog: Catalog, driver: Driver, label: Label,
                        run_id: int | None) -> int:
-    """Append an encrypted copy of the catalog to the loaded cartridge; returns its archive id."""
+    """Append an encrypted, signed copy of the catalog to the loaded cartridge; returns its
+    archive id."""
     target = ArchiveTarget(settings, catalog, driver, label, load_recipients(settings),
-                           run_id=run_id)
+                           load_signer(settings), run_id=run_id)
     with private_workdir(settings.private_dir, "catalog-copy") as tmp:
         snap = snapshot_catalog(catalog, tmp)
         stamp = utcnow().replace(":", "").replace("-", "")[:15]
@@ -74,10 +76,11 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
     if not target.parent.is_dir():
         raise UsageError(f"no folder {target.parent} to write {target.name} into")
     recipients = load_recipients(settings)
+    signer = load_signer(settings)
     with open_catalog(settings.catalog_path) as catalog, \
             private_workdir(settings.private_dir, "catalog-backup") as tmp:
         snap = snapshot_catalog(catalog, tmp)
         sealed = seal_bytes(snap.read_bytes(), recipients, settings.block_size,
-                            content=Content.CATALOG)
+                            content=Content.CATALOG, signer=signer)
     target.write_bytes(sealed)
     return target

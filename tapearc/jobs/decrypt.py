@@ -3,8 +3,9 @@ virtual cartridge, or stdin) to its plaintext.
 
 Reads a whole TAE1 stream (a ``NNNNNN.data`` or ``NNNNNN.index`` file of a disk volume, or
 ``dd if=/dev/nst0 bs=1M`` of one tape file) and writes its plaintext. The small framing header a
-driver puts in front of a data or index file (``tapearc.drivers.layout``) is skipped. Only the
-private keys the header names are opened, so only their passphrases are asked for.
+driver puts in front of a data or index file (``tapearc.drivers.layout``) is skipped. The stream
+must be signed by a trusted signing key before any key is opened; only the private keys the
+header names are opened, so only their passphrases are asked for.
 """
 
 from __future__ import annotations
@@ -16,15 +17,26 @@ from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from tapearc.format.keys import Identity
+    from tapearc.format.signing import Origin
 
 
 def decrypt_archive(source: Path | BinaryIO, identity_files: Sequence[Path],
-                    output: Path | BinaryIO, *, tape_file: int = 1) -> None:
+                    output: Path | BinaryIO, *, signer_files: Sequence[Path],
+                    accept_unsigned: bool = False, tape_file: int = 1) -> Origin:
     """Decrypt ``source`` (a file, tape file ``tape_file`` of a ``.vtape``, or an open stream,
     closed when done) into ``output``: a path gets the plaintext only when it is complete
-    (``_decrypt_to``), an open stream as it is decrypted."""
-    from tapearc.format.keys import load_identities
+    (``_decrypt_to``), an open stream as it is decrypted. The stream must be signed by one of
+    the signing keys in ``signer_files`` (or be unsigned, with ``accept_unsigned``); returns
+    who vouches for it. IntegrityError (65) otherwise, before any passphrase is asked for."""
+    from tapearc.errors import UsageError
+    from tapearc.format.keys import load_identities, load_trusted_signers
     from tapearc.format.reader import decrypt_stream
+    from tapearc.format.signing import Policy
+
+    if not signer_files and not accept_unsigned:
+        raise UsageError("no trusted signing key: pass --signer sign-YYYY.pub or set "
+                         "keys.trusted_signers")
+    trust = Policy(load_trusted_signers(signer_files), accept_unsigned)
 
     def identities_for(key_ids: list[bytes]) -> list[Identity]:
         return load_identities(identity_files, wanted=key_ids)
@@ -33,12 +45,12 @@ def decrypt_archive(source: Path | BinaryIO, identity_files: Sequence[Path],
     with raw:
         src = _skip_framing(raw)
         if isinstance(output, Path):
-            _decrypt_to(output, lambda dst: decrypt_stream(src, dst, identities_for))
-        else:
-            decrypt_stream(src, output, identities_for)
+            return _decrypt_to(output, lambda dst: decrypt_stream(src, dst, identities_for,
+                                                                  trust=trust))
+        return decrypt_stream(src, output, identities_for, trust=trust)
 
 
-def _decrypt_to(output: Path, decrypt: Callable[[BinaryIO], None]) -> None:
+def _decrypt_to(output: Path, decrypt: Callable[[BinaryIO], Origin]) -> Origin:
     """Write plaintext (PHI) to ``output``: a regular file appears only when complete, mode
     0600, through a temporary file beside it; a device or pipe is written directly. Whatever
     ``output`` was is never deleted on failure."""
@@ -47,15 +59,15 @@ def _decrypt_to(output: Path, decrypt: Callable[[BinaryIO], None]) -> None:
 
     if output.exists() and not stat.S_ISREG(output.stat().st_mode):
         with output.open("wb") as dst:
-            decrypt(dst)
-        return
+            return decrypt(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
     try:
         with os.fdopen(fd, "wb") as dst:  # mkstemp creates the file 0600
-            decrypt(dst)
+            origin = decrypt(dst)
             dst.flush()
             os.fsync(dst.fileno())
         os.replace(tmp, output)
+        return origin
     except BaseException:
         os.unlink(tmp)  # the temporary file only: nothing half-decrypted is left behind
         raise

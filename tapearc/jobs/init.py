@@ -1,4 +1,5 @@
-"""``tapearc init DIR``: a commented config, an empty catalog (0600) and the key pairs.
+"""``tapearc init DIR``: a commented config, an empty catalog (0600), the key pairs and the
+site signing key.
 
 With ``virtual=True`` the site is ready to run at once: two virtual tape drives (one per copy
 pool), a PACS storage folder holding real sample studies shipped with pydicom, and demo keys whose
@@ -41,6 +42,11 @@ directory = "keys"
 recipients = ["keys/site.pub", "keys/escrow.pub"]
 # Private keys used to read archives back (recall, verify). Passphrase: TAPEARC_PASSPHRASE or a prompt.
 identities = ["keys/site.key"]
+# The site signing key: the writing host signs every archive with it (it decrypts nothing).
+# Passphrase: TAPEARC_SIGNING_PASSPHRASE, the systemd credential tapearc-signing, or as above.
+signing_key = "keys/{signer}.key"
+# Signing public keys whose archives are trusted; everything else is refused (exit 65).
+trusted_signers = ["keys/{signer}.pub"]
 
 [archive]
 # One tape block = one encrypted chunk. 1 MiB keeps LTO drives streaming.
@@ -149,21 +155,33 @@ def init_site(directory: Path, *, virtual: bool, site: str = "demo-site",
     if virtual:
         samples = copy_sample_studies(directory / "pacs")
         (directory / "vtapes").mkdir(exist_ok=True)
+    signer = signing_key_name()
     config.write_text(CONFIG_TEMPLATE.format(
         site=site,
+        signer=signer,
         sources='"pacs"' if virtual else '"/var/lib/orthanc/db"',
         quiet=0 if virtual else 300,
         max_archive="1 GiB" if virtual else "64 GiB",
         drives=VIRTUAL_DRIVES if virtual else REAL_DRIVES,
     ))
     create_catalog(directory / "catalog.sqlite").close()
-    keys = make_site_keys(directory / "keys", passphrase, keep_passphrase=demo_secret)
+    keys = make_site_keys(directory / "keys", passphrase, keep_passphrase=demo_secret,
+                          signer=signer)
     return InitResult(directory, config, directory / "catalog.sqlite", keys, samples)
 
 
-def make_site_keys(keys_dir: Path, passphrase: str, *, keep_passphrase: bool) -> list[Path]:
-    """Generate the site and escrow key pairs; a demo site keeps its passphrase in a file."""
-    from tapearc.format.keys import generate_keypair
+def signing_key_name() -> str:
+    """``sign-YYYY``: a signing key is named for the year it starts signing (rotation)."""
+    from tapearc.support import clock
+
+    return f"sign-{clock.now().year}"
+
+
+def make_site_keys(keys_dir: Path, passphrase: str, *, keep_passphrase: bool,
+                   signer: str) -> list[Path]:
+    """Generate the site and escrow key pairs and the signing key; a demo site keeps its
+    passphrase in a file."""
+    from tapearc.format.keys import generate_keypair, generate_signing_key
 
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if keep_passphrase:
@@ -175,7 +193,8 @@ def make_site_keys(keys_dir: Path, passphrase: str, *, keep_passphrase: bool) ->
     for name in ("site", "escrow"):
         generate_keypair(keys_dir, name, passphrase)
         created += [keys_dir / f"{name}.pub", keys_dir / f"{name}.key"]
-    return created
+    generate_signing_key(keys_dir, signer, passphrase)
+    return [*created, keys_dir / f"{signer}.pub", keys_dir / f"{signer}.key"]
 
 
 def sample_dicom_dirs() -> list[Path]:

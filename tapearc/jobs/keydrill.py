@@ -7,7 +7,9 @@ site runs it monthly with the site key and quarterly with the escrow key from th
 
 An index the medium cannot give back (a medium error, a failed checksum) says nothing about the
 key: the damage is reported, and the index of another archive encrypted to the key, on another
-loaded cartridge (the other pool's), is read instead.
+loaded cartridge (the other pool's), is read instead. Headers and indexes must be signed by a
+trusted signing key for their place, so the drill also proves that the trust configuration
+(keys.trusted_signers) is complete.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import EXIT_DATAERR, TapearcError
+from tapearc.jobs.keys import load_policy, reader_trust
 from tapearc.jobs.media import loaded_drives, open_drive, position_of
 
 if TYPE_CHECKING:
     from tapearc.format.keys import Identity
+    from tapearc.format.signing import Policy
 
 
 @dataclass
@@ -54,6 +58,7 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
     from tapearc.format.keys import load_identity
     from tapearc.format.reader import ArchiveReader
 
+    trust = load_policy(settings)
     identity = load_identity(key_path, passphrase)
     kid = identity.key_id.hex()
     report = KeyDrillReport(identity.name, kid)
@@ -65,13 +70,14 @@ def key_drill(settings: Settings, catalog: Catalog, key_path: Path, passphrase: 
     spare = [a for a in mine if a not in picked and a["barcode"] in loaded]
     for archive in picked:
         try:
-            ArchiveReader(archive["header"], [identity])
+            ArchiveReader(archive["header"], [identity], trust=reader_trust(trust, archive),
+                          barcode=archive["barcode"], medium_file=archive["data_file"])
         except TapearcError as exc:
             report.failures.append(f"{_where(archive)}: {exc}")
             continue
         report.opened += 1
         if archive["barcode"] in loaded:
-            _index_from_medium(settings, loaded, archive, spare, identity, report)
+            _index_from_medium(settings, loaded, archive, spare, identity, trust, report)
     catalog.audit("keys.verify", kid, {"who": actor(), "key": identity.name,
                                        "opened": report.opened,
                                        "read_from_medium": report.read_from_medium,
@@ -85,7 +91,7 @@ def _where(archive: dict[str, Any]) -> str:
 
 
 def _index_from_medium(settings: Settings, loaded: dict[str, str], archive: dict[str, Any],
-                       spare: list[dict[str, Any]], identity: Identity,
+                       spare: list[dict[str, Any]], identity: Identity, trust: Policy,
                        report: KeyDrillReport) -> None:
     """Read ``archive``'s index from its cartridge and open it with the key; if the medium
     cannot give it back, report the damage and use a spare archive on another cartridge."""
@@ -106,7 +112,8 @@ def _index_from_medium(settings: Settings, loaded: dict[str, str], archive: dict
         finally:
             driver.close()
         try:
-            open_bytes(raw, [identity])
+            open_bytes(raw, [identity], trust=reader_trust(trust, candidate),
+                       barcode=candidate["barcode"], medium_file=candidate["data_file"])
         except TapearcError as exc:
             report.failures.append(f"{_where(candidate)}: {exc}")
             return

@@ -442,6 +442,8 @@ def _verify_written(settings: Settings, catalog: Catalog, run_id: int,
                                    archive_ids=ids, keyless=True)
         report.verified += checked.checked
         report.verify_failures += [f"{barcode} {f}" for f in checked.failures]
+        report.verify_failures += [f"{barcode} catalog disagrees: {f}"
+                                   for f in checked.disagreements]
 
 
 def _copy_catalog(settings: Settings, catalog: Catalog, run_id: int,

@@ -33,7 +33,7 @@ from tapearc.config import Settings
 from tapearc.errors import MediumFull, OperatorActionNeeded, TapearcError
 from tapearc.jobs.archive import ArchiveTarget, CopyOutcome, read_throttle, write_copies
 from tapearc.jobs.disc_set import NextMedium, describe_set
-from tapearc.jobs.keys import load_recipients
+from tapearc.jobs.keys import load_recipients, load_signer
 from tapearc.jobs.media import loaded_cartridge, open_drive
 from tapearc.jobs.write import (
     PoolResult,
@@ -163,6 +163,7 @@ class _Run:
     until: float | None
     results: dict[str, PoolResult]
     recipients: Sequence[Any] = field(default_factory=list)
+    signer: Any = None
     throttle: Callable[[int], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     swap_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -204,6 +205,7 @@ def write_one_pass(settings: Settings, catalog: Catalog, drives: Mapping[str, Se
             _finish(catalog, results)
             return results
         run.recipients = load_recipients(settings)
+        run.signer = load_signer(settings)
         run.throttle = read_throttle(settings.read_rate)  # one limiter: the cap holds for all
         lane_slots = [[slots[p][k] for p in slots if slots[p]] for k in range(lanes)]
         while not run.out_of_time():
@@ -293,7 +295,8 @@ def _lane(run: _Run, catalog: Catalog, lane: list[Slot], work: WorkQueue) -> Non
                 hint=f"load a new pool {slot.pool} cartridge and run again"))
             continue
         targets = [ArchiveTarget(run.settings, catalog, s.driver, s.label, run.recipients,
-                                 run_id=run.run_id, throttle=run.throttle, progress=run.progress)
+                                 run.signer, run_id=run.run_id, throttle=run.throttle,
+                                 progress=run.progress)
                    for s in slots if s.label is not None]
         outcomes = write_copies(targets, taken.batch)
         for slot, outcome in zip(slots, outcomes, strict=True):

@@ -20,7 +20,7 @@ from tapearc.catalog.db import Catalog, actor
 from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, OperatorActionNeeded, UsageError
 from tapearc.format.tarstream import instance_parts
-from tapearc.jobs.keys import load_identities_for
+from tapearc.jobs.keys import load_identities_for, load_policy, reader_trust
 from tapearc.jobs.media import (
     load_from_library,
     loaded_drives,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
     from tapearc.format.keys import Identity
     from tapearc.format.reader import ArchiveReader
+    from tapearc.format.signing import Policy
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,17 @@ class RecalledStudy:
     damaged: int = 0
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unsigned: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """Stable fields for scripts."""
+        """Stable fields for scripts. ``origin`` is ``unsigned`` when an archive read for the
+        study carries no signature (pre-signing, read because the catalog recorded it before
+        signing or keys.accept_unsigned is on): its origin is not authenticated."""
         return {"study_uid": self.study_uid, "cartridge": self.cartridge,
                 "instances": self.instances, "bytes": self.bytes, "bytes_read": self.bytes_read,
                 "verified": self.verified, "needs": self.needs, "missing": self.missing,
-                "damaged_at_source": self.damaged, "errors": self.errors, "recovered_from": self.notes}
+                "damaged_at_source": self.damaged, "errors": self.errors,
+                "recovered_from": self.notes, "origin": "unsigned" if self.unsigned else "signed"}
 
 
 class BlockCursor:
@@ -115,11 +120,11 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
     that may also hand each file on as it is written: the recall desk sends them from there).
 
     A study whose cartridge is not loaded gets ``needs``; an archive that fails authentication
-    or a checksum, or that the medium cannot give back (``MediumError``: EIO, a short read, end
-    of data too early), goes into ``errors`` and the study is read again from another loaded
-    copy (the other pool) when there is one; the damage stays in ``notes`` and the audit. The
-    other studies of the batch are recalled either way, and the recall is audited whatever
-    happens.
+    or a checksum, that no trusted key signed for its catalogued place, or that the medium
+    cannot give back (``MediumError``: EIO, a short read, end of data too early), goes into
+    ``errors`` and the study is read again from another loaded copy (the other pool) when there
+    is one; the damage stays in ``notes`` and the audit. The other studies of the batch are
+    recalled either way, and the recall is audited whatever happens.
     """
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder", hint="name a folder for --to")
@@ -127,6 +132,7 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                if not catalog.study_known(uid)]
     if unknown:  # before anything is read or made
         raise NotFound(f"not in the catalog: {', '.join(unknown)}", hint="tapearc find")
+    trust = load_policy(settings)
     loaded = loaded_drives(settings)
     results = {uid: RecalledStudy(uid) for uid in dict.fromkeys(study_uids)}
     failed: dict[str, set[str]] = {uid: set() for uid in results}
@@ -146,8 +152,8 @@ def recall(settings: Settings, catalog: Catalog, study_uids: Sequence[str], dest
                           for k in json.loads(r["key_ids"])}
                 ids = load_identities_for(settings, wanted)
             for barcode in sorted(plan, key=lambda b: loaded[b]):
-                _read_cartridge(settings, loaded[barcode], plan[barcode], out, ids, results,
-                                failed)
+                _read_cartridge(settings, loaded[barcode], plan[barcode], out, ids, trust,
+                                results, failed)
             # a study that failed on one cartridge is tried again from another loaded copy
             todo = [uid for uid in todo if results[uid].errors
                     and _has_other_copy(catalog, uid, failed[uid], loaded)]
@@ -237,9 +243,10 @@ def complete_from(rows: Sequence[dict[str, Any]], barcode: str) -> list[dict[str
 
 
 def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], out: OutputTree,
-                    identities: Sequence[Identity], results: dict[str, RecalledStudy],
-                    failed: dict[str, set[str]]) -> None:
+                    identities: Sequence[Identity], trust: Policy,
+                    results: dict[str, RecalledStudy], failed: dict[str, set[str]]) -> None:
     from tapearc.format.reader import ArchiveReader
+    from tapearc.format.signing import OriginError
 
     driver = open_drive(settings, drive)
     try:
@@ -247,7 +254,23 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
         for row in rows:
             by_archive.setdefault(row["archive_id"], []).append(row)
         for members in sorted(by_archive.values(), key=lambda m: m[0]["data_file"]):
-            reader = ArchiveReader(members[0]["header"], identities)
+            m0 = members[0]
+            try:
+                reader = ArchiveReader(m0["header"], identities, trust=reader_trust(trust, m0),
+                                       barcode=m0["barcode"], medium_file=m0["data_file"])
+            except OriginError as exc:  # not this site's archive: none of it is served
+                log.error("recall from %s file %s refused: %s", m0["barcode"], m0["data_file"],
+                          exc)
+                for m in members:
+                    results[m["study_uid"]].errors.append(
+                        f"{m['barcode']} archive {m['data_file']}: {exc}")
+                    failed[m["study_uid"]].add(m["barcode"])
+                continue
+            if reader.origin.status == "unsigned":
+                log.warning("archive %s file %s is UNSIGNED: its origin is not authenticated",
+                            m0["barcode"], m0["data_file"])
+                for m in members:
+                    results[m["study_uid"]].unsigned = True
             for run in _contiguous(members):
                 try:
                     _read_run(driver, reader, run, out, results)

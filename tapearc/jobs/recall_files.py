@@ -4,7 +4,8 @@ An opaque file (a DICOMDIR, a report, a file without UIDs, an Orthanc attachment
 decode) is archived as it is and catalogued by its source path. ``tapearc recall --file PATH``
 brings back the newest archived content of that path, or of every file under the folder PATH,
 into a folder: a file by its name, a folder's files by their path below it. Checksums are
-verified as for studies, and the recall is audited.
+verified as for studies, each archive must be signed by a trusted key for its place (as for
+studies), and the recall is audited.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from tapearc.catalog.db import Catalog, actor
 from tapearc.catalog.ingested import opaque_copy_rows
 from tapearc.config import Settings
 from tapearc.errors import IntegrityError, NotFound, UsageError
-from tapearc.jobs.keys import load_identities_for
+from tapearc.jobs.keys import load_identities_for, load_policy, reader_trust
 from tapearc.jobs.media import load_from_library, loaded_drives, open_drive
 from tapearc.jobs.recall import choose_cartridge, group_id, read_members
 from tapearc.support.safefs import OutputTree
 
 if TYPE_CHECKING:
     from tapearc.format.keys import Identity
+    from tapearc.format.signing import Policy
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def recall_files(settings: Settings, catalog: Catalog, paths: Sequence[str], des
             raise NotFound(f"no archived opaque file at {asked}",
                            hint="ingest --json lists the opaque files with their paths")
         chosen += [(row, _target(asked, row["path"])) for row in _newest(rows)]
+    trust = load_policy(settings)
     loaded = loaded_drives(settings)
     results = [RecalledFile(row["path"]) for row, _ in chosen]
     plan: dict[str, list[tuple[dict[str, Any], list[str], RecalledFile]]] = {}
@@ -91,7 +94,7 @@ def recall_files(settings: Settings, catalog: Catalog, paths: Sequence[str], des
                 settings, {bytes.fromhex(k) for items in plan.values() for c, _, _ in items
                            for k in json.loads(c["key_ids"])})
             for barcode in sorted(plan):
-                _read(settings, loaded[barcode], plan[barcode], out, ids)
+                _read(settings, loaded[barcode], plan[barcode], out, ids, trust)
     finally:
         out.close()
         catalog.audit("recall.files", None, {
@@ -121,15 +124,16 @@ def _target(asked: str, path: str) -> list[str]:
 
 def _read(settings: Settings, drive: str,
           items: Sequence[tuple[dict[str, Any], list[str], RecalledFile]], out: OutputTree,
-          identities: Sequence[Identity]) -> None:
+          identities: Sequence[Identity], trust: Policy) -> None:
     from tapearc.format.reader import ArchiveReader
 
     driver = open_drive(settings, drive)
     try:
         for copy, target, result in sorted(items, key=lambda i: (i[0]["data_file"],
                                                                 i[0]["data_offset"])):
-            reader = ArchiveReader(copy["header"], identities)
             try:
+                reader = ArchiveReader(copy["header"], identities, trust=reader_trust(trust, copy),
+                                       barcode=copy["barcode"], medium_file=copy["data_file"])
                 for _, data in read_members(driver, reader, [copy]):
                     if data is None:
                         result.error = f"checksum mismatch on {copy['barcode']}"
@@ -137,7 +141,7 @@ def _read(settings: Settings, drive: str,
                                   copy["barcode"])
                         continue
                     result.target, result.verified = out.write(target, data), True
-            except IntegrityError as exc:  # a damaged block: this file only
+            except IntegrityError as exc:  # a damaged block, an untrusted archive: this file only
                 result.error = f"{copy['barcode']} archive {copy['data_file']}: {exc}"
     finally:
         driver.close()

@@ -23,7 +23,7 @@ from tapearc.config import Settings
 from tapearc.errors import MediumFull, OperatorActionNeeded
 from tapearc.jobs.archive import ArchiveTarget, read_throttle, write_archive
 from tapearc.jobs.disc_set import NextMedium, describe_set, prompt_next_medium
-from tapearc.jobs.keys import load_recipients
+from tapearc.jobs.keys import load_recipients, load_signer
 from tapearc.jobs.media import loaded_cartridge, pool_drive
 from tapearc.support.lock import run_lock
 
@@ -169,8 +169,8 @@ def write_pool(
         label = loaded_cartridge(driver, catalog, settings, pool)
         result.barcode = label.barcode
         target = ArchiveTarget(settings, catalog, driver, label, load_recipients(settings),
-                               run_id=run_id, throttle=read_throttle(settings.read_rate),
-                               progress=progress)
+                               load_signer(settings), run_id=run_id,
+                               throttle=read_throttle(settings.read_rate), progress=progress)
         while studies:
             cart = catalog.cartridge(label.barcode)
             try:

@@ -25,21 +25,29 @@ def tapearc(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, st
 
 @pytest.fixture()
 def site(tmp_path: Path) -> Path:
-    """A config with a site and an escrow key (fast scrypt), the site key as identity."""
+    """A config with a site and an escrow key (fast scrypt), the site key as identity, and a
+    trusted signing key."""
     for name in ("site", "escrow"):
         keys.generate_keypair(tmp_path / "keys", name, PASS["TAPEARC_PASSPHRASE"], scrypt_log2n=10)
+    keys.generate_signing_key(tmp_path / "keys", "sign-test", "sign pass", scrypt_log2n=10)
     config = tmp_path / "tapearc.toml"
     config.write_text(
         '[site]\nname = "test"\n[keys]\ndirectory = "keys"\n'
         'recipients = ["keys/site.pub", "keys/escrow.pub"]\nidentities = ["keys/site.key"]\n'
+        'trusted_signers = ["keys/sign-test.pub"]\n'
     )
     return config
 
 
-def write_archive(config: Path, out: Path) -> None:
+def signer_of(config: Path) -> keys.SigningKey:
+    return keys.load_signing_key(config.parent / "keys" / "sign-test.key", "sign pass")
+
+
+def write_archive(config: Path, out: Path, *, signed: bool = True) -> None:
     recipients = [keys.load_recipient(config.parent / "keys" / f"{n}.pub") for n in ("site", "escrow")]
+    signer = signer_of(config) if signed else None
     with out.open("wb") as fh:
-        writer = ArchiveWriter(fh.write, recipients, block_size=1 << 16)
+        writer = ArchiveWriter(fh.write, recipients, block_size=1 << 16, signer=signer)
         writer.add_bytes("1.2.3/1.2.3.4/1.2.3.4.5.dcm", b"DICM" * 50000, 1767225600)
         writer.add_bytes("1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"x" * 10, 1767225600)
         writer.close()
@@ -53,12 +61,19 @@ def test_keys_generate_and_list(tmp_path: Path, site: Path) -> None:
     rc, out, err = tapearc("-c", str(site), "keys", "list", "--json")
     assert rc == 0, err
     rows = {k["name"]: k for k in json.loads(out)["keys"]}
-    assert set(rows) == {"site", "escrow", "spare"}
+    assert set(rows) == {"site", "escrow", "spare", "sign-test"}
+    assert rows["sign-test"]["type"] == "ed25519" and rows["sign-test"]["trusted_signer"]
+    assert not rows["sign-test"]["recipient"] and rows["site"]["type"] == "x25519"
     assert rows["spare"]["key_id"] == made["key_id"] and rows["spare"]["archives"] is None
     assert rows["site"]["recipient"] and rows["site"]["identity"]
     assert rows["escrow"]["recipient"] and not rows["escrow"]["identity"]
     rc, out, _ = tapearc("-c", str(site), "keys", "list")
     assert rc == 0 and "escrow" in out and rows["site"]["key_id"] in out
+    rc, out, err = tapearc("-c", str(site), "keys", "generate", "--signing", "--name",
+                           "sign-2027", "--json")  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(out)["type"] == "ed25519"
+    assert (tmp_path / "keys" / "sign-2027.pub").read_text().startswith("tapearc-ed25519-v1 ")
 
 
 def test_keys_list_counts_archives_when_a_catalog_exists(tmp_path: Path, site: Path) -> None:
@@ -166,10 +181,43 @@ def test_decrypt_skips_the_drivers_framing_headers(tmp_path: Path, site: Path) -
     assert rc == 0, err
     assert (tmp_path / "a.tar").read_bytes()[:27] == b"1.2.3/1.2.3.4/1.2.3.4.5.dcm"
     rcpt = keys.load_recipient(tmp_path / "keys" / "site.pub")
-    index = seal_bytes(b'{"archive": 1}', [rcpt], 1 << 16, content=Content.INDEX)
+    index = seal_bytes(b'{"archive": 1}', [rcpt], 1 << 16, content=Content.INDEX,
+                       signer=signer_of(site))
     header = IndexHeader.for_index(1, 0, 3, index)
     (tmp_path / "000001.index").write_bytes(header.to_bytes() + index)
     rc, _, err = tapearc("-c", str(site), "decrypt", str(tmp_path / "000001.index"), "-o",
                          str(tmp_path / "i.json"))  # fmt: skip
     assert rc == 0, err
     assert (tmp_path / "i.json").read_bytes() == b'{"archive": 1}'
+
+
+def test_decrypt_refuses_what_no_trusted_key_signed(tmp_path: Path, site: Path) -> None:
+    write_archive(site, tmp_path / "good.data")
+    rc, _, err = tapearc("-c", str(site), "decrypt", str(tmp_path / "good.data"), "-o",
+                         str(tmp_path / "good.tar"))  # fmt: skip
+    assert rc == 0 and "signed by sign-test" in err
+    # unsigned: refused before any passphrase is asked for (none is given here)
+    write_archive(site, tmp_path / "plain.data", signed=False)
+    rc, _, err = tapearc("-c", str(site), "decrypt", str(tmp_path / "plain.data"), "-o",
+                         str(tmp_path / "o"), env={})  # fmt: skip
+    assert rc == 65 and "not signed by this site" in err and "accept_unsigned" in err
+    assert not (tmp_path / "o").exists()
+    # break-glass: read, and said to be unsigned
+    rc, _, err = tapearc("-c", str(site), "decrypt", "--accept-unsigned",
+                         str(tmp_path / "plain.data"), "-o", str(tmp_path / "o"))  # fmt: skip
+    assert rc == 0 and "UNSIGNED" in err
+    # signed by a key of one's own, listed with --signer: trusted only because it is listed
+    keys.generate_signing_key(tmp_path / "other", "mallory", "pw", scrypt_log2n=10)
+    mallory = keys.load_signing_key(tmp_path / "other" / "mallory.key", "pw")
+    recipients = [keys.load_recipient(tmp_path / "keys" / f"{n}.pub") for n in ("site", "escrow")]
+    with (tmp_path / "forged.data").open("wb") as fh:
+        writer = ArchiveWriter(fh.write, recipients, block_size=1 << 16, signer=mallory)
+        writer.add_bytes("1.2.3/1.2.3.4/1.2.3.4.5.dcm", b"forged", 1767225600)
+        writer.close()
+    rc, _, err = tapearc("-c", str(site), "decrypt", str(tmp_path / "forged.data"), "-o",
+                         str(tmp_path / "f"))  # fmt: skip
+    assert rc == 65 and mallory.key_id.hex() in err and "not a trusted signing key" in err
+    rc, _, err = tapearc("-c", str(site), "decrypt", "--signer",
+                         str(tmp_path / "other" / "mallory.pub"), str(tmp_path / "forged.data"),
+                         "-o", str(tmp_path / "f"))  # fmt: skip
+    assert rc == 0 and "signed by mallory" in err

@@ -8,8 +8,16 @@ from pathlib import Path
 
 from tapearc.catalog import Catalog, create_catalog, open_catalog
 from tapearc.config import Settings, load_settings
-from tapearc.format.keys import Identity, generate_keypair, load_identity
+from tapearc.format.keys import (
+    Identity,
+    SigningKey,
+    generate_keypair,
+    generate_signing_key,
+    load_identity,
+    load_signing_key,
+)
 from tapearc.jobs.cartridge import label_cartridge
+from tests.support import SIGNING_PASSPHRASE
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -22,6 +30,8 @@ quiet_seconds = 0
 [keys]
 recipients = ["keys/site.pub", "keys/escrow.pub"]
 identities = ["keys/site.key"]
+signing_key = "keys/sign-test.key"
+trusted_signers = ["keys/sign-test.pub"]
 [archive]
 block_size = "{block_size}"
 max_archive_bytes = "{max_archive}"
@@ -47,11 +57,12 @@ vault = "south"
 
 @dataclass
 class Site:
-    """A ready site: its folder, settings, the site private key."""
+    """A ready site: its folder, settings, the site private key and signing key."""
 
     root: Path
     settings: Settings
     identity: Identity
+    signer: SigningKey
 
     @property
     def config(self) -> Path:
@@ -88,7 +99,9 @@ def make_site(root: Path, *, block_size: str = "64 KiB", max_archive: str = "1 G
     keys.mkdir(mode=0o700)
     for name in ("site", "escrow"):
         generate_keypair(keys, name, PASSPHRASE, scrypt_log2n=12)
+    generate_signing_key(keys, "sign-test", SIGNING_PASSPHRASE, scrypt_log2n=12)
     create_catalog(root / "catalog.sqlite").close()
     settings = load_settings(root / "tapearc.toml")
     identity = load_identity(keys / "site.key", PASSPHRASE)
-    return Site(root, settings, identity)
+    signer = load_signing_key(keys / "sign-test.key", SIGNING_PASSPHRASE)
+    return Site(root, settings, identity, signer)

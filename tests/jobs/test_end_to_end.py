@@ -154,24 +154,24 @@ def test_full_tape_mid_archive_keeps_studies_pending(
 
     studies = generate_studies(site.pacs, 4, instances_per_study=4, pixel_bytes=200_000)
     # a drive that cannot tell how much room is left: the write runs into early warning
-    monkeypatch.setattr(write_job, "free_bytes", lambda driver, cart: None)
-    small = make_site(site.root.parent / "small", capacity="4 MiB", max_archive="1 GiB")
-    for s in studies:
-        for f in s.files:
-            target = small.pacs / f.relative_to(site.pacs)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.read_bytes())
-    small.label("A00001", "A")
-    with small.catalog() as cat:
-        from tapearc.ingest.scan import ingest
+    with monkeypatch.context() as blind:  # (the test env set by conftest stays)
+        blind.setattr(write_job, "free_bytes", lambda driver, cart: None)
+        small = make_site(site.root.parent / "small", capacity="4 MiB", max_archive="1 GiB")
+        for s in studies:
+            for f in s.files:
+                target = small.pacs / f.relative_to(site.pacs)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(f.read_bytes())
+        small.label("A00001", "A")
+        with small.catalog() as cat:
+            from tapearc.ingest.scan import ingest
 
-        ingest(cat, [small.pacs], quiet_seconds=0)
-        result = write_pool(small.settings, cat, "A")
-        assert result.exit_code == 75 and "full" in result.needs[0]
-        assert cat.cartridge("A00001")["state"] == "full"
-        assert cat.archives("A00001") == []  # the partial archive was never catalogued
-        assert len(cat.pending_instances("A")) == 16
-    monkeypatch.undo()
+            ingest(cat, [small.pacs], quiet_seconds=0)
+            result = write_pool(small.settings, cat, "A")
+            assert result.exit_code == 75 and "full" in result.needs[0]
+            assert cat.cartridge("A00001")["state"] == "full"
+            assert cat.archives("A00001") == []  # the partial archive was never catalogued
+            assert len(cat.pending_instances("A")) == 16
     small.label("A00002", "A")  # the operator loads and labels a fresh one
     with small.catalog() as cat:
         result = write_pool(small.settings, cat, "A")

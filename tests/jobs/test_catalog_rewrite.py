@@ -73,7 +73,7 @@ def test_a_deleted_and_rechained_audit_row_is_reported(site: Site) -> None:
                               " ORDER BY id LIMIT 1").fetchone()[0]
         rechain(conn, f"DELETE FROM audit WHERE id = {victim}")
     with site.catalog() as cat:
-        rows, bad = cat.verify_audit()
+        _, bad = cat.verify_audit()
         assert bad is None and cat.integrity_check() == []  # the chain alone is fooled
     result = check_catalog(site.settings)
     assert not result["ok"]

@@ -137,18 +137,22 @@ def tapearc(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_rebuild_refuses_every_forgery_and_imports_the_rest(forged: Any) -> None:
     site, genuine, files, genuine_sop = forged
-    report = rebuild_catalog(site.settings, ["da"], identities=[site.identity])
+    report = rebuild_catalog(site.settings, ["da", "db"], identities=[site.identity])
     assert len(report.refused) == 5, report.refused
     why = {f: next(r for r in report.refused if f"A00002 file {n}:" in r) for f, n in files.items()}
     assert "not signed by this site" in why["patient"]
     assert MALLORY.key_id.hex() in why["version"] and "not a trusted signing key" in why["version"]
     assert all("not signed by this site" in why[f] for f in ("traversal", "escape", "malformed"))
     assert ESC not in "".join(report.refused)
-    # the genuine archive written after the forgeries (and the catalog copy) got in
-    assert report.archives == 2 and report.unsigned == []
+    # the genuine archive written after the forgeries (and the catalog copy) got in, and
+    # pool B's cartridge (two nights of archives and catalog copies)
+    assert report.archives == 2 + 4 and report.unsigned == []
     with site.catalog() as cat:
         assert cat.study_known(genuine[1].study_uid)
-        assert not any(cat.study_known(uid) for uid in ("9.9.1", "9.9.2", "9.9.3"))
+        assert not any(cat.study_known(uid) for uid in ("9.9.1", "9.9.2", "9.9.3", "9.9.4"))
+        versions = {r["version"] for r in cat.copy_rows(genuine[0].study_uid)
+                    if r["sop_uid"] == genuine_sop}
+        assert versions == {1}  # the forged "version 2" is not there
         assert cat.archives("A00002") and all(
             a["origin"] == f"signed:{site.signer.key_id.hex()}" for a in cat.archives("A00002"))
     # the command line says so and exits 65, after importing what is genuine

@@ -40,7 +40,7 @@ def optical_site(root: Path, capacity: str) -> Site:
     text = text.replace('vault = "south"', 'vault = "south"\nmedia = "BD-R"')
     site.config.write_text(text)
     (root / "discs").mkdir()
-    site = Site(root, load_settings(site.config), site.identity)
+    site = Site(root, load_settings(site.config), site.identity, site.signer)
     site.label("A00001", "A")
     site.label("B00001", "B")
     return site

@@ -118,14 +118,18 @@ def fuzz(target: Callable[[bytes], object], corpus: list[bytes],
 
 
 def _index_seed() -> bytes:
+    """A valid index, as the write job makes one (every field checked by the parser)."""
+    from tapearc.format.index import member_name
+
     uid = "1.2.826.0.1.3680043.8.498.1"
     return IndexDoc(
-        kind="studies", archive_uuid="6f1c8b1e-0000-4000-8000-000000000001", barcode="A00001",
+        kind="studies", archive_uuid="6f1c8b1e00004000800000000000001a", barcode="A00001",
         pool="A", site="fuzz", created="2026-11-30T00:00:00Z", block_size=65536,
         plaintext_bytes=4096, data_blocks=1, header=b"TAE1" + bytes(60),
         studies=[{"study_uid": uid, "patient_id": "P1", "study_date": "20260101"}],
         series=[{"series_uid": uid + ".1", "study_uid": uid, "modality": "CT"}],
-        instances=[{"sop_uid": uid + ".1.1", "series_uid": uid + ".1", "offset": 512,
+        instances=[{"sop_uid": uid + ".1.1", "series_uid": uid + ".1", "study_uid": uid,
+                    "member": member_name(uid, uid + ".1", uid + ".1.1", 1), "data_offset": 512,
                     "length": 1000, "sha256": "0" * 64, "version": 1}],
     ).to_bytes()
 

@@ -171,7 +171,7 @@ def check_catalog(settings: Settings) -> dict[str, Any]:
 def _check_seals(catalog: Catalog, trust: Policy) -> tuple[int, int, list[str]]:
     """(sealed archives checked, unsigned archives, problems). Archives on retired cartridges
     are not read any more and are left out: after a signing key was exposed and removed from
-    keys.trusted_signers, its archives are retired (docs/OPERATIONS.md, section 12)."""
+    keys.trusted_signers, its archives are retired (docs/OPERATIONS.md, "The signing key")."""
     from tapearc.format import tae
     from tapearc.format.signing import read_signature
     from tapearc.jobs.seal import chain_problems, open_seal, row_problems, seal_positions

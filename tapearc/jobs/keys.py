@@ -46,7 +46,7 @@ def load_signer(settings: Settings) -> SigningKey:
         raise ConfigError(
             "keys.signing_key is not set: this host cannot sign archives, so it writes none",
             hint="on the writing host: tapearc keys generate --signing --name sign-YYYY, then "
-                 "set keys.signing_key (docs/OPERATIONS.md, section 12)")
+                 "set keys.signing_key (docs/OPERATIONS.md, 'The signing key')")
     return load_signing_key(settings.signing_key_file, signing_passphrase())
 
 

@@ -22,8 +22,8 @@ VECTORS = vectors.parse_vectors(vectors.FORMAT_MD.read_text(encoding="utf-8"))
 BY_NAME = {v["name"]: v for v in VECTORS}
 
 
-def test_the_document_holds_the_three_vectors() -> None:
-    assert sorted(BY_NAME) == ["archive", "empty", "two-full-chunks"]
+def test_the_document_holds_the_four_vectors() -> None:
+    assert sorted(BY_NAME) == ["archive", "empty", "signed", "two-full-chunks"]
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
@@ -108,3 +108,29 @@ def test_tapearc_reader_opens_the_two_chunk_vector() -> None:
                            trust=UNSIGNED_OK)
     plain = b"".join(bytes(c) for c in reader.iter_plaintext(blocks[1:]))
     assert plain == vectors.plaintext_of(vec) and len(blocks[-1]) == 65536
+
+
+def test_independent_check_of_the_signed_vector() -> None:
+    """The signature stanza, parsed and verified from the document's text alone."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    vec = BY_NAME["signed"]
+    header = bytes.fromhex(vec["header"])
+    public = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(vec["signing_seed"])) \
+        .public_key()
+    assert public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex() == vec["signer_public"]
+    pos, last = 76, None
+    for _ in range(struct.unpack(">H", header[72:74])[0]):
+        stype, key_id, body_len = struct.unpack(">B8sH", header[pos : pos + 11])
+        last = (stype, key_id, header[pos + 11 : pos + 11 + body_len])
+        pos += 11 + body_len
+    assert last is not None and pos == len(header) - 40
+    stype, key_id, body = last
+    assert stype == 0x80 and key_id == hashlib.sha256(bytes.fromhex(vec["signer_public"])).digest()[:8]
+    medium_file, digest, n = struct.unpack(">I32sB", body[:37])
+    assert (medium_file, digest, body[37 : 37 + n].decode()) == \
+        (int(vec["medium_file"]), bytes(32), vec["barcode"])
+    public.verify(body[-64:], b"tapearc/v1/sig/header\0" + header[: len(header) - 40 - 64])
+    # and the archive still opens as any archive does, with either key
+    assert _independent_open(vec, "escrow")[512 : 512 + 20] == bytes.fromhex(vec["member_body"])

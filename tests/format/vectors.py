@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tapearc.format import tae
-from tapearc.format.keys import Identity
+from tapearc.format.keys import Identity, SigningKey
+from tapearc.format.signing import Binding
 from tapearc.format.writer import ArchiveWriter, StreamEncryptor
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
@@ -60,6 +61,12 @@ def identities_of(vec: Vector) -> list[Identity]:
     return [Identity.from_private_bytes(n, bytes.fromhex(vec[f"{n}_private"])) for n in names]
 
 
+def signer_of(vec: Vector) -> SigningKey | None:
+    """The signing key of a signed vector (``signing_seed``), else None."""
+    seed = vec.get("signing_seed")
+    return SigningKey.from_private_bytes("sign", bytes.fromhex(seed)) if seed else None
+
+
 def plaintext_of(vec: Vector) -> bytes:
     """The plaintext of a raw stream vector: ``pattern N`` = bytes i mod 251 for i < N."""
     kind, _, n = vec["plaintext"].partition(" ")
@@ -76,6 +83,8 @@ def build(vec: Vector) -> list[bytes]:
         "block_size": int(vec["block_size"]),
         "created": int(vec["created"]),
         "entropy": lambda n: next(draws),
+        "signer": signer_of(vec),
+        "binding": Binding(vec.get("barcode", ""), int(vec.get("medium_file", "0"))),
     }
     if vec["content"] == "1":
         writer = ArchiveWriter(lambda b: blocks.append(bytes(b)), recipients, **common)  # type: ignore[arg-type]
@@ -100,6 +109,9 @@ def outputs(vec: Vector, blocks: list[bytes]) -> Vector:
     out: Vector = {}
     for ident in identities_of(vec):
         out[f"{ident.name}_key_id"] = ident.key_id.hex()
+    signer = signer_of(vec)
+    if signer is not None:
+        out["signer_public"] = signer.signer.public.hex()
     out["header"] = header.raw.hex()
     out["header_mac_key"] = tae.hkdf(file_key, b"", b"tapearc/v1/header").hex()
     out["payload_key"] = tae.payload_key(file_key, header).hex()
@@ -128,7 +140,8 @@ def render(vec: Vector) -> str:
 
 
 def _is_output(key: str) -> bool:
-    return bool(re.match(r"header|payload_key|blocks$|block_\d", key)) or key.endswith("_key_id")
+    return bool(re.match(r"header|payload_key|blocks$|block_\d|signer_public", key)) or \
+        key.endswith("_key_id")
 
 
 if __name__ == "__main__":

@@ -171,3 +171,26 @@ def test_the_rotation_queries_read_the_policys_location_kinds() -> None:
     assert (queries.ONSITE, queries.DRIVE, queries.VAULT, queries.TRANSIT_TO) == \
         (policy.ONSITE, policy.DRIVE, policy.VAULT, policy.TRANSIT_TO)
     assert set(queries.GONE_KINDS) == {policy.LOST, policy.DESTROYED, policy.RETIRED}
+
+
+def test_archives_catalogued_before_signing_become_legacy(tmp_path: Path) -> None:
+    """The signing migration marks every archive row then present ``legacy`` (readable as
+    UNSIGNED); rows written afterwards carry their own origin and seal."""
+    from tapearc.catalog import schema
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    before = schema.MIGRATIONS.index(schema._origin)
+    for migration in schema.MIGRATIONS[:before]:
+        migration(conn)
+    conn.execute("INSERT INTO cartridges (barcode, pool, media, site, block_size, labelled_at)"
+                 " VALUES ('A1', 'A', 'LTO', 's', 1024, 'now')")
+    conn.execute("INSERT INTO archives (archive_uuid, barcode, data_file, start_block,"
+                 " data_blocks, index_bytes, block_size, plaintext_bytes, header, key_ids,"
+                 " created) VALUES ('u1', 'A1', 1, 2, 3, 10, 1024, 2000, x'00', '[]', 'now')")
+    conn.close()
+    with open_catalog(path) as cat:
+        assert [a["origin"] for a in cat.archives("A1")] == ["legacy"]
+        add_archive(cat, "A1", [], data_file=3)
+        new = cat.archives("A1")[1]
+        assert new["origin"] is None and new["seal"] is None  # add_archive's caller sets them

@@ -212,3 +212,22 @@ def test_decrypt_refuses_every_forgery(forged: Any, tmp_path: Path) -> None:
             assert not out.exists()
             expected = "not a trusted signing key" if what == "version" else "not signed by"
             assert expected in done.stderr, (what, done.stderr)
+
+
+def test_an_archive_the_catalog_held_before_signing_stays_readable(forged: Any,
+                                                                   tmp_path: Path) -> None:
+    """Old archives stay readable: a row the catalog held before the upgrade (``legacy``, set by
+    the migration) is read unsigned, and reported as such, without break-glass."""
+    import sqlite3
+
+    site, _, files, _ = forged
+    site.settings.accept_unsigned = True
+    rebuild_catalog(site.settings, ["da"], identities=[site.identity])
+    site.settings.accept_unsigned = False
+    with sqlite3.connect(site.settings.catalog_path) as conn:  # what migration 4 does
+        conn.execute("UPDATE archives SET origin = 'legacy' WHERE data_file = ?",
+                     (files["patient"],))
+    with site.catalog() as cat:
+        [old] = recall(site.settings, cat, ["9.9.1"], tmp_path / "old",
+                       identities=[site.identity])
+    assert old.verified and old.as_json()["origin"] == "unsigned"

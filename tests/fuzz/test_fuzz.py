@@ -119,7 +119,7 @@ def fuzz(target: Callable[[bytes], object], corpus: list[bytes],
 
 def _index_seed() -> bytes:
     """A valid index, as the write job makes one (every field checked by the parser)."""
-    from tapearc.format.index import member_name
+    from tapearc.format.tarstream import member_name
 
     uid = "1.2.826.0.1.3680043.8.498.1"
     return IndexDoc(

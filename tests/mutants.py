@@ -45,6 +45,8 @@ REBUILD = ("tests/jobs/test_catalog_rebuild_after_interrupt.py",
 FORMAT = ("tests/format",)
 DAMAGE = ("tests/jobs/test_damaged_at_source.py", "tests/jobs/test_same_sop_two_studies.py")
 ONEPASS = ("tests/jobs/test_onepass.py", "tests/jobs/test_backlog.py")
+ORIGIN = ("tests/format/test_signing.py", "tests/format/test_index.py",
+          "tests/jobs/test_forged_media.py", "tests/jobs/test_catalog_rewrite.py")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ MEDIA_PY = "tapearc/jobs/media.py"
 RECALL_PY = "tapearc/jobs/recall.py"
 VERIFY_PY = "tapearc/jobs/verify.py"
 REBUILD_PY = "tapearc/jobs/catalog.py"
+SIGNING_PY = "tapearc/format/signing.py"
 SAFEFS = "tapearc/support/safefs.py"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -243,11 +246,11 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- verify: tag/checksum checks, sample selection ------------------------------------------
     Mutant("V01", VERIFY_PY, 'if h.hexdigest() != c["sha256"]:', "if False:",
            "instance checksums not compared", VERIFY),
-    Mutant("V02", VERIFY_PY, 'if offset != archive["plaintext_bytes"]:', "if False:",
+    Mutant("V02", VERIFY_PY, "if offset != expected:", "if False:",
            "plaintext length not compared", VERIFY),
-    Mutant("V03", VERIFY_PY, 'if index.archive_uuid != archive["archive_uuid"]:', "if False:",
-           "an index of another archive passes", VERIFY),
-    Mutant("V04", VERIFY_PY, 'elif medium_checksum(crc) != archive["medium_checksum"]:', "elif False:",
+    Mutant("V03", VERIFY_PY, '{"archive_uuid": index.archive_uuid, ', "{",
+           "a catalog row naming another archive than the one on the medium passes", VERIFY),
+    Mutant("V04", VERIFY_PY, "elif medium_checksum(crc) != expected:", "elif False:",
            "keyless verify does not compare the ciphertext checksum", VERIFY),
     Mutant("V05", VERIFY_PY, 'if len(index) != archive["index_bytes"]:', "if False:",
            "keyless verify does not compare the index length", VERIFY,
@@ -256,14 +259,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("V06", VERIFY_PY, "        if exc.exit_code != EXIT_DATAERR:  # not a finding",
            "        if True:  # not a finding",
            "a damaged archive aborts verify instead of being listed", VERIFY),
-    Mutant("V07", VERIFY_PY, 'result = "ok" if not problems else "failed: " + problems[0]',
-           'result = "ok"', "a failed archive is recorded as ok", VERIFY),
+    Mutant("V07", VERIFY_PY, 'result = "ok" if not found.damage and not found.catalog else',
+           'result = "ok" if True else', "a failed archive is recorded as ok", VERIFY),
     Mutant("V08", VERIFY_PY, "elif sample is not None and sample < len(archives):", "elif False:",
            "--sample N reads every archive", VERIFY),
     Mutant("V09", VERIFY_PY, "archives = [a for a in archives if a[\"id\"] in set(archive_ids)]",
            "pass", "the nightly re-verifies every archive, not tonight's", VERIFY),
-    Mutant("V10", VERIFY_PY, "problems = verify_archive(driver, catalog, archive, identities, report)",
-           "problems = verify_medium(driver, archive, report) or []",
+    Mutant("V10", VERIFY_PY,
+           "verify_archive(driver, archive, copies, identities, trust, found, report)",
+           "verify_medium(driver, archive, copies, trust, found, report)",
            "a full verify with the key only checks ciphertext (no tags, no instance checksums)",
            VERIFY),
     Mutant("V11", VERIFY_PY, "        index = driver.read_index(pos)\n",
@@ -278,7 +282,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "        for drive in drives:", "rebuild without --drive reads nothing", REBUILD),
     Mutant("B04", REBUILD_PY, "        if not driver.status().loaded:", "        if False:",
            "an empty drive stops the rebuild", REBUILD),
-    Mutant("B05", REBUILD_PY, '"medium_checksum": index.medium_checksum}', '"medium_checksum": None}',
+    Mutant("B05", REBUILD_PY, '"medium_checksum": index.medium_checksum,', '"medium_checksum": None,',
            "the ciphertext checksum is lost: keyless verify skips everything", REBUILD),
     Mutant("B06", ARCHIVES, '                    version = int(inst.get("version") or 1)\n',
            "                    version = 1\n",
@@ -294,8 +298,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "                      (0, archive[\"barcode\"]))\n"
            "            append_audit(c, \"archive.import\"",
            "a rebuilt cartridge looks empty (bytes used 0)", REBUILD),
-    Mutant("B09", REBUILD_PY, "            except FormatError as exc:",
-           "            except ValueError as exc:",
+    Mutant("B09", REBUILD_PY, "            except IntegrityError as exc:  # forged",
+           "            except ValueError as exc:  # forged",
            "one unreadable index stops the whole rebuild", REBUILD),
     # --- format: what every read relies on -------------------------------------------------------
     Mutant("F01", "tapearc/format/writer.py", "self._seal(final=True)\n        self._state = ",
@@ -310,6 +314,20 @@ MUTANTS: tuple[Mutant, ...] = (
            "tar bodies padded wrongly", FORMAT),
     Mutant("F05", "tapearc/format/index.py", 'if doc.get("version") != INDEX_VERSION:', "if False:",
            "an index of an unknown version is read as if known", FORMAT),
+    # --- origin: signatures, the place, the index checks, the seals -----------------------------
+    Mutant("S01", SIGNING_PY, "    signer = verify(sig.signed, sig.signature, CTX_HEADER,",
+           "    signer = policy.trusted[0] if policy.trusted else verify(sig.signed, sig.signature, "
+           "CTX_HEADER,", "any signature stanza is taken for the site's", ORIGIN),
+    Mutant("S02", SIGNING_PY, "        if policy.accept_unsigned:\n",
+           "        if True:\n", "an unsigned stream passes as old format", ORIGIN),
+    Mutant("S03", SIGNING_PY, "    if barcode is not None and place.barcode != barcode:",
+           "    if False:", "an archive copied to another cartridge passes", ORIGIN),
+    Mutant("S04", "tapearc/format/index.py", '        self.check_strings(doc, "index")\n', "",
+           "control characters and ../ in an index reach the catalog", ORIGIN),
+    Mutant("S05", "tapearc/jobs/seal.py", "        if hashes.get(rows) != audit.get(\"hash\"):",
+           "        if False:", "a rewritten audit chain passes catalog check", ORIGIN),
+    Mutant("S06", "tapearc/jobs/seal.py", "    wrong = [k for k in ROW_FIELDS if body.get(k) != archive[k]]",
+           "    wrong = []", "an edited archive row passes the seal check", ORIGIN),
 )
 
 

@@ -33,9 +33,11 @@ def test_rebuild_passes_over_an_index_it_cannot_read(
     with caplog.at_level(logging.ERROR, logger="tapearc.jobs.catalog"):
         report = rebuild_catalog(site.settings, [], identities=[site.identity])
     assert (report.archives, report.instances) == (readable, 8), report.as_json()
-    unreadable = [r.getMessage() for r in caplog.records if "unreadable index" in r.getMessage()]
-    assert len(unreadable) == 4, unreadable     # the studies and the catalog copy, both pools
-    assert "archive index version 2 is not supported" in unreadable[0]
+    # the studies and the catalog copy, both pools: listed, and logged
+    assert len(report.refused) == 4, report.refused
+    assert "archive index version 2 is not supported" in report.refused[0]
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(logged) == 4, logged
     with site.catalog() as cat:
         assert {s["study_uid"] for s in cat.find_studies(StudyFilter())} == \
             {s.study_uid for s in old}

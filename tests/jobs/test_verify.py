@@ -1,5 +1,6 @@
 """Verify reads archives back and reports every disagreement between the medium and the
-catalog as a failure of that archive (recorded with it), never as a crash and never as ok."""
+catalog as a finding of that archive (recorded with it), never as a crash and never as ok: a
+catalog that disagrees with what was signed on the medium, or a damaged medium."""
 
 from __future__ import annotations
 
@@ -57,25 +58,27 @@ def test_an_instance_checksum_that_disagrees(site: Site) -> None:
         _set(cat, "UPDATE copies SET sha256 = ? WHERE instance_id = ? AND archive_id = ?",
              (hashlib.sha256(b"x").hexdigest(), copy["instance_id"], first["id"]))
         report = verify_cartridge(site.settings, cat, "A00001", identities=[site.identity])
-        assert report.failures == [f"archive {first['data_file']}: checksum mismatch in "
-                                   f"{copy['member']}"], report.failures
-        assert _results(cat, "A00001") == [f"failed: checksum mismatch in {copy['member']}",
-                                           "ok", "ok"]
+        # the cartridge holds what was signed: the catalog is what is wrong, not the medium
+        assert report.failures == [] and len(report.disagreements) == 1, report.as_json()
+        assert report.disagreements[0].startswith(
+            f"archive {first['data_file']}: the catalog disagrees with the signed index on the "
+            f"medium: {copy['member']} (offset, length or checksum)")
+        results = _results(cat, "A00001")
+        assert results[1:] == ["ok", "ok"] and str(results[0]).startswith("catalog disagrees: ")
 
 
-@pytest.mark.parametrize(("column", "finding"), [
-    ("plaintext_bytes", "plaintext is {real} bytes, the catalog says {wrong}"),
-    ("archive_uuid", "the index belongs to another archive"),
-])
-def test_an_archive_record_that_disagrees(site: Site, column: str, finding: str) -> None:
+@pytest.mark.parametrize("column", ["plaintext_bytes", "archive_uuid"])
+def test_an_archive_record_that_disagrees(site: Site, column: str) -> None:
     with site.catalog() as cat:
         first = _studies_archives(cat, "A00001")[0]
         real = first[column]
         wrong = real + 512 if column == "plaintext_bytes" else "0" * 32
         _set(cat, f"UPDATE archives SET {column} = ? WHERE id = ?", (wrong, first["id"]))
         report = verify_cartridge(site.settings, cat, "A00001", identities=[site.identity])
-    assert report.failures == [f"archive {first['data_file']}: "
-                               + finding.format(real=real, wrong=wrong)], report.failures
+    assert report.failures == [] and report.result == "catalog-disagrees", report.as_json()
+    assert report.disagreements == [
+        f"archive {first['data_file']}: the catalog disagrees with the signed index on the "
+        f"medium: {column}; the catalog was edited or damaged, the medium is fine"]
 
 
 def _vtape_files(raw: bytes) -> list[list[tuple[int, int]]]:
@@ -131,3 +134,21 @@ def test_the_nightly_verifies_tonights_archives_only(tmp_path: Path) -> None:
     generate_studies(site.pacs / "later", 1, instances_per_study=2, pixel_bytes=30_000, seed=7)
     second = run_nightly(site.settings)
     assert second.exit_code == 0 and second.verified == 2, second.as_json()  # 1 a pool
+
+
+def test_without_a_readable_index_the_catalog_is_the_reference(site: Site) -> None:
+    """A damaged index leaves the catalog's row as what the data is checked against: its
+    plaintext length is compared too."""
+    tape = site.root / "vtapes" / "A00001.vtape"
+    raw = bytearray(tape.read_bytes())
+    offset, _ = _vtape_files(bytes(raw))[2][1]
+    raw[offset + 200] ^= 0x01
+    tape.write_bytes(bytes(raw))
+    with site.catalog() as cat:
+        first = _studies_archives(cat, "A00001")[0]
+        real = first["plaintext_bytes"]
+        _set(cat, "UPDATE archives SET plaintext_bytes = ? WHERE id = ?", (real + 512, first["id"]))
+        report = verify_cartridge(site.settings, cat, "A00001", identities=[site.identity])
+    where = f"archive {first['data_file']}: "
+    assert report.failures[0].startswith(where + "index: ") and report.failures[1:] == [
+        where + f"plaintext is {real} bytes, {real + 512} were written"], report.failures

@@ -123,9 +123,9 @@ def verify(
                    f"{report.instances} instances, "
                    f"{human_bytes(report.bytes_read)} read: {verdict}")
         for failure in report.failures:
-            typer.echo(f"  damaged: {failure}")
+            typer.echo(f"  {failure}")
         for disagreement in report.disagreements:
-            typer.echo(f"  catalog: {disagreement}")
+            typer.echo(f"  catalog disagrees: {disagreement}")
     if report.failures:
         raise IntegrityError(f"cartridge {report.barcode}: the medium is damaged "
                              f"({len(report.failures)} problems)",

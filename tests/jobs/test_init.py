@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from tapearc.catalog import open_catalog
@@ -15,8 +16,11 @@ from tapearc.jobs.init import init_site
 from tapearc.jobs.nightly import run_nightly
 
 
-def test_virtual_site_nightly_archives_every_sample_on_both_pools(tmp_path: Path) -> None:
+def test_virtual_site_nightly_archives_every_sample_on_both_pools(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = init_site(tmp_path / "demo", virtual=True, passphrase="demo pass phrase")
+    # the demo's signing key has the demo passphrase, as the nightly host would be told
+    monkeypatch.setenv("TAPEARC_SIGNING_PASSPHRASE", "demo pass phrase")
     assert result.samples > 50
     settings = load_settings(result.config)
     with open_catalog(settings.catalog_path) as catalog:

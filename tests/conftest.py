@@ -22,10 +22,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
     for key in list(os.environ):
         if key.startswith("TAPEARC_") and key != "TAPEARC_REQUIRE_TOOLS":
             monkeypatch.delenv(key)
-    monkeypatch.setenv("TAPEARC_SIGNING_PASSPHRASE", SIGNING_PASSPHRASE)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+    # set apart from monkeypatch: a test's monkeypatch.undo() must not take it away mid-test
+    os.environ["TAPEARC_SIGNING_PASSPHRASE"] = SIGNING_PASSPHRASE
     yield
+    os.environ.pop("TAPEARC_SIGNING_PASSPHRASE", None)
     # a CLI test run in-process configures the package logger; later tests (caplog) need it plain
     package_log = logging.getLogger("tapearc")
     package_log.handlers.clear()

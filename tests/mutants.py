@@ -145,8 +145,8 @@ MUTANTS: tuple[Mutant, ...] = (
            '            raise _NothingToCommit\n', "",
            "an archive with no instance is committed (every source changed or vanished)", WRITE),
     Mutant("W05", ARCHIVE_PY,
-           "                position = sink.commit(_seal_index(index, first.recipients))\n",
-           "                position = sink.commit(_seal_index(index, first.recipients))\n"
+           "                                                   places[i]))\n",
+           "                                                   places[i]))\n"
            "                raise MediumFull('x')\n",
            "commit fails after the data: the studies must stay pending, nothing catalogued", WRITE),
     Mutant("W06", ARCHIVE_PY, "        writer.abort()\n    fanout.finish()\n",

@@ -111,6 +111,12 @@ class RunsAndAudit(CatalogBase):
                 found[n] = str(digest)
         return found
 
+    def audit_born_signed(self) -> bool:
+        """Whether this catalog was created with signing: its chain starts with the random
+        ``catalog.create`` row (tapearc.catalog.db), so no row of it predates signing."""
+        row = self.conn.execute("SELECT action, detail FROM audit ORDER BY id LIMIT 1").fetchone()
+        return bool(row) and row[0] == "catalog.create" and '"chain"' in str(row[1])
+
     def audit_started(self) -> str | None:
         """The time of the earliest audit row (a rebuilt catalog's chain starts at the rebuild)."""
         row = self.conn.execute("SELECT MIN(at) FROM audit").fetchone()

@@ -231,3 +231,25 @@ def test_an_archive_the_catalog_held_before_signing_stays_readable(forged: Any,
         [old] = recall(site.settings, cat, ["9.9.1"], tmp_path / "old",
                        identities=[site.identity])
     assert old.verified and old.as_json()["origin"] == "unsigned"
+
+
+def test_catalog_check_reports_a_legacy_row_in_a_catalog_born_signed(forged: Any) -> None:
+    """Downgrade: whoever can write the catalog marks a forged row ``legacy`` (written before
+    signing), which recall reads unsigned without break-glass. A catalog created with signing
+    (its chain starts with a random ``catalog.create``) never held such a row: check says so."""
+    import sqlite3
+
+    from tapearc.jobs.catalog import check_catalog
+
+    site, _, files, _ = forged
+    site.settings.accept_unsigned = True
+    rebuild_catalog(site.settings, ["da"], identities=[site.identity])
+    site.settings.accept_unsigned = False
+    assert check_catalog(site.settings)["ok"]  # imported under break-glass: reported unsigned
+    with sqlite3.connect(site.settings.catalog_path) as conn:
+        conn.execute("UPDATE archives SET origin = 'legacy' WHERE data_file = ?",
+                     (files["patient"],))
+    report = check_catalog(site.settings)
+    assert not report["ok"]
+    assert any(f"A00002 file {files['patient']}" in p and "legacy" in p
+               for p in report["problems"]), report["problems"]

@@ -45,11 +45,14 @@ class Archives(CatalogBase):
 
     def archive_copies(self, archive_id: int) -> list[dict[str, Any]]:
         """The members of an archive in stream order, opaque files' included: member,
-        data_offset, length, sha256."""
-        return self.query("SELECT member, data_offset, length, sha256 FROM copies"
-                          " WHERE archive_id = ? UNION ALL"
-                          " SELECT member, data_offset, length, sha256 FROM opaque_copies"
-                          " WHERE archive_id = ? ORDER BY data_offset", (archive_id, archive_id))
+        data_offset, length, sha256, and the instance each DICOM member is catalogued as
+        (study_uid, series_uid, sop_uid, version; NULL for an opaque file)."""
+        return self.query("SELECT c.member, c.data_offset, c.length, c.sha256, i.study_uid,"
+                          " i.series_uid, i.sop_uid, i.version FROM copies c"
+                          " JOIN instances i ON i.id = c.instance_id WHERE c.archive_id = ?"
+                          " UNION ALL SELECT member, data_offset, length, sha256, NULL, NULL,"
+                          " NULL, NULL FROM opaque_copies WHERE archive_id = ?"
+                          " ORDER BY data_offset", (archive_id, archive_id))
 
     def archive_seals(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Every archive row with its copies, for checking the rows against the seals their

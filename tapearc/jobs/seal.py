@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tapearc.errors import IntegrityError
+from tapearc.format.tarstream import member_name
 
 if TYPE_CHECKING:
     from tapearc.format.keys import SigningKey, TrustedSigner
@@ -73,8 +74,14 @@ def row_problems(body: Mapping[str, Any], archive: Mapping[str, Any],
     wrong = [k for k in ROW_FIELDS if body.get(k) != archive[k]]
     if body.get("header_sha256") != hashlib.sha256(bytes(archive["header"])).hexdigest():
         wrong.append("header")
+    copies = list(copies)
     if body.get("instances_sha256") != instances_digest(copies):
         wrong.append("copies (member offsets, lengths or checksums)")
+    # the seal pins each member, whose name holds its UIDs; the catalog's link from a member to
+    # an instance is not sealed, so a swap would serve one patient's image as another's
+    if any(c.get("sop_uid") is not None and c["member"] != member_name(
+            c["study_uid"], c["series_uid"], c["sop_uid"], int(c["version"])) for c in copies):
+        wrong.append("copies (a member catalogued as another instance)")
     return wrong
 
 

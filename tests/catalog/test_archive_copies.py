@@ -49,7 +49,8 @@ def test_an_older_catalog_keeps_its_archives_and_takes_the_same_uuid_on_another_
         [old] = cat.archives("A00001")
         assert (old["id"], old["archive_uuid"]) == (3, "u1")
         assert cat.archive_copies(3) == [
-            {"member": "m", "data_offset": 0, "length": 5, "sha256": "aa"}]
+            {"member": "m", "data_offset": 0, "length": 5, "sha256": "aa", "study_uid": "1.2",
+             "series_uid": "1.2.3", "sop_uid": "1.2.3.4", "version": 1}]
         # the same stream on pool B's cartridge is a copy of its own
         cat.add_archive(_archive("B00001"), [(7, "m", 0, 5, "aa")], run_id=None)
         assert [a["archive_uuid"] for a in cat.archives("B00001")] == ["u1"]

@@ -142,3 +142,21 @@ def test_a_removed_seal_is_reported(site: Site) -> None:
         conn.execute("UPDATE archives SET seal = NULL WHERE id = 1")
     result = check_catalog(site.settings)
     assert not result["ok"] and "signed seal is gone" in result["problems"][0]
+
+
+def test_copies_swapped_between_instances_are_reported(site: Site) -> None:
+    """Re-pointing two copy rows at each other's instance leaves every sealed member, offset
+    and checksum as written, but recall would serve one image as another (one patient's in
+    another's study when they are in the same archive):
+    catalog check reports it (each member's name holds the UIDs it was written for)."""
+    with sqlite3.connect(site.settings.catalog_path) as conn:
+        a, b = conn.execute("SELECT MIN(instance_id), MAX(instance_id) FROM copies"
+                            " WHERE archive_id = 1").fetchone()
+        assert a != b
+        for old, new in ((a, -1), (b, a), (-1, b)):
+            conn.execute("UPDATE copies SET instance_id = ? WHERE instance_id = ?", (new, old))
+    report = check_catalog(site.settings)
+    assert not report["ok"]
+    assert any("a member catalogued as another instance" in p for p in report["problems"])
+    done = tapearc(site, "catalog", "check")
+    assert done.returncode == 65, done.stdout + done.stderr

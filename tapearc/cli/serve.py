@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(ctx: typer.Context) -> None:
-    """Answer C-FIND, C-MOVE and C-GET from the [serve.peers] until stopped (Ctrl-C, SIGTERM)."""
+    """Answer C-FIND, C-MOVE and C-GET from the configured peers (serve.peers) until stopped."""
     import signal
     import threading
 

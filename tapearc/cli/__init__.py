@@ -20,6 +20,7 @@ app = typer.Typer(
     name="tapearc",
     help="Encrypted tape, optical and disk archives of a PACS, in two offsite copy pools.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts name config tables as [pacs]: print them as written
     pretty_exceptions_enable=False,  # never print locals: they may hold passphrases or PHI
     add_completion=False,
 )

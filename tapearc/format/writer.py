@@ -136,7 +136,9 @@ class StreamEncryptor:
 
     ``entropy(n)`` supplies the file key (32), archive uuid (16), payload salt (32), then one
     ephemeral X25519 key (32) per recipient, in that order; ``os.urandom`` unless a test vector
-    needs fixed values. Without ``send_header`` the sink gets the chunks only: the caller writes
+    needs fixed values. A sink with a ``claim()`` method lends the buffer (a memoryview of a
+    whole block) each chunk is encrypted into, and then gets a view of it. Without
+    ``send_header`` the sink gets the chunks only: the caller writes
     a header block of its own to each medium first (``header_block``). With a ``fence`` (the
     writer's hash thread) the plaintext is filled into a ring of buffers, and a buffer is
     refilled only once the fence has read what was handed to it. With ``signer`` the header
@@ -192,6 +194,8 @@ class StreamEncryptor:
         self._marks = [0] * len(self._ring)
         self._pt = self._ring[0]
         self._ct = memoryview(bytearray(block_size))
+        # a sink that lends the buffer each chunk is encrypted into saves a copy per block
+        self._claim: Callable[[], memoryview] | None = getattr(sink, "claim", None)
         self._pos = 0
         self._chunks = 0
         self._header_sent = not send_header
@@ -271,7 +275,7 @@ class StreamEncryptor:
                 self._sink(memoryview(self.header_block()))
                 self._header_sent = True
             n = self._pos
-            out = self._ct[: n + tae.TAG_BYTES]
+            out = (self._claim() if self._claim is not None else self._ct)[: n + tae.TAG_BYTES]
             self._encrypt_into(tae.chunk_nonce(self._chunks, final), self._pt[:n], None, out)
             self._sink(out)
         except BaseException:

@@ -1,7 +1,7 @@
 """The drive buffer: one archive stream's blocks to one or several drives at once.
 
-``BlockFanout`` is the archive writer's sink. Each chunk is copied once into a buffer of a
-fixed set (``archive.buffer`` in total) and handed by reference to one thread per drive and to a
+``BlockFanout`` is the archive writer's sink. Each chunk is encrypted straight into a buffer of
+a fixed set (``archive.buffer`` in total; ``claim``) and handed by reference to one thread per drive and to a
 checksum thread; the buffer is reused when every one of them is done with it, so the slowest
 drive sets the pace and the memory never exceeds the configured buffer. ``os.write`` to a
 device and ``zlib.crc32`` release the GIL, so the drives are fed while the next chunks are
@@ -114,6 +114,7 @@ class BlockFanout:
         self._chunk_bytes = 0
         self._sums: queue.SimpleQueue[_Buffer | None] = queue.SimpleQueue()
         self._summer = threading.Thread(target=self._checksum, name="tapearc-crc", daemon=True)
+        self._claimed: _Buffer | None = None
         self._finished = False
 
     def start(self, header_blocks: Sequence[bytes]) -> None:
@@ -127,26 +128,38 @@ class BlockFanout:
         """The drives that have not failed (so far)."""
         return [f for f in self.feeds if f.error is None]
 
+    def claim(self) -> memoryview:
+        """The buffer the next block goes into: the writer encrypts straight into it, and
+        handing it back (``__call__``) then copies nothing."""
+        if self._claimed is None:
+            self._claimed = self._take()
+        return memoryview(self._claimed.data)
+
     def __call__(self, block: memoryview) -> None:
         live = self.live
         if not live:
             first = next(f.error for f in self.feeds if f.error is not None)
             raise AllDrivesFailed(str(first)) from first
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
-            if self._spare > 0:
-                self._spare -= 1
-                buf = _Buffer(self._block_size)
-            else:
-                buf = self._free.get()
+        buf, self._claimed = self._claimed, None
         n = len(block)
-        buf.data[:n] = block
+        if buf is None or block.obj is not buf.data:  # not written into a claimed buffer
+            buf = buf or self._take()
+            buf.data[:n] = block
         buf.length = n
         buf.holders = len(live) + 1
         self._sums.put(buf)
         for feed in live:
             feed.put(buf)
+
+    def _take(self) -> _Buffer:
+        """A free buffer, made while under the configured total, else the next one freed."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._spare > 0:
+                self._spare -= 1
+                return _Buffer(self._block_size)
+            return self._free.get()
 
     def release(self, buf: _Buffer) -> None:
         """A consumer is done with ``buf``; the last one returns it to the free set."""
@@ -178,6 +191,7 @@ class BlockFanout:
             self._summer.join()
         # let the buffers go now: the fan-out and its feeds refer to each other, so without
         # this they would wait for the cycle collector, one buffer set per archive written
+        self._claimed = None
         while True:
             try:
                 self._free.get_nowait()

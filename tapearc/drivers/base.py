@@ -53,6 +53,11 @@ class Capabilities:
     once, and it never travels (nothing to ship or bring back)."""
 
 
+def _no_constant(name: str) -> object:
+    """``json.loads`` hook: NaN and Infinity are not JSON, and no field of ours holds them."""
+    raise ValueError(f"{name} is not allowed")
+
+
 @dataclass(frozen=True)
 class Label:
     """The first file of every medium: who it belongs to. Barcodes and names only, never PHI."""
@@ -74,8 +79,8 @@ class Label:
     def from_bytes(cls, data: bytes) -> Label:
         """Parse a label; ``FormatError`` if the bytes are not a tapearc label of a known version."""
         try:
-            doc = json.loads(data.rstrip(b"\0").decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = json.loads(data.rstrip(b"\0").decode(), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
             raise FormatError("the medium's first file is not a tapearc label") from exc
         if not isinstance(doc, dict) or doc.get("magic") != LABEL_MAGIC:
             raise FormatError("the medium's first file is not a tapearc label")
@@ -94,7 +99,7 @@ class Label:
                 created=str(doc["created"]),
                 format_version=int(doc["format_version"]),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise FormatError(f"the label is missing a field: {exc}") from exc
 
 

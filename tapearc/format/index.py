@@ -91,8 +91,8 @@ class IndexDoc:
     def from_bytes(cls, data: bytes) -> IndexDoc:
         """Parse and check every field; ``FormatError`` naming the first bad one."""
         try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            doc = json.loads(data, parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
             raise FormatError("the archive index is not valid JSON") from exc
         if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
             raise FormatError("the archive index is not a tapearc index")
@@ -100,6 +100,11 @@ class IndexDoc:
             raise FormatError(f"archive index version {_shown(doc.get('version'))} is not "
                               f"supported (this tapearc reads {INDEX_VERSION}); upgrade tapearc")
         return _Checker(doc).index()
+
+
+def _no_constant(name: str) -> object:
+    """``json.loads`` hook: NaN and Infinity are not JSON, and no index field holds them."""
+    raise ValueError(f"{name} is not allowed")
 
 
 def _shown(value: object) -> str:

@@ -208,3 +208,17 @@ def test_dicom_ingest(tmp_path: Path) -> None:
         read_file(str(path), os.stat(path))
 
     fuzz(ingest_one, corpus)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "-Infinity", "[1]", "{}", "1e999"])
+def test_inputs_the_fuzzer_found(value: str) -> None:
+    """Crashers found by this pass (an OverflowError, a TypeError), kept as fixed examples."""
+    from tapearc.errors import FormatError
+
+    label = (f'{{"barcode":"A1","block_size":{value},"created":"x","format_version":1,'
+             '"magic":"tapearc-label","media":"LTO","pool":"A","site":"s"}')
+    with pytest.raises(FormatError):
+        Label.from_bytes(label.encode())
+    index = _index_seed().replace(b'"block_size":65536', f'"block_size":{value}'.encode())
+    with pytest.raises(FormatError):
+        IndexDoc.from_bytes(index)

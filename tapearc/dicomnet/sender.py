@@ -4,7 +4,10 @@
   transfer syntax; for the uncompressed little-endian syntaxes Implicit VR Little Endian is also
   offered, and the dataset is re-encoded only if the PACS accepts nothing else. A compressed file
   the PACS does not accept is reported as refused, never silently transcoded.
-* Every association has TCP_NODELAY (see ``_net``) and one ``RateLimiter`` paces all of them.
+* Every association has TCP_NODELAY (see ``_net``) and one ``RateLimiter`` paces all of them:
+  one instance token before each C-STORE, and the bytes as they go onto each socket, in pieces
+  of ``RateLimiter.CHUNK``, so a large object is spread at the limit rather than sent at line
+  speed and charged afterwards.
 * ``concurrency`` associations send one study's files in parallel; each stays open across
   studies and is re-opened when it drops or lacks a presentation context a study needs.
 * A refused instance or a dropped association is retried with exponential backoff; after
@@ -250,7 +253,9 @@ class StoreSender:
         ae = _net.make_ae(self.local_aet, timeout=self.timeout)
         for sop_class, syntaxes in _requests(pairs):
             ae.add_requested_context(sop_class, syntaxes)
-        return _net.associate(ae, self.peer)
+        assoc = _net.associate(ae, self.peer)
+        _pace_socket(assoc, self.limiter)
+        return assoc
 
     def send(self, files: Sequence[Path], *, stop: threading.Event | None = None) -> SendResult:
         """Store ``files``; return what was stored, refused or failed. See the module doc."""
@@ -323,7 +328,7 @@ class StoreSender:
     ) -> None:
         def attempt() -> None:
             assoc = worker.ensure(needed)  # UnavailableError: tried again; ConfigError: not
-            self.limiter.acquire(info.size)
+            self.limiter.acquire(0)  # the instance; its bytes are paced on the socket
             status, reason = self._store(assoc, worker.accepted, info)
             if status is not None and _is_success(status):
                 with self._lock:
@@ -364,6 +369,8 @@ class StoreSender:
     ) -> tuple[int | None, str]:
         """Send one file; return (status, reason); status None when no answer came back."""
         set_loop_delay(assoc, FAST_LOOP_S)
+        # the response comes after the last byte: at a low rate a large object takes a while
+        assoc.dimse_timeout = self.timeout + self.limiter.seconds_for(info.size)
         try:
             if (info.sop_class, info.transfer_syntax) in accepted:
                 status_ds = assoc.send_c_store(info.path)
@@ -387,6 +394,37 @@ class StoreSender:
             return None, "no response from the PACS (association aborted or timed out)"
         status = int(status_ds.Status)
         return status, f"PACS answered {_status_text(status)}"
+
+
+def _pace_socket(assoc: Association, limiter: RateLimiter) -> None:
+    """Charge every byte the association sends to ``limiter`` before it goes out.
+
+    pynetdicom's reactor thread writes each PDU with ``AssociationSocket.send``; with a byte
+    limit in force the replacement writes it in pieces of ``RateLimiter.CHUNK`` (TCP does not
+    care where a PDU is cut), each after its turn, so the limit holds on the wire whatever the
+    object's size. A failed write is reported as pynetdicom does (Evt17, connection closed), once.
+    """
+    sock = assoc.dul.socket
+    if sock is None:
+        return
+    original = sock.send
+    chunk = RateLimiter.CHUNK
+
+    def paced(bytestream: bytes) -> None:
+        raw = sock.socket
+        if limiter.setting().mb_per_s is None or raw is None:
+            original(bytestream)
+            return
+        view = memoryview(bytestream)
+        try:
+            for start in range(0, len(view), chunk):
+                piece = view[start:start + chunk]
+                limiter.acquire(len(piece), instances=0)
+                raw.sendall(piece)
+        except OSError:
+            sock.event_queue.put("Evt17")
+
+    sock.send = paced  # type: ignore[method-assign]
 
 
 def set_loop_delay(assoc: Association | None, seconds: float) -> None:

@@ -5,8 +5,9 @@ one association, at night at full speed over four. The nightly write uses the sa
 its reads of the PACS disk (``archive.read_rate``), so clinicians keep their storage.
 ``Limits.at(now)`` picks the setting of the first window that contains ``now`` (windows may wrap
 midnight), else the default.
-``RateLimiter`` paces instances so that both the MB/s and the instances/s limits hold over any
-stretch of the run, shared by all sending threads.
+``RateLimiter`` paces bytes and instances before they are sent (token buckets that may go
+negative), so that both the MB/s and the instances/s limits hold over any stretch of the run,
+shared by all sending threads.
 """
 
 from __future__ import annotations
@@ -124,12 +125,20 @@ def parse_window(text: str) -> Window:
 
 
 class RateLimiter:
-    """Paces instances for all sending threads: each waits for its slot in both budgets.
+    """Two token buckets (bytes, instances) shared by every sending thread, charged *before*
+    the data leaves.
 
-    A slot is reserved before the instance is sent, so the running average can never exceed
-    the limit by more than one instance plus ``burst_s`` of credit (which lets the sender make
-    up for short pauses such as the per-study confirmation query).
+    A caller waits until both buckets are out of debt, then takes what it sends, which may drive
+    a bucket negative: the next caller waits for that debt to be paid back at the limit. So the
+    bytes that start in any stretch of ``W`` seconds stay within ``limit * W`` plus the bucket's
+    small credit (``burst_s`` of the limit, what a pause may bank) plus the last piece charged.
+    The sender charges bytes in pieces of at most ``CHUNK`` as they go onto the socket
+    (``dicomnet.sender``), so a large object is spread at the limit instead of leaving at line
+    speed, and a 10-second window holds the limit within a few per cent.
     """
+
+    #: Largest piece one ``acquire`` of bytes should charge (the socket pacing's slice).
+    CHUNK = 32 * 1024
 
     def __init__(
         self,
@@ -138,7 +147,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wallclock: Callable[[], datetime] = datetime.now,
-        burst_s: float = 0.25,
+        burst_s: float = 0.1,
     ) -> None:
         self.limits = limits
         self._clock = clock
@@ -146,28 +155,59 @@ class RateLimiter:
         self._wallclock = wallclock
         self._burst = burst_s
         self._lock = threading.Lock()
-        self._next_bytes = 0.0
-        self._next_inst = 0.0
+        self._bytes = _Bucket()
+        self._inst = _Bucket()
 
     def setting(self) -> RateSetting:
         """The setting in force now."""
         return self.limits.at(self._wallclock())
 
-    def acquire(self, nbytes: int) -> float:
-        """Block until ``nbytes`` and one instance may be sent; return the seconds waited."""
+    def acquire(self, nbytes: int, instances: int = 1) -> float:
+        """Wait until ``nbytes`` and ``instances`` may go, charge them; return the seconds waited."""
         setting = self.setting()
+        if setting.mb_per_s is None and setting.instances_per_s is None:
+            return 0.0
         with self._lock:
             now = self._clock()
-            start = now
+            charges: list[tuple[_Bucket, float, float]] = []
             if setting.mb_per_s is not None:
-                slot = max(self._next_bytes, now - self._burst)
-                self._next_bytes = slot + nbytes / (setting.mb_per_s * MB)
-                start = max(start, slot)
-            if setting.instances_per_s is not None:
-                slot = max(self._next_inst, now - self._burst)
-                self._next_inst = slot + 1.0 / setting.instances_per_s
-                start = max(start, slot)
-        wait = start - now
+                charges.append((self._bytes, setting.mb_per_s * MB, nbytes))
+            if setting.instances_per_s is not None and instances:
+                charges.append((self._inst, setting.instances_per_s, instances))
+            wait = max((b.wait(now, rate, self._burst) for b, rate, _ in charges), default=0.0)
+            for bucket, rate, amount in charges:  # charged when the piece starts
+                bucket.charge(now + wait, rate, self._burst, amount)
         if wait > 0:
             self._sleep(wait)
-        return max(0.0, wait)
+        return wait
+
+    def seconds_for(self, nbytes: int) -> float:
+        """How long ``nbytes`` take at the byte limit in force now (0 when unlimited)."""
+        setting = self.setting()
+        return 0.0 if setting.mb_per_s is None else nbytes / (setting.mb_per_s * MB)
+
+
+@dataclass
+class _Bucket:
+    """Tokens at ``rate`` per second, at most ``burst_s`` seconds' worth banked; may go negative.
+
+    ``tokens`` is the level at time ``at`` (which may lie ahead of the clock while a reserved
+    piece waits for its turn); a fresh bucket starts full.
+    """
+
+    tokens: float = 0.0
+    at: float | None = None
+
+    def level(self, now: float, rate: float, burst_s: float) -> float:
+        cap = rate * burst_s
+        if self.at is None:
+            return cap
+        return min(cap, self.tokens + (now - self.at) * rate)
+
+    def wait(self, now: float, rate: float, burst_s: float) -> float:
+        """Seconds until the debt is paid back (0 when there is none)."""
+        return max(0.0, -self.level(now, rate, burst_s) / rate)
+
+    def charge(self, when: float, rate: float, burst_s: float, amount: float) -> None:
+        self.tokens = self.level(when, rate, burst_s) - amount
+        self.at = when

@@ -90,12 +90,58 @@ def test_limiter_holds_both_budgets_and_follows_windows() -> None:
     start = clock.t
     for _ in range(10):  # 10 x 0.5 MB at 1 MB/s: 5 s, the byte budget binds
         lim.acquire(500_000)
-    assert clock.t - start == pytest.approx(4.5, abs=0.01)  # the 10th starts after 9 slots
+    # the first waits for the last instance slot of the previous loop (0.25 s), each next one
+    # for the 0.5 s debt of the one before
+    assert clock.t - start == pytest.approx(0.25 + 9 * 0.5, abs=0.01)
     hour[0] = 23  # the night window: no waiting at all
     start = clock.t
     for _ in range(50):
-        lim.acquire(10_000_000)
-    assert clock.t - start < 6  # only the slot already reserved before the switch
+        assert lim.acquire(10_000_000) == 0.0
+    assert clock.t == start
+
+
+def test_limiter_charges_before_sending_and_may_go_negative() -> None:
+    """A piece larger than the credit goes at once; the next waits for the whole debt."""
+    clock = FakeClock()
+    lim = RateLimiter(Limits(default=RateSetting(mb_per_s=1.0)), clock=clock, sleep=clock.sleep,
+                      burst_s=0.1)
+    assert lim.acquire(3_000_000, instances=0) == 0.0  # 0.1 MB of credit: 2.9 MB of debt
+    assert lim.acquire(1000, instances=0) == pytest.approx(2.9)
+    clock.t += 100  # a long pause banks only burst_s of credit
+    assert lim.acquire(100_000, instances=0) == 0.0  # the banked credit
+    assert lim.acquire(100_000, instances=0) == 0.0  # out of credit, not yet in debt
+    assert lim.acquire(100_000, instances=0) == pytest.approx(0.1)
+    assert lim.seconds_for(5_000_000) == pytest.approx(5.0)
+
+
+def test_limiter_holds_every_10s_window_within_10_percent() -> None:
+    """Objects of up to a third of a 10 s budget, charged in socket-sized pieces by three
+    threads' worth of interleaving: every 10 s window of a 120 s run is within 10 % of the
+    limit (the Orthanc test checks the same on the wire)."""
+    import random
+
+    rate = 200_000.0
+    clock = FakeClock()
+    lim = RateLimiter(Limits(default=RateSetting(mb_per_s=rate / 1e6)), clock=clock,
+                      sleep=clock.sleep)
+    rng = random.Random(7)
+    starts: list[tuple[float, int]] = []
+    t0 = clock.t
+    while clock.t - t0 < 120:
+        size = rng.randint(1000, int(rate * 10 / 3))
+        for off in range(0, size, RateLimiter.CHUNK):
+            piece = min(RateLimiter.CHUNK, size - off)
+            lim.acquire(piece, instances=0)
+            starts.append((clock.t, piece))
+    end = starts[-1][0]
+    worst_hi = worst_lo = 1.0
+    t = t0
+    while t + 10 <= end:
+        sent = sum(n for at, n in starts if t <= at < t + 10)
+        worst_hi = max(worst_hi, sent / (rate * 10))
+        worst_lo = min(worst_lo, sent / (rate * 10))
+        t += 0.05
+    assert worst_hi <= 1.1 and worst_lo >= 0.9, (worst_lo, worst_hi)
 
 
 def _ref(uid: str, date: str | None, cart: str, pos: int) -> StudyRef:

@@ -3,7 +3,7 @@ and the study rows an archive's index carries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,29 @@ class Find(CatalogBase):
             " ORDER BY a.barcode, a.data_file, c.data_offset",
             (study_uid, *READABLE_STATES),
         )
+
+    def restorable(self, study_uids: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+        """What a restore sends of ``study_uids`` (None: every study): for each SOP instance of
+        a study, its latest version that has a copy on a readable cartridge (older versions
+        are not sent: each SOP instance counts once). Rows by study: study_uid, study_date,
+        instance_id, sop_uid, sha256, size. Studies without such a copy do not appear."""
+        sql = (
+            "WITH chosen AS (SELECT i.id, i.study_uid, i.sop_uid, i.sha256, i.size,"
+            " ROW_NUMBER() OVER (PARTITION BY i.study_uid, i.sop_uid ORDER BY i.version DESC)"
+            " AS pick FROM instances i WHERE {where} EXISTS (SELECT 1 FROM copies c"
+            " JOIN archives a ON a.id = c.archive_id JOIN cartridges k ON k.barcode = a.barcode"
+            f" WHERE c.instance_id = i.id AND k.state IN ({marks(READABLE_STATES)})))"
+            " SELECT ch.study_uid, s.study_date, ch.id AS instance_id, ch.sop_uid, ch.sha256,"
+            " ch.size FROM chosen ch JOIN studies s ON s.study_uid = ch.study_uid"
+            " WHERE ch.pick = 1 ORDER BY ch.study_uid, ch.sop_uid")
+        if study_uids is None:
+            yield from self.db.query(sql.format(where=""), READABLE_STATES)
+            return
+        uids = list(dict.fromkeys(study_uids))
+        for start in range(0, len(uids), 500):  # SQLite bounds the parameters of a statement
+            part = uids[start:start + 500]
+            yield from self.db.query(sql.format(where=f"i.study_uid IN ({marks(part)}) AND"),
+                                     (*part, *READABLE_STATES))
 
     def pending_instances(self, pool: str) -> list[dict[str, Any]]:
         """Instances with a source and no copy on a live cartridge of ``pool``, grouped by study

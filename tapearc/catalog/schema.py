@@ -352,10 +352,45 @@ def _origin(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN;{ORIGIN}PRAGMA user_version = {version}; COMMIT;")
 
 
+RESTORE_INSTANCES = """
+-- the expected set of a job: one row per SOP instance of each study (one version: the one sent),
+-- with how far it got, so a resumed job sends exactly what the PACS has not confirmed
+CREATE TABLE restore_instances (
+    job_id INTEGER NOT NULL REFERENCES restore_jobs(id),
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    instance_id INTEGER,
+    sha256 TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    detail TEXT,
+    PRIMARY KEY (job_id, study_uid, sop_uid)
+) WITHOUT ROWID;
+-- each run of a job (the first and every resume): when, where, who, with which tapearc
+CREATE TABLE restore_runs (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES restore_jobs(id),
+    started TEXT NOT NULL,
+    finished TEXT,
+    host TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    version TEXT NOT NULL,
+    result TEXT
+);
+CREATE INDEX idx_restore_runs_job ON restore_runs(job_id, id);
+"""
+
+
+def _restore_instances(conn: sqlite3.Connection) -> None:
+    """Per-instance restore journal and the runs of each job (``tapearc.catalog.journal``)."""
+    version = MIGRATIONS.index(_restore_instances) + 1
+    conn.executescript(f"BEGIN;{RESTORE_INSTANCES}PRAGMA user_version = {version}; COMMIT;")
+
+
 #: Migration n (1-based) brings the catalog from version n-1 to n.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1, _bring_back, _restore_journal, _pacs_objects, _archive_on_several_media,
-    _recall_desk, _origin]
+    _recall_desk, _origin, _restore_instances]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

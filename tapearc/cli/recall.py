@@ -50,8 +50,8 @@ def recall(
 
         uids = studies_or_all(study_uids, False)
         request = RestoreRequest(parse_peer(to_pacs), uids, kind="recall",
-                                 send=send_options(rate, None, "TAPEARC", "newest"))
-        send_to_pacs(ctx, request, None, as_json)
+                                 send=send_options(rate, None, "TAPEARC"), recent_months=0)
+        send_to_pacs(ctx, request, as_json)
         return
     assert to is not None
     from tapearc.jobs.recall import raise_for

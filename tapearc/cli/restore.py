@@ -19,8 +19,17 @@ Rate = Annotated[str | None, typer.Option(
     "--rate", help="Default limit, e.g. '20MB/s,50/s,c2' (MB/s, instances/s, associations).")]
 Window = Annotated[list[str] | None, typer.Option(
     "--window", help="A daily window with its own limit, e.g. '07:00-19:00=5MB/s,c1'.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the last unfinished job.")]
-ReportFile = Annotated[Path | None, typer.Option("--report", help="Write the report (JSON) here.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue the last unfinished job to this PACS (or start one).")]
+ReportFile = Annotated[Path | None, typer.Option(
+    "--report", help="Write the audit report here (JSON) and beside it as HTML (.html).")]
+Identity = Annotated[list[Path] | None, typer.Option(
+    "--identity", help="Private key file that opens the archives (e.g. the escrow key); "
+                       "default: keys.identities.")]
+Recent = Annotated[int, typer.Option(
+    "--recent-months", help="First pass: studies of the last N months (0: none).")]
+#: Lines of studies not confirmed printed before "... and N more" (the report has them all).
+SHOWN = 20
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +45,7 @@ def restore(
     all_studies: Annotated[bool, typer.Option("--all", help="Every archived study.")] = False,
     rate: Rate = None, window: Window = None, resume: Resume = False,
     priority: Annotated[str, typer.Option("--priority", help="newest or oldest first.")] = "newest",
+    recent_months: Recent = 24, identity: Identity = None,
     report_file: ReportFile = None, aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
@@ -47,26 +57,33 @@ def restore(
     uids = studies_or_all(study_uids, all_studies)
     peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
     request = RestoreRequest(peer, uids, kind="restore", resume=resume,
-                             send=send_options(rate, window, aet, priority))
-    send_to_pacs(ctx, request, report_file, as_json)
+                             send=send_options(rate, window, aet),
+                             priority="oldest" if priority == "oldest" else "newest",
+                             recent_months=recent_months, identity_files=tuple(identity or ()),
+                             report=report_file)
+    send_to_pacs(ctx, request, as_json)
 
 
 def migrate(
     ctx: typer.Context,
     to_pacs: ToPacs,
-    report_file: Annotated[Path, typer.Option("--report", help="The reconciliation report to keep.")],
-    rate: Rate = None, window: Window = None, resume: Resume = False, aet: LocalAet = "TAPEARC",
+    report_file: Annotated[Path, typer.Option(
+        "--report", help="The audit report to keep (JSON, and HTML beside it).")],
+    rate: Rate = None, window: Window = None, resume: Resume = False, identity: Identity = None,
+    aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
 ) -> None:
-    """Every archived study into a new PACS, with a reconciliation report to keep."""
+    """Every archived study into a new PACS, in tape order, with an audit report to keep."""
     from tapearc.dicomnet.peer import parse_peer
     from tapearc.jobs.restore import RestoreRequest
 
     peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
     request = RestoreRequest(peer, None, kind="migrate", resume=resume,
-                             send=send_options(rate, window, aet, "oldest"))
-    send_to_pacs(ctx, request, report_file, as_json)
+                             send=send_options(rate, window, aet), priority="oldest",
+                             recent_months=0, identity_files=tuple(identity or ()),
+                             report=report_file)
+    send_to_pacs(ctx, request, as_json)
 
 
 def studies_or_all(study_uids: list[str] | None, all_studies: bool) -> list[str] | None:
@@ -78,45 +95,49 @@ def studies_or_all(study_uids: list[str] | None, all_studies: bool) -> list[str]
     return None if all_studies else study_uids
 
 
-def send_options(rate: str | None, window: list[str] | None, aet: str,
-                 priority: str) -> SendOptions:
-    """The engine's options from ``--rate``, ``--window``, ``--aet`` and ``--priority``."""
+def send_options(rate: str | None, window: list[str] | None, aet: str) -> SendOptions:
+    """The engine's options from ``--rate``, ``--window`` and ``--aet``."""
     from tapearc.jobs.delivery import SendOptions
     from tapearc.support.limits import Limits, parse_setting, parse_window
 
     limits = Limits(default=parse_setting(rate) if rate else parse_setting("unlimited"),
                     windows=tuple(parse_window(w) for w in window or ()))
-    return SendOptions(limits=limits, local_aet=aet,
-                       priority="oldest" if priority == "oldest" else "newest")
+    return SendOptions(limits=limits, local_aet=aet)
 
 
-def send_to_pacs(ctx: typer.Context, request: RestoreRequest, report_file: Path | None,
-                 as_json: bool) -> None:
-    """Run a send job and print its report (restore, migrate and ``recall --to-pacs``)."""
-    import json
-
+def send_to_pacs(ctx: typer.Context, request: RestoreRequest, as_json: bool) -> None:
+    """Run a send job and print its outcome (restore, migrate and ``recall --to-pacs``)."""
     from tapearc.catalog import open_catalog
-    from tapearc.jobs.delivery import restore_error_exit
+    from tapearc.jobs.delivery import restore_error_exit, warnings
     from tapearc.jobs.restore import restore_to_pacs
 
     settings = state(ctx).settings()
     with open_catalog(settings.catalog_path) as catalog:
         report = restore_to_pacs(settings, catalog, request)
-    doc = report.to_dict()
-    if report_file is not None:
-        report_file.write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        print_json(doc)
+        print_json(report.to_dict())
     else:
         counts = report.by_state()
         typer.echo(f"{request.kind} job {report.job_id} to {request.peer}: "
                    + ", ".join(f"{n} {state_}" for state_, n in counts.items() if n)
-                   + f"; {report.skipped_confirmed} already confirmed")
-        for study in report.studies:
-            if study.state != "confirmed":
-                typer.echo(f"  {study.study_uid}: {study.state} {study.error or ''}".rstrip())
+                   + f" studies; {report.instances_sent} instances sent this run, "
+                   f"{report.skipped_confirmed} studies confirmed before")
+        shown = [s for s in report.studies if s.state != "confirmed"]
+        for study in shown[:SHOWN]:
+            typer.echo(f"  {study.study_uid}: {study.state} {study.error or ''}".rstrip())
+        if len(shown) > SHOWN:
+            typer.echo(f"  ... and {len(shown) - SHOWN} more (see the report)")
         for damage in report.damaged:
             typer.echo(f"  read from another copy: {damage}")
+        if request.report is not None:
+            typer.echo(f"report: {request.report} and {request.report.with_suffix('.html')}"
+                       " (checksums in the audit log)")
     error = restore_error_exit(report)
     if error is not None:
         raise error
+    left_out = warnings(report)
+    if left_out is not None:
+        typer.echo(f"warning: {left_out}", err=True)
+        from tapearc.errors import EXIT_WARNINGS
+
+        raise typer.Exit(EXIT_WARNINGS)

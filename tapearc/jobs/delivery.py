@@ -1,82 +1,84 @@
-"""Restore and migration into a PACS: ordered, paced, journalled, resumable, reconciled.
+"""Restore and migration into a PACS: paced, journalled per instance, confirmed, resumable.
 
-``run_restore`` takes the studies to send and a ``fetch`` callable that brings their files off
-the media (the recall job; ``folder_fetch`` for files already in a folder). For every study it
-C-STOREs the files (``tapearc.dicomnet.sender``), then asks the PACS which of them it holds
-(C-FIND, SERIES then IMAGE level; or Storage Commitment with ``commitment=(host, port)`` where
-the PACS supports it and knows our AE, falling back to C-FIND if it refuses) and records the
-outcome in the journal:
+``run_restore`` takes the job's studies (in the journal with their expected SOP instances) and
+a ``fetch`` that brings their files off the media (``tapearc.jobs.restore``; ``studies_in_folder``
+for files already in a folder), in reading order. Three threads keep the PACS link busy:
+
+* the reader runs ``fetch``: the next study is read and decrypted while this one is sent
+  (``tapearc.jobs.pipeline``);
+* this thread sends each study's instances (``tapearc.dicomnet.sender``; its associations and
+  the rate limiter stay open across studies) and journals every instance's state;
+* the confirmer asks the PACS which of them it holds, by SOP Instance UID (C-FIND, SERIES then
+  IMAGE level; or Storage Commitment with ``commitment=(host, port)`` where the PACS knows our
+  AE, falling back to C-FIND if it refuses), while the next study goes out.
+
+Instance states (``tapearc.catalog.journal.INSTANCE_STATES``): pending, sent, confirmed,
+refused, unreadable (no copy could be read), missing (sent, yet the PACS lacks it). A study's
+state follows from its instances:
 
 =========  =======================================================================
-pending    not sent yet in this job (or interrupted while sending)
-sent       every file went out; the PACS has not been asked yet
-confirmed  the PACS holds every instance of the study
-missing    some instances are not on the PACS (never recalled, lost, or not kept)
-refused    the PACS refused at least one instance (the status is in ``last_error``)
+pending    not (completely) sent yet
+waiting    some instances are on cartridges that are not loaded (``report.needs``)
+sent       every instance went out; the PACS has not been asked yet
+confirmed  the PACS holds every expected instance, each checked by its SOP Instance UID
+missing    some instances are not on the PACS (unreadable on every copy, or not kept)
+refused    the PACS refused at least one instance (the status is in the instance's detail)
 =========  =======================================================================
 
-The journal lives in the catalog (``tapearc.catalog.journal``). Resuming a job skips
-its confirmed studies; a study that was being sent when the run stopped is first compared with
-the PACS, and only the instances it lacks are sent again. If the PACS stops answering, the run
+Resuming a job sends exactly what is not confirmed: for a study already tried, the PACS is first
+asked which expected SOP instances it holds (other instances of the study that reached the PACS
+from elsewhere do not count), and only the others go. If the PACS stops answering, the run
 stops with ``report.aborted`` set and the journal ready to resume.
-
-Order (``order_studies``): studies are grouped by cartridge so each cartridge is read once, in
-position order; cartridges are taken newest study first (``priority="newest"``, the default:
-after a disaster, recent studies are the ones clinicians ask for) or oldest first.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from tapearc.catalog.journal import Journal, JournalItem, StudyRef
+from tapearc import __version__
+from tapearc.catalog.base import actor
+from tapearc.catalog.journal import InstanceRef, Journal, StudyRef
 from tapearc.dicomnet.peer import Peer
-from tapearc.errors import ConfigError, TapearcError, UnavailableError, UsageError
+from tapearc.errors import (
+    ConfigError,
+    OperatorActionNeeded,
+    TapearcError,
+    UnavailableError,
+    UsageError,
+)
+from tapearc.jobs.pipeline import Confirmer, Fetched, Prefetch
 from tapearc.support.limits import Limits, RateLimiter
-from tapearc.support.retry import retry
+
+if TYPE_CHECKING:
+    from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.sender import FileInfo, SendResult, StoreSender
 
 log = logging.getLogger(__name__)
 
-STATES = ("pending", "sent", "confirmed", "missing", "refused")
-Priority = Literal["newest", "oldest"]
+STATES = ("pending", "waiting", "sent", "confirmed", "missing", "refused")
+
+#: ``fetch(studies)`` yields a ``Fetched`` for each study it reaches, in the order to send them.
+Fetch = Callable[[list[StudyRef]], Iterator[Fetched]]
 
 
-#: ``fetch(studies, workdir)`` yields ``(study, files)`` for each study it could recall, grouped
-#: by cartridge in position order. The files of a study stay readable until the next item is
-#: asked for (the engine finishes a study before it asks).
-Fetch = Callable[[list[StudyRef], Path], Iterator[tuple[StudyRef, list[Path]]]]
+@dataclass(frozen=True)
+class SendOptions:
+    """How the engine sends: rate limits and retry policy, our AE title, the DIMSE timeout,
+    and how instances are confirmed: by C-FIND, or with ``commitment=(host, port)`` by Storage
+    Commitment, our AE listening there for the PACS's reports (the PACS must know that address)."""
 
-
-def order_studies(studies: Sequence[StudyRef], priority: Priority = "newest") -> list[StudyRef]:
-    """Group by cartridge (each read once, by position); cartridges by newest (oldest) study."""
-    if priority not in ("newest", "oldest"):
-        raise UsageError(f"unknown priority {priority!r}", hint="use newest or oldest")
-    by_cart: dict[str, list[StudyRef]] = {}
-    for s in studies:
-        by_cart.setdefault(s.cartridge, []).append(s)
-    dates = {c: [s.study_date for s in group if s.study_date] for c, group in by_cart.items()}
-
-    def cart_key(cart: str) -> tuple[int, str, str]:
-        known = dates[cart]
-        if not known:
-            return (1, "", cart)  # undated cartridges last
-        if priority == "newest":
-            # negate the date by complementing its digits so one ascending sort works
-            best = max(known)
-            return (0, "".join(chr(ord("9") - ord(ch) + ord("0")) for ch in best), cart)
-        return (0, min(known), cart)
-
-    ordered: list[StudyRef] = []
-    for cart in sorted(by_cart, key=cart_key):
-        ordered.extend(sorted(by_cart[cart], key=lambda s: (s.position, s.study_uid)))
-    return ordered
+    limits: Limits = field(default_factory=Limits)
+    local_aet: str = "TAPEARC"
+    timeout: float = 30.0
+    commitment: tuple[str, int] | None = None
 
 
 # --------------------------------------------------------------------------------- report
@@ -84,7 +86,7 @@ def order_studies(studies: Sequence[StudyRef], priority: Priority = "newest") ->
 
 @dataclass
 class StudyOutcome:
-    """How one study ended in this run."""
+    """Where one study of the job stands (instance counts by state)."""
 
     study_uid: str
     state: str
@@ -94,13 +96,14 @@ class StudyOutcome:
     confirmed: int = 0
     missing: int = 0
     refused: int = 0
+    unreadable: int = 0
     bytes: int = 0
     error: str | None = None
 
 
 @dataclass
 class RestoreReport:
-    """What a run did; ``aborted`` says why it stopped early (None: it ran to the end)."""
+    """What a run did and where its job stands; ``aborted`` says why it stopped early."""
 
     job_id: int
     peer: str
@@ -111,8 +114,12 @@ class RestoreReport:
     retries: int = 0
     elapsed_s: float = 0.0
     aborted: str | None = None
+    #: cartridges to load for the studies that wait, each "BARCODE (location)"
+    needs: list[str] = field(default_factory=list)
+    #: the job's expected instances by state
+    instances: dict[str, int] = field(default_factory=dict)
+    #: medium damage the reads met and read around (another copy): cartridges to verify
     damaged: list[str] = field(default_factory=list)
-    """Medium damage the fetch met and read around (another copy): cartridges to verify."""
 
     def by_state(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -122,16 +129,27 @@ class RestoreReport:
 
     @property
     def complete(self) -> bool:
-        """True when every study of the run is confirmed and nothing stopped it."""
+        """True when every study of the job is confirmed and nothing stopped the run."""
         return self.aborted is None and all(s.state == "confirmed" for s in self.studies)
+
+    @property
+    def result(self) -> str:
+        """done, interrupted (stopped early), waiting (cartridges to load) or incomplete."""
+        if self.complete:
+            return "done"
+        if self.aborted:
+            return "interrupted"
+        return "waiting" if self.needs else "incomplete"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "peer": self.peer,
-            "result": "done" if self.complete else "interrupted" if self.aborted else "incomplete",
+            "result": self.result,
             "aborted": self.aborted,
+            "needs": self.needs,
             "counts": self.by_state(),
+            "instances": self.instances,
             "skipped_confirmed": self.skipped_confirmed,
             "instances_sent": self.instances_sent,
             "bytes_sent": self.bytes_sent,
@@ -145,22 +163,6 @@ class RestoreReport:
 # --------------------------------------------------------------------------------- engine
 
 
-@dataclass(frozen=True)
-class SendOptions:
-    """How the engine sends: rate limits and retry policy, our AE title, which cartridges
-    first, the folder recalled files wait in (default: the system's temporary folder), the
-    DIMSE timeout, and how studies are confirmed: by C-FIND, or with ``commitment=(host,
-    port)`` by Storage Commitment, our AE listening there for the PACS's reports (the PACS must
-    know that address)."""
-
-    limits: Limits = field(default_factory=Limits)
-    local_aet: str = "TAPEARC"
-    priority: Priority = "newest"
-    workdir: Path | None = None
-    timeout: float = 30.0
-    commitment: tuple[str, int] | None = None
-
-
 def run_restore(
     studies: Sequence[StudyRef],
     fetch: Fetch,
@@ -168,231 +170,237 @@ def run_restore(
     journal: Journal,
     options: SendOptions | None = None,
     *,
+    instances: Iterable[InstanceRef] = (),
     stop: threading.Event | None = None,
-    damaged: list[str] | None = None,
 ) -> RestoreReport:
-    """Send ``studies`` to ``peer``, confirm each, journal it; see the module doc and
-    ``SendOptions``. ``stop`` ends the run after the study being sent (resumable).
-    ``damaged``: the list the fetch adds the medium damage it read around to (reported)."""
-    import contextlib
+    """Send ``studies`` to ``peer``, confirm every instance, journal it; see the module doc.
 
-    from tapearc.dicomnet.commitment import CommitmentListener
+    ``instances`` is the expected set of studies new to the job (the journal keeps the set of
+    studies it already has). ``stop`` ends the run after the study being sent (resumable).
+    """
     from tapearc.dicomnet.query import QueryClient
     from tapearc.dicomnet.sender import StoreSender
 
     options = options or SendOptions()
-    limits, local_aet, timeout = options.limits, options.local_aet, options.timeout
     t0 = time.monotonic()
-    report = RestoreReport(job_id=journal.job_id, peer=str(peer),
-                           damaged=damaged if damaged is not None else [])
-    journal.add(studies)
+    report = RestoreReport(job_id=journal.job_id, peer=str(peer))
+    wanted = {s.study_uid for s in studies}
+    journal.add(studies, (i for i in instances if i.study_uid in wanted))
+    run_id = journal.begin_run(socket.gethostname(), actor(), __version__)
     rows = journal.items()
     todo = [s for s in studies if rows[s.study_uid]["state"] != "confirmed"]
     report.skipped_confirmed = len(studies) - len(todo)
-    outcomes: dict[str, StudyOutcome] = {}
+    engine = _Engine(journal, report)
     try:
-        with QueryClient(peer, local_aet=local_aet, timeout=timeout) as client, StoreSender(
-            peer, local_aet=local_aet, limits=limits, limiter=RateLimiter(limits),
-            timeout=timeout,
-        ) as sender, contextlib.ExitStack() as stack:
-            listener = None
-            if options.commitment is not None:
-                host, port = options.commitment
-                listener = stack.enter_context(CommitmentListener(
-                    aet=local_aet, host=host, port=port, peer=peer))
-            todo = _confirm_earlier_sends(todo, rows, journal, client, outcomes)
-            with tempfile.TemporaryDirectory(prefix="tapearc-restore-",
-                                             dir=options.workdir) as tmp:
-                for ref, files in fetch(order_studies(todo, options.priority), Path(tmp)):
-                    if stop is not None and stop.is_set():
-                        report.aborted = "stopped on request"
-                        break
-                    if ref.study_uid in rows and rows[ref.study_uid]["state"] == "confirmed":
-                        continue
-                    outcome = _restore_one(ref, files, journal, client, sender, report,
-                                           listener, timeout)
-                    outcomes[ref.study_uid] = outcome
-                    if outcome.error and outcome.state == "pending":
-                        report.aborted = outcome.error
-                        break
+        with QueryClient(peer, local_aet=options.local_aet, timeout=options.timeout) as client, \
+                StoreSender(peer, local_aet=options.local_aet, limits=options.limits,
+                            limiter=RateLimiter(options.limits),
+                            timeout=options.timeout) as sender, \
+                Confirmer(peer, options.local_aet, options.timeout,
+                          options.commitment) as confirmer, \
+                Prefetch(lambda: fetch(todo)) as reader:
+            engine.client, engine.sender, engine.confirmer = client, sender, confirmer
+            try:
+                for item in reader:
+                    engine.settle(block=False)
+                    try:
+                        if stop is not None and stop.is_set():
+                            report.aborted = "stopped on request"
+                            break
+                        if not engine.send_study(item):
+                            break
+                    finally:
+                        item.release()
+            finally:  # what was sent is confirmed and journalled, however the loop ended
+                engine.settle(block=True)
     except UnavailableError as exc:
-        report.aborted = str(exc)
+        report.aborted = report.aborted or str(exc)
     except (ConfigError, UsageError):
         raise  # nothing will work until the user fixes the command or the configuration
-    except TapearcError as exc:  # from fetch: no cartridge, a read or checksum error, ...
+    except TapearcError as exc:  # from fetch: a read or key error, ...
         report.aborted = str(exc)
-    # studies not reached (fetch did not yield them, or the run stopped) stay pending
-    final = journal.items()
-    for s in todo:
-        if s.study_uid not in outcomes:
-            row = final[s.study_uid]
-            outcomes[s.study_uid] = StudyOutcome(
-                s.study_uid, row["state"], s.cartridge, s.expected_instances,
-                error=row["last_error"] or ("not reached" if report.aborted else "not recalled"),
-            )
-    report.studies = [outcomes[s.study_uid] for s in todo]
+    report.studies = _outcomes(studies, journal, engine)
+    report.instances = journal.instance_counts()
     report.elapsed_s = time.monotonic() - t0
-    state = "done" if report.complete else "interrupted" if report.aborted else "incomplete"
-    journal.finish(state, report.to_dict())
+    journal.finish_run(run_id, report.result)
+    journal.finish(report.result, report.to_dict())
     return report
 
 
-def _confirm_earlier_sends(
-    todo: list[StudyRef],
-    rows: dict[str, JournalItem],
-    journal: Journal,
-    client: Any,
-    outcomes: dict[str, StudyOutcome],
-) -> list[StudyRef]:
-    """On resume: a study already tried may be complete on the PACS; confirm it unread."""
-    left = []
-    for s in todo:
-        row = rows[s.study_uid]
-        if row["attempts"] and s.expected_instances > 0:
-            held = client.study_instance_count(s.study_uid)
-            if held >= s.expected_instances:
-                journal.update(s.study_uid, state="confirmed", confirmed=held, missing=0,
-                               last_error=None)
-                outcomes[s.study_uid] = StudyOutcome(
-                    s.study_uid, "confirmed", s.cartridge, s.expected_instances,
-                    confirmed=held,
-                )
+class _Engine:
+    """The sending thread's state: what it sent, what awaits confirmation."""
+
+    def __init__(self, journal: Journal, report: RestoreReport) -> None:
+        self.journal = journal
+        self.report = report
+        self.client: QueryClient | None = None
+        self.sender: StoreSender | None = None
+        self.confirmer: Confirmer | None = None
+        self.sent: Counter[str] = Counter()  # study -> instances sent in this run
+        self.sent_bytes: Counter[str] = Counter()
+        self.waiting: dict[str, tuple[str, ...]] = {}  # study -> cartridges it waits for
+
+    def send_study(self, item: Fetched) -> bool:
+        """Send one study's instances that the PACS lacks; False when the run must stop."""
+        from tapearc.dicomnet.sender import SendInterrupted, read_info
+
+        assert self.client is not None and self.sender is not None and self.confirmer is not None
+        ref, journal = item.ref, self.journal
+        uid = ref.study_uid
+        self.report.damaged += item.damaged
+        expected = journal.instances(uid)
+        changes: dict[str, tuple[str, str | None]] = {}
+        for sop, why in item.unreadable.items():
+            if sop in expected and expected[sop]["state"] != "confirmed":
+                changes[sop] = ("unreadable", why)
+        for sop, why in item.waiting_instances.items():
+            if sop in expected and expected[sop]["state"] != "confirmed":
+                changes[sop] = ("pending", why)
+        if item.waiting:
+            self.waiting[uid] = item.waiting
+            for barcode in item.waiting:
+                if barcode not in self.report.needs:
+                    self.report.needs.append(barcode)
+        infos: dict[str, FileInfo] = {}
+        for path in item.files:
+            try:
+                info = read_info(path)
+            except ValueError as exc:
+                log.warning("study %s: %s unreadable: %s", uid, path.name, exc)
                 continue
-        left.append(s)
-    return left
-
-
-def _restore_one(
-    ref: StudyRef,
-    files: list[Path],
-    journal: Journal,
-    client: Any,
-    sender: Any,
-    report: RestoreReport,
-    listener: Any = None,
-    timeout: float = 30.0,
-) -> StudyOutcome:
-    from tapearc.dicomnet.sender import FileInfo, SendInterrupted, SendResult, read_info
-
-    outcome = StudyOutcome(ref.study_uid, "pending", ref.cartridge, ref.expected_instances)
-    earlier = journal.begin_attempt(ref.study_uid)
-    infos: list[FileInfo] = []
-    unreadable: list[str] = []
-    for path in files:
-        try:
-            infos.append(read_info(path))
-        except ValueError as exc:
-            unreadable.append(f"{path.name}: {exc}")
-    ours = {i.sop_instance for i in infos}
-    try:
-        to_send = infos
-        if earlier:
-            # interrupted before: send only what the PACS lacks, so nothing goes twice
-            held = client.study_sop_uids(ref.study_uid)
-            to_send = [i for i in infos if i.sop_instance not in held]
+            if info.sop_instance in expected:
+                infos[info.sop_instance] = info
+        attempts = journal.begin_attempt(uid)
+        if attempts or any(r["state"] in ("sent", "missing", "refused") for r in expected.values()):
+            # tried before: the PACS may hold some already; only their SOP UIDs count
+            for sop in self.client.study_sop_uids(uid) & set(expected):
+                if expected[sop]["state"] != "confirmed":
+                    changes[sop] = ("confirmed", None)
+        journal.set_instances(uid, changes)
+        done = {sop for sop, row in expected.items()
+                if changes.get(sop, (row["state"], None))[0] == "confirmed"}
+        to_send = [infos[sop] for sop in sorted(infos) if sop not in done]
         result: SendResult
         try:
-            result = sender.send_infos(to_send)
+            result = self.sender.send_infos(to_send)
         except SendInterrupted as exc:
-            result = exc.result
-            _account(report, outcome, result)
-            journal.update(ref.study_uid, state="pending", sent=outcome.sent,
-                           bytes=outcome.bytes, last_error=str(exc))
-            outcome.error = str(exc)
-            return outcome
-        _account(report, outcome, result)
-        journal.update(ref.study_uid, state="sent", sent=outcome.sent, bytes=outcome.bytes)
-        held = _held_after_send(client, ref.study_uid, ours, infos, listener, timeout)
-    except UnavailableError as exc:
-        journal.update(ref.study_uid, last_error=str(exc))
-        outcome.error = str(exc)
-        outcome.state = journal.items()[ref.study_uid]["state"]
-        if outcome.state != "pending":
-            # sent but not confirmed: still resumable; the run stops all the same
-            raise
-        return outcome
-    outcome.confirmed = len(ours & held)
-    lacking = ours - held
-    short = max(0, ref.expected_instances - len(ours))
-    outcome.missing = len(lacking) + short
-    outcome.refused = len({f.sop_instance for f in result.refused} & lacking)
-    errors = [f"{f.sop_instance}: {f.reason}" for f in result.refused + result.failed]
-    errors += unreadable
-    if short:
-        errors.append(f"recall gave {len(ours)} of {ref.expected_instances} instances")
-    if outcome.refused:
-        outcome.state = "refused"
-    elif outcome.missing:
-        outcome.state = "missing"
-    else:
-        outcome.state = "confirmed"
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    outcome.error = "; ".join(errors[:5]) + more if errors else None
-    journal.update(
-        ref.study_uid, state=outcome.state, confirmed=outcome.confirmed,
-        missing=outcome.missing, refused=outcome.refused, last_error=outcome.error,
-    )
-    log.info("study %s: %s (%d/%d)", ref.study_uid, outcome.state, outcome.confirmed,
-             ref.expected_instances)
-    return outcome
+            self._record_send(uid, exc.result)
+            journal.update(uid, state="pending", last_error=str(exc))
+            self.report.aborted = str(exc)
+            return False
+        self._record_send(uid, result)
+        if to_send:
+            journal.update(uid, state="sent")
+            self.confirmer.submit(uid, [(i.sop_class, i.sop_instance) for i in to_send])
+        else:  # nothing went: what the PACS holds was counted above
+            self._conclude(uid, set())
+        return True
+
+    def _record_send(self, uid: str, result: Any) -> None:
+        changes: dict[str, tuple[str, str | None]] = {
+            sop: ("sent", None) for sop in result.stored}
+        for failure in result.refused:
+            if failure.sop_instance:
+                changes[failure.sop_instance] = ("refused", failure.reason)
+        for failure in result.failed:
+            if failure.sop_instance:
+                changes[failure.sop_instance] = ("pending", failure.reason)
+        self.journal.set_instances(uid, changes)
+        self.sent[uid] += len(result.stored)
+        self.sent_bytes[uid] += result.bytes_sent
+        self.report.instances_sent += len(result.stored)
+        self.report.bytes_sent += result.bytes_sent
+        self.report.retries += result.retries
+        self.journal.update(uid, sent=self.sent[uid], bytes=self.sent_bytes[uid])
+
+    def settle(self, *, block: bool) -> None:
+        """Journal the confirmations that came back (all of them with ``block``)."""
+        assert self.confirmer is not None
+        for uid, held, error in self.confirmer.results(block=block):
+            if error is not None:
+                self.journal.update(uid, last_error=str(error))
+                if isinstance(error, UnavailableError):
+                    self.report.aborted = self.report.aborted or str(error)
+                continue
+            self._conclude(uid, held or set())
+
+    def _conclude(self, uid: str, held: set[str]) -> None:
+        """Mark what the PACS holds as confirmed, what it lacks after sending as missing, and
+        give the study its state."""
+        rows = self.journal.instances(uid)
+        changes: dict[str, tuple[str, str | None]] = {}
+        for sop, row in rows.items():
+            if row["state"] == "confirmed":
+                continue
+            if sop in held:
+                changes[sop] = ("confirmed", None)
+            elif row["state"] == "sent":
+                changes[sop] = ("missing", "sent, but the PACS does not hold it")
+        self.journal.set_instances(uid, changes)
+        final = {sop: changes.get(sop, (row["state"], row["detail"])) for sop, row in rows.items()}
+        state = study_state(Counter(s for s, _ in final.values()), uid in self.waiting)
+        problems = [f"{sop}: {detail}" for sop, (s, detail) in sorted(final.items())
+                    if s != "confirmed" and detail]
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        error = "; ".join(problems[:5]) + more if problems else None
+        if uid in self.waiting:
+            error = f"waits for {', '.join(self.waiting[uid])}" + (f"; {error}" if error else "")
+        self.journal.update(uid, state=state, last_error=error,
+                            **_counts(Counter(s for s, _ in final.values())))
+        log.info("study %s: %s", uid, state)
 
 
-#: Seconds to wait before asking the PACS again when it lacks instances just stored: some PACS
-#: index asynchronously. (A C-FIND answer that went missing here turned out to be pynetdicom's
-#: reactor taking a pending response off the queue; ``dicomnet._net`` prevents that now.)
-CONFIRM_DELAYS = (0.2, 0.5, 1.0, 2.0)
+def study_state(states: Counter[str], waiting: bool) -> str:
+    """A study's state from its instances' states (see the module doc)."""
+    if set(states) <= {"confirmed"}:
+        return "confirmed"
+    if waiting:
+        return "waiting"
+    if states["refused"]:
+        return "refused"
+    if states["pending"]:
+        return "pending"
+    if states["sent"]:
+        return "sent"
+    return "missing"
 
 
-def _held_after_send(
-    client: Any, study_uid: str, ours: set[str], infos: Sequence[Any], listener: Any,
-    timeout: float,
-) -> set[str]:
-    if listener is not None and not listener.disabled:
-        from tapearc.dicomnet.commitment import CommitmentError
-
-        try:
-            committed: set[str] = listener.request(
-                [(i.sop_class, i.sop_instance) for i in infos], timeout=timeout * 2
-            ).committed
-            return committed
-        except CommitmentError as exc:
-            listener.disabled = True
-            log.warning("study %s: %s; confirming by C-FIND", study_uid, exc)
-
-    def ask() -> set[str]:
-        held: set[str] = client.study_sop_uids(study_uid)
-        if not ours <= held:
-            raise _Lacking(held)
-        return held
-
-    try:
-        return retry(ask, attempts=len(CONFIRM_DELAYS) + 1, transient=_Lacking,
-                     delay=lambda n: CONFIRM_DELAYS[n - 1], sleep=time.sleep)
-    except _Lacking as still:
-        return still.held  # the caller counts what is missing
+def _counts(states: Counter[str]) -> dict[str, int]:
+    return {"confirmed": states["confirmed"], "refused": states["refused"],
+            "missing": states["missing"] + states["unreadable"]}
 
 
-class _Lacking(Exception):
-    """The PACS does not hold every instance just sent (yet)."""
-
-    def __init__(self, held: set[str]) -> None:
-        super().__init__(f"{len(held)} held")
-        self.held = held
-
-
-def _account(report: RestoreReport, outcome: StudyOutcome, result: Any) -> None:
-    outcome.sent += len(result.stored)
-    outcome.bytes += result.bytes_sent
-    report.instances_sent += len(result.stored)
-    report.bytes_sent += result.bytes_sent
-    report.retries += result.retries
+def _outcomes(studies: Sequence[StudyRef], journal: Journal,
+              engine: _Engine) -> list[StudyOutcome]:
+    """Every study of the run, with its state from the journal (also those confirmed before)."""
+    rows = journal.items()
+    counts = journal.study_instance_counts()
+    out = []
+    for s in studies:
+        row, n = rows[s.study_uid], counts.get(s.study_uid, Counter())
+        out.append(StudyOutcome(
+            s.study_uid, row["state"], s.cartridge, s.expected_instances,
+            sent=engine.sent[s.study_uid], confirmed=n["confirmed"],
+            missing=n["missing"] + n["unreadable"], refused=n["refused"],
+            unreadable=n["unreadable"], bytes=engine.sent_bytes[s.study_uid],
+            error=row["last_error"]))
+    return out
 
 
 # --------------------------------------------------------------------------------- folder source
 
 
-def studies_in_folder(root: Path, *, cartridge: str = "folder") -> tuple[list[StudyRef], Fetch]:
-    """Index the DICOM files under ``root`` by study; return the refs and a matching fetch.
+@dataclass
+class FolderSource:
+    """Studies found in a folder: their refs, expected instances and a matching fetch."""
+
+    refs: list[StudyRef]
+    instances: list[InstanceRef]
+    fetch: Fetch
+
+
+def studies_in_folder(root: Path, *, cartridge: str = "folder") -> FolderSource:
+    """Index the DICOM Part-10 files under ``root`` by study.
 
     For restoring from files already on disk (a ``recall --to DIR`` output, a PACS export) and
     for tests. Files that are not DICOM Part-10 with a Study Instance UID are ignored.
@@ -400,12 +408,16 @@ def studies_in_folder(root: Path, *, cartridge: str = "folder") -> tuple[list[St
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from tapearc.dicomnet.sender import read_info
+
     files: dict[str, list[Path]] = {}
     dates: dict[str, str | None] = {}
+    instances: list[InstanceRef] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
             ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID",
                                                                        "StudyDate"])
+            info = read_info(path)
         except (InvalidDicomError, OSError, EOFError, ValueError):
             continue
         uid = str(ds.get("StudyInstanceUID", "") or "")
@@ -413,33 +425,41 @@ def studies_in_folder(root: Path, *, cartridge: str = "folder") -> tuple[list[St
             continue
         files.setdefault(uid, []).append(path)
         dates.setdefault(uid, str(ds.get("StudyDate", "") or "") or None)
-    refs = [
-        StudyRef(uid, dates[uid], len(paths), cartridge, pos)
-        for pos, (uid, paths) in enumerate(files.items())
-    ]
+        instances.append(InstanceRef(uid, info.sop_instance, info.size))
+    refs = [StudyRef(uid, dates[uid], len(paths), cartridge, pos)
+            for pos, (uid, paths) in enumerate(files.items())]
 
-    def fetch(wanted: list[StudyRef], workdir: Path) -> Iterator[tuple[StudyRef, list[Path]]]:
+    def fetch(wanted: list[StudyRef]) -> Iterator[Fetched]:
         for ref in wanted:
             if ref.study_uid in files:
-                yield ref, list(files[ref.study_uid])
+                yield Fetched(ref, list(files[ref.study_uid]))
 
-    return refs, fetch
+    return FolderSource(refs, instances, fetch)
 
 
 def restore_error_exit(report: RestoreReport) -> TapearcError | None:
-    """The error a command should exit with for ``report`` (None when it is complete)."""
-    from tapearc.errors import OperatorActionNeeded
-
+    """The error a command should exit with for ``report`` (None when it is complete or only
+    ended with warnings: see ``warnings``)."""
     if report.aborted:
         return OperatorActionNeeded(
             f"restore job {report.job_id} stopped: {report.aborted}",
-            hint="fix the PACS connection, then run again with --resume",
+            hint="fix the cause, then run the same command again with --resume",
         )
-    if not report.complete:
-        counts = report.by_state()
-        return TapearcError(
-            f"restore job {report.job_id}: {counts['missing']} studies missing, "
-            f"{counts['refused']} refused, {counts['pending']} not sent",
-            hint="see the report; run again with --resume to retry them",
+    if report.needs:
+        waiting = report.by_state()["waiting"]
+        return OperatorActionNeeded(
+            f"restore job {report.job_id}: {waiting} studies wait for cartridges; load "
+            + ", ".join(report.needs),
+            hint="load them, then run the same command again with --resume",
         )
     return None
+
+
+def warnings(report: RestoreReport) -> str | None:
+    """What a finished run left out (done, with warnings), or None when it is complete."""
+    if report.complete or report.aborted or report.needs:
+        return None
+    counts = report.by_state()
+    return (f"restore job {report.job_id}: {counts['missing']} studies missing instances, "
+            f"{counts['refused']} refused, {counts['pending'] + counts['sent']} not confirmed"
+            "; see the report, then run again with --resume to retry them")

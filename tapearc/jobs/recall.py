@@ -271,7 +271,7 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
                             m0["barcode"], m0["data_file"])
                 for m in members:
                     results[m["study_uid"]].unsigned = True
-            for run in _contiguous(members):
+            for run in contiguous(members):
                 try:
                     _read_run(driver, reader, run, out, results)
                 except IntegrityError as exc:  # a failed tag or a medium error: this run only
@@ -289,7 +289,7 @@ def _read_cartridge(settings: Settings, drive: str, rows: list[dict[str, Any]], 
             result.verified = len(result.files) == result.instances and not result.missing
 
 
-def _contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def contiguous(members: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Split an archive's members (sorted by offset) into runs of the same study."""
     run: list[dict[str, Any]] = []
     for m in sorted(members, key=lambda r: r["data_offset"]):

@@ -45,9 +45,10 @@ def test_restore_confirmed_by_storage_commitment(
         modalities={"tapearc": {"AET": "TAPEARC", "Host": "127.0.0.1", "Port": port}}
     )
     peer = Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
-    refs, fetch = studies_in_folder(synth_studies)
-    report = run_restore(refs[:4], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)),
-                         SendOptions(commitment=("127.0.0.1", port)))
+    src = studies_in_folder(synth_studies)
+    report = run_restore(src.refs[:4], src.fetch, peer,
+                         Journal.create(db, kind="restore", peer=str(peer)),
+                         SendOptions(commitment=("127.0.0.1", port)), instances=src.instances)
     assert report.complete, report.to_dict()
     assert "confirming by C-FIND" not in caplog.text  # the reports came back
 
@@ -59,9 +60,11 @@ def test_commitment_without_pacs_knowing_us_falls_back_to_cfind(
     from tapearc.catalog.journal import Journal
     from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 
-    refs, fetch = studies_in_folder(synth_studies)
-    report = run_restore(refs[:2], fetch, pacs, Journal.create(db, kind="restore", peer=str(pacs)),
-                         SendOptions(commitment=("127.0.0.1", free_port()), timeout=2))
+    src = studies_in_folder(synth_studies)
+    report = run_restore(src.refs[:2], src.fetch, pacs,
+                         Journal.create(db, kind="restore", peer=str(pacs)),
+                         SendOptions(commitment=("127.0.0.1", free_port()), timeout=2),
+                         instances=src.instances)
     assert report.complete, report.to_dict()
     # Orthanc aborts an N-ACTION from an AE it does not know; asked once, then C-FIND only
     assert caplog.text.count("confirming by C-FIND") == 1

@@ -14,10 +14,11 @@ from tests.dicomnet.orthanc import Orthanc
 def test_restore_24_studies_into_empty_orthanc_all_confirmed(
     synth_studies: Path, orthanc: Orthanc, pacs: Peer, db: Any
 ) -> None:
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
     assert len(refs) == 24
     journal = Journal.create(db, kind="restore", peer=str(pacs))
-    report = run_restore(refs, fetch, pacs, journal)
+    report = run_restore(refs, src.fetch, pacs, journal, instances=src.instances)
     assert report.aborted is None
     assert report.by_state()["confirmed"] == 24, [s for s in report.studies if s.state != "confirmed"]
     total = sum(r.expected_instances for r in refs)
@@ -47,10 +48,11 @@ from tapearc.catalog import open_catalog
 from tapearc.catalog.journal import Journal
 from tapearc.jobs.delivery import SendOptions, run_restore, studies_in_folder
 folder, dbpath, port, job = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-refs, fetch = studies_in_folder(Path(folder))
-run_restore(refs, fetch, Peer("TESTPACS", "127.0.0.1", port),
+src = studies_in_folder(Path(folder))
+run_restore(src.refs, src.fetch, Peer("TESTPACS", "127.0.0.1", port),
             Journal.open(open_catalog(Path(dbpath)), job),
-            SendOptions(limits=Limits(default=RateSetting(instances_per_s=25))))
+            SendOptions(Limits(default=RateSetting(instances_per_s=25))),
+            instances=src.instances)
 """
 
 
@@ -62,7 +64,8 @@ def test_killed_restore_resumes_without_resending(
     import sys
     import time
 
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
     total = sum(r.expected_instances for r in refs)
     journal = Journal.create(db, kind="restore", peer=str(pacs))
     child = subprocess.Popen(
@@ -85,10 +88,11 @@ def test_killed_restore_resumes_without_resending(
     on_pacs_before = orthanc.statistics()["CountInstances"]
     assert on_pacs_before < total
 
-    report = run_restore(refs, fetch, pacs, Journal.open(db, journal.job_id))
+    report = run_restore(refs, src.fetch, pacs, Journal.open(db, journal.job_id))
     assert report.complete, report.to_dict()
     assert report.skipped_confirmed == len(confirmed_before), before
-    assert not confirmed_before & {s.study_uid for s in report.studies}
+    # every study of the job is in the report, the ones confirmed before too
+    assert {s.study_uid for s in report.studies} == {r.study_uid for r in refs}
     # nothing sent twice: the resumed run sent exactly what the PACS lacked
     assert report.instances_sent == total - on_pacs_before
     assert orthanc.statistics()["CountInstances"] == total
@@ -107,7 +111,8 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
 
     orthanc = start_orthanc("pacs")
     peer = Peer(PACS_AET, "127.0.0.1", orthanc.dicom_port)
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
     journal = Journal.create(db, kind="restore", peer=str(peer))
     limits = Limits(default=RateSetting(instances_per_s=40), max_attempts=3, backoff_s=0.1)
 
@@ -123,7 +128,8 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
     killer = threading.Thread(target=stop_when_half_done)
     killer.start()
     t0 = time.monotonic()
-    report = run_restore(refs, fetch, peer, journal, SendOptions(limits=limits, timeout=5))
+    report = run_restore(refs, src.fetch, peer, journal, SendOptions(limits, timeout=5),
+                         instances=src.instances)
     killer.join()
     assert time.monotonic() - t0 < 30
     assert report.aborted is not None and str(peer) in report.aborted, report.to_dict()
@@ -135,7 +141,7 @@ def test_pacs_stopped_mid_run_gives_report_and_resumable_journal(
     # the same storage, restarted (new ports): the job resumes and completes
     again = start_orthanc("pacs")
     peer2 = Peer(PACS_AET, "127.0.0.1", again.dicom_port)
-    report2 = run_restore(refs, fetch, peer2, Journal.open(db, journal.job_id))
+    report2 = run_restore(refs, src.fetch, peer2, Journal.open(db, journal.job_id))
     assert report2.complete, report2.to_dict()
     assert report2.skipped_confirmed == counts["confirmed"]
     total = sum(r.expected_instances for r in refs)
@@ -158,9 +164,11 @@ def test_refused_instance_does_not_stop_the_run(
     private = UID("1.2.826.0.1.3680043.10.1543.9.9")
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = private
     ds.save_as(bad, enforce_file_format=True)
-    refs, fetch = studies_in_folder(tmp_path / "src")
-    report = run_restore(refs, fetch, pacs, Journal.create(db, kind="restore", peer=str(pacs)),
-                         SendOptions(limits=Limits(max_attempts=2, backoff_s=0.05)))
+    src = studies_in_folder(tmp_path / "src")
+    report = run_restore(src.refs, src.fetch, pacs,
+                         Journal.create(db, kind="restore", peer=str(pacs)),
+                         SendOptions(Limits(max_attempts=2, backoff_s=0.05)),
+                         instances=src.instances)
     assert report.aborted is None
     states = {s.study_uid: s for s in report.studies}
     assert states[studies[1].study_uid].state == "refused"
@@ -171,18 +179,32 @@ def test_refused_instance_does_not_stop_the_run(
     assert orthanc.study_instance_count(studies[1].study_uid) == 2
 
 
-def test_fetch_short_of_instances_is_reported_missing(
+def test_instances_fetch_cannot_read_are_reported_unreadable(
     synth_studies: Path, orthanc: Orthanc, pacs: Peer, db: Any
 ) -> None:
-    from dataclasses import replace
+    from collections.abc import Iterator
 
-    refs, fetch = studies_in_folder(synth_studies)
-    short = [replace(refs[0], expected_instances=refs[0].expected_instances + 2), *refs[1:3]]
-    report = run_restore(short, fetch, pacs, Journal.create(db, kind="migrate", peer=str(pacs)))
+    from tapearc.catalog.journal import StudyRef
+    from tapearc.jobs.pipeline import Fetched
+
+    src = studies_in_folder(synth_studies)
+    refs = src.refs[:3]
+
+    def short(wanted: list[StudyRef]) -> Iterator[Fetched]:
+        for item in src.fetch(wanted):
+            if item.ref.study_uid == refs[0].study_uid:  # two files lost on the way
+                lost = item.files[:2]
+                item.files = item.files[2:]
+                item.unreadable = {p.stem: "checksum mismatch on A00001" for p in lost}
+            yield item
+
+    report = run_restore(refs, short, pacs, Journal.create(db, kind="migrate", peer=str(pacs)),
+                         instances=src.instances)
     first = next(s for s in report.studies if s.study_uid == refs[0].study_uid)
-    assert first.state == "missing" and first.missing == 2
-    assert "recall gave" in (first.error or "")
+    assert first.state == "missing" and first.missing == 2 and first.unreadable == 2
+    assert "checksum mismatch" in (first.error or "")
     assert report.by_state()["confirmed"] == 2
+    assert report.instances["unreadable"] == 2
 
 
 def test_wrong_called_aet_stops_with_config_error(
@@ -193,32 +215,35 @@ def test_wrong_called_aet_stops_with_config_error(
     from tapearc.errors import ConfigError
 
     peer = Peer("NOTTHEPACS", "127.0.0.1", orthanc.dicom_port)
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
     with pytest.raises(ConfigError, match="rejected the association"):
-        run_restore(refs[:2], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)))
+        run_restore(src.refs[:2], src.fetch, peer,
+                    Journal.create(db, kind="restore", peer=str(peer)), instances=src.instances)
 
 
 def test_fetch_failure_stops_with_report_and_resumes(
     synth_studies: Path, orthanc: Orthanc, pacs: Peer, db: Any
 ) -> None:
-    """The recall side failing (e.g. the next cartridge is not loaded) keeps the journal sane."""
+    """The recall side failing (e.g. a key that opens nothing) keeps the journal sane."""
     from collections.abc import Iterator
 
-    from tapearc.errors import NoMedium
-    from tapearc.jobs.delivery import StudyRef
+    from tapearc.catalog.journal import StudyRef
+    from tapearc.errors import WrongKeyError
+    from tapearc.jobs.pipeline import Fetched
 
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
 
-    def failing(wanted: list[StudyRef], workdir: Path) -> Iterator[tuple[StudyRef, list[Path]]]:
-        for n, item in enumerate(fetch(wanted, workdir)):
+    def failing(wanted: list[StudyRef]) -> Iterator[Fetched]:
+        for n, item in enumerate(src.fetch(wanted)):
             if n == 3:
-                raise NoMedium("cartridge A00002L9 is not loaded", hint="load it")
+                raise WrongKeyError("none of the configured private keys opens this archive")
             yield item
 
     journal = Journal.create(db, kind="restore", peer=str(pacs))
-    report = run_restore(refs, failing, pacs, journal)
-    assert report.aborted and "A00002L9" in report.aborted
+    report = run_restore(refs, failing, pacs, journal, instances=src.instances)
+    assert report.aborted and "private keys" in report.aborted
     assert report.by_state()["confirmed"] == 3
     assert journal.job()["state"] == "interrupted"
-    again = run_restore(refs, fetch, pacs, Journal.open(db, journal.job_id))
+    again = run_restore(refs, src.fetch, pacs, Journal.open(db, journal.job_id))
     assert again.complete and again.skipped_confirmed == 3

@@ -50,8 +50,11 @@ def test_restore_reconcile_and_pull_over_tls(
     orthanc, (ca, certs), _ = tls_pacs
     tls = TlsOptions(ca_file=ca, cert_file=certs["tapearc"].cert, key_file=certs["tapearc"].key)
     peer = _peer(orthanc, tls)
-    refs, fetch = studies_in_folder(synth_studies)
-    report = run_restore(refs[:5], fetch, peer, Journal.create(db, kind="restore", peer=str(peer)))
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
+    report = run_restore(refs[:5], src.fetch, peer,
+                         Journal.create(db, kind="restore", peer=str(peer)),
+                         instances=src.instances)
     assert report.complete, report.to_dict()
     assert orthanc.statistics()["CountInstances"] == sum(r.expected_instances for r in refs[:5])
     with QueryClient(peer) as client:  # the reconcile's inventory, over TLS

@@ -10,7 +10,7 @@ import pytest
 from tapearc.catalog.journal import StudyRef
 from tapearc.dicomnet.peer import Peer, parse_peer
 from tapearc.errors import UsageError
-from tapearc.jobs.delivery import order_studies
+from tapearc.jobs.restore_plan import order_studies
 from tapearc.support.limits import (
     Limits,
     RateLimiter,

@@ -21,7 +21,7 @@ from tapearc.errors import DeviceError
 from tapearc.jobs.keydrill import key_drill
 from tapearc.jobs.nightly import run_nightly
 from tapearc.jobs.recall import recall
-from tapearc.jobs.restore import recall_fetch, study_refs
+from tapearc.jobs.restore import MediaFetch, expected_set
 from tests.jobs.site import PASSPHRASE, Site, make_site
 from tests.support import run_cli
 from tests.synth import SynthStudy, generate_studies
@@ -152,15 +152,21 @@ def test_verify_reports_the_damaged_archive_and_checks_the_others(
 def test_restore_fetch_reads_the_other_pool_and_reports_the_damage(
     site: tuple[Site, list[SynthStudy]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from tapearc.catalog.journal import Journal
+
     s, studies = site
     fail_reads(monkeypatch, "A00001", all_data_blocks(s, "A00001"))
-    damaged: list[str] = []
     with s.catalog() as cat:
-        refs = study_refs(s.settings, cat, None)
-        assert {r.cartridge for r in refs} == {"A00001"}  # the planned copy is the damaged one
-        fetched = {ref.study_uid: len(files) for ref, files in
-                   recall_fetch(s.settings, cat, [s.identity], damaged)(refs, tmp_path / "w")}
-    assert fetched == {x.study_uid: 2 for x in studies}
+        refs, instances = expected_set(cat, None)
+        journal = Journal.create(cat, kind="restore", peer="PACS@h:104")
+        journal.add(refs, instances)
+        fetch = MediaFetch(s.settings, cat.path, journal.job_id, [s.identity], tmp_path / "w",
+                           recent_since=None, priority="newest")
+        items = list(fetch(refs))
+    # the planned copy was the damaged one: every study came from pool B
+    assert {i.ref.cartridge for i in items} == {"A00001"}
+    assert {i.ref.study_uid: len(i.infos) for i in items} == {x.study_uid: 2 for x in studies}
+    damaged = [d for i in items for d in i.damaged]
     assert len(damaged) == len(studies)
     assert all("A00001 archive" in d and "EIO" in d for d in damaged)
 

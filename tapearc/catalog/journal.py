@@ -92,7 +92,7 @@ _INSTANCE_COLUMNS = tuple(JournalInstance.__annotations__)
 INSTANCE_STATES = ("pending", "sent", "confirmed", "refused", "unreadable", "missing")
 #: What the engine may change on a study's row (``updated`` is set on every change).
 _CHANGEABLE = frozenset(("state", "sent", "confirmed", "missing", "refused", "bytes",
-                         "last_error"))
+                         "last_error", "cartridge", "position"))
 
 
 class Journal:

@@ -271,6 +271,8 @@ class _Engine:
             if info.sop_instance in expected:
                 infos[info.sop_instance] = info
         attempts = journal.begin_attempt(uid)
+        if ref.cartridge:  # where it is read from this time
+            journal.update(uid, cartridge=ref.cartridge, position=ref.position)
         if attempts or any(r["state"] in ("sent", "missing", "refused") for r in expected.values()):
             # tried before: the PACS may hold some already; only their SOP UIDs count
             for sop in self.client.study_sop_uids(uid) & set(expected):
@@ -379,7 +381,7 @@ def _outcomes(studies: Sequence[StudyRef], journal: Journal,
     for s in studies:
         row, n = rows[s.study_uid], counts.get(s.study_uid, Counter())
         out.append(StudyOutcome(
-            s.study_uid, row["state"], s.cartridge, s.expected_instances,
+            s.study_uid, row["state"], row["cartridge"] or s.cartridge, s.expected_instances,
             sent=engine.sent[s.study_uid], confirmed=n["confirmed"],
             missing=n["missing"] + n["unreadable"], refused=n["refused"],
             unreadable=n["unreadable"], bytes=engine.sent_bytes[s.study_uid],

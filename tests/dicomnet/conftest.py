@@ -1,6 +1,6 @@
 """Fixtures for the DICOM networking tests: a private network namespace, Orthanc, and data.
 
-Slow tests (marker ``slow``, e.g. the 30 s rate-limit run) are skipped unless
+Slow tests (marker ``slow``, e.g. the 60 s rate-limit run) are skipped unless
 ``TAPEARC_RUN_SLOW=1`` or ``TAPEARC_REQUIRE_TOOLS=1`` (CI) is set, so CI always runs them.
 """
 

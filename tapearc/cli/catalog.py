@@ -36,10 +36,15 @@ def backup(
 @catalog_app.command("rebuild")
 def rebuild(
     ctx: typer.Context,
-    drive: Annotated[list[str] | None, typer.Option("--drive", help="Drive(s) to read.")] = None,
+    drive: Annotated[list[str] | None, typer.Option(
+        "--drive", help="Read only these drives (default: every drive, then the library).")] = None,
+    identity: Annotated[list[Path] | None, typer.Option(
+        "--identity", help="Private key file to open the archives with (after a disaster: the "
+                           "escrow key); default: keys.identities.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Rebuild a lost catalog from the cartridges' labels and index files (not the data).
+    """Rebuild a lost catalog from the cartridges: the newest catalog copy on them, then every
+    archive's index (labels and indexes only, never the data).
 
     Only archives signed by a trusted signing key for the cartridge and position they are on
     are imported; any other (forged, moved, malformed) is refused, listed, and exits 65 after
@@ -48,11 +53,13 @@ def rebuild(
     from tapearc.errors import IntegrityError
     from tapearc.jobs.catalog import rebuild_catalog
 
-    report = rebuild_catalog(state(ctx).settings(), drive or [])
+    report = rebuild_catalog(state(ctx).settings(), drive or [], identity_files=identity or [])
     if as_json:
         print_json(report.as_json())
     else:
-        typer.echo(f"rebuilt from {', '.join(report.cartridges) or 'no cartridge'}: "
+        start = f" (started from the catalog copy on {report.catalog_copy})" \
+            if report.catalog_copy else ""
+        typer.echo(f"rebuilt from {', '.join(report.cartridges)}{start}: "
                    f"{report.archives} archives, {report.instances} instances imported, "
                    f"{report.already_known} already known, {len(report.refused)} refused")
         for refused in report.refused:

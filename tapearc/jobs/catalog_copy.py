@@ -8,6 +8,8 @@ any archive), so a rebuild or ``tapearc decrypt`` finds it.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,8 @@ from tapearc.jobs.media import loaded_cartridge, open_drive, pool_drive
 from tapearc.support.safefs import private_workdir
 
 if TYPE_CHECKING:
-    from tapearc.drivers.base import Driver, Label
+    from tapearc.drivers.base import ArchivePosition, Driver, Label
+    from tapearc.format.reader import ArchiveReader
 
 
 def snapshot_catalog(catalog: Catalog, folder: Path) -> Path:
@@ -84,3 +87,52 @@ def backup_catalog_to_file(settings: Settings, target: Path) -> Path:
                             content=Content.CATALOG, signer=signer)
     target.write_bytes(sealed)
     return target
+
+
+def read_catalog_copy(driver: Driver, position: ArchivePosition, reader: ArchiveReader,
+                      dest: Path) -> Path:
+    """Decrypt the catalog copy (an archive of kind ``catalog``) at ``position`` with
+    ``reader`` (its data header, authenticated) into ``dest`` (created 0600; streamed, a large
+    catalog never sits in memory); returns ``dest``."""
+    import os
+    import shutil
+    import tarfile
+
+    from tapearc.errors import FormatError
+
+    blocks = driver.read_blocks(position, 1, position.data_blocks - 1)
+    stream = io.BufferedReader(_ChunkStream(reader.iter_plaintext(blocks)), 1 << 20)
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.isfile() and member.name.startswith("catalog/") \
+                    and member.name.endswith(".sqlite"):
+                src = tar.extractfile(member)
+                if src is None:
+                    break
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with src, open(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                return dest
+    raise FormatError(f"the catalog copy at file {position.data_file} holds no catalog")
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable stream over decrypted chunks (each valid until the next is asked for)."""
+
+    def __init__(self, chunks: Iterable[memoryview]) -> None:
+        self._chunks: Iterator[memoryview] = iter(chunks)
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(bytes(chunk))  # the chunk's buffer is reused
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n

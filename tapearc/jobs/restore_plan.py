@@ -9,8 +9,9 @@ Pure: it takes the job's studies, where their unconfirmed instances have readabl
   pool, is ready too). It is read from its *primary* cartridge, the loaded one holding most of
   it, and the rest from the others.
 * **The rest waits.** A study with an instance on no loaded cartridge waits. One list names the
-  cartridges that unlock every waiting study: chosen greedily (the cartridge unlocking most
-  first, onsite before offsite), so two pools' copies of the same study never both appear.
+  cartridges that unlock every waiting study, chosen greedily (onsite before offsite, then the
+  cartridge unlocking most), so two pools' copies of the same study never both appear; the
+  cartridges unlocking the newest studies are to be loaded first.
 * **Order.** First the recent studies (study date on or after ``recent_since``), then all others;
   within each pass studies are grouped by cartridge and read in position order, cartridges by
   their newest study. A cartridge holding recent and older studies is therefore passed over
@@ -99,6 +100,12 @@ def make_plan(studies: Sequence[StudyRef], copies: Iterable[Mapping[str, Any]],
                               study.first[primary]))
     plan.ready = order_studies(ready, priority, recent_since=recent_since)
     plan.needs, plan.waiting = _cover(stuck, loaded, where)
+    # load first what unlocks the newest studies (the list itself stays as short as it is)
+    newest: dict[str, str] = {}
+    for uid, barcodes in plan.waiting.items():
+        for b in barcodes:
+            newest[b] = max(newest.get(b, ""), wanted[uid].study_date or "")
+    plan.needs.sort(key=lambda need: newest.get(need[0], ""), reverse=True)
     return plan
 
 
@@ -131,7 +138,8 @@ def _cover(stuck: Mapping[str, _Study], loaded: Collection[str],
     chosen: list[str] = []
     while open_sets:
         score: Counter[str] = Counter(b for _, holders in open_sets for b in holders)
-        best = min(score, key=lambda b: (-score[b], where[b][1] != "onsite", where[b][0], b))
+        # onsite first (a vault takes a day), then the one unlocking most, then pool order
+        best = min(score, key=lambda b: (where[b][1] != "onsite", -score[b], where[b][0], b))
         chosen.append(best)
         open_sets = {k: None for k in open_sets if best not in k[1]}
     waiting: dict[str, list[str]] = {}

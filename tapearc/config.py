@@ -587,7 +587,11 @@ def check_key_files(settings: Settings) -> None:
                         else [])):
         for path in paths:
             if not path.is_file():
-                raise ConfigError(f"{where}: {key} names {path}, which does not exist", hint=fix)
+                escrow = ("; after a disaster, give the escrow key instead: --identity "
+                          "/path/to/escrow.key (catalog rebuild, restore)"
+                          if key == "keys.identities" else "")
+                raise ConfigError(f"{where}: {key} names {path}, which does not exist",
+                                  hint=fix + escrow)
 
 
 # --- reading the document -----------------------------------------------------------------------

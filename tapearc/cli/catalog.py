@@ -53,7 +53,9 @@ def rebuild(
     from tapearc.errors import IntegrityError
     from tapearc.jobs.catalog import rebuild_catalog
 
-    report = rebuild_catalog(state(ctx).settings(), drive or [], identity_files=identity or [])
+    # with --identity the configured keys are not needed (after a disaster they are gone)
+    settings = state(ctx).settings(check_keys=not identity)
+    report = rebuild_catalog(settings, drive or [], identity_files=identity or [])
     if as_json:
         print_json(report.as_json())
     else:

@@ -111,7 +111,8 @@ def send_to_pacs(ctx: typer.Context, request: RestoreRequest, as_json: bool) -> 
     from tapearc.jobs.delivery import restore_error_exit, warnings
     from tapearc.jobs.restore import restore_to_pacs
 
-    settings = state(ctx).settings()
+    # with --identity the configured keys are not needed (after a disaster they are gone)
+    settings = state(ctx).settings(check_keys=not request.identity_files)
     with open_catalog(settings.catalog_path) as catalog:
         report = restore_to_pacs(settings, catalog, request)
     if as_json:

@@ -32,7 +32,9 @@ def test_rebuild_passes_over_an_index_it_cannot_read(
         Path(str(site.settings.catalog_path) + suffix).unlink(missing_ok=True)
     with caplog.at_level(logging.ERROR, logger="tapearc.jobs.catalog"):
         report = rebuild_catalog(site.settings, [], identities=[site.identity])
-    assert (report.archives, report.instances) == (readable, 8), report.as_json()
+    # the readable archives come from the catalog copy on the media or from their indexes
+    assert report.archives + report.already_known == readable, report.as_json()
+    assert report.catalog_copy is not None
     # the studies and the catalog copy, both pools: listed, and logged
     assert len(report.refused) == 4, report.refused
     assert "archive index version 2 is not supported" in report.refused[0]
@@ -41,3 +43,4 @@ def test_rebuild_passes_over_an_index_it_cannot_read(
     with site.catalog() as cat:
         assert {s["study_uid"] for s in cat.find_studies(StudyFilter())} == \
             {s.study_uid for s in old}
+        assert len(cat.query("SELECT 1 FROM copies")) == 8  # 4 instances on each pool

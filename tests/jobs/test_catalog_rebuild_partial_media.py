@@ -29,7 +29,9 @@ def test_nightly_after_rebuild_from_one_pool(tmp_path: Path) -> None:
     eject_drive(site.settings, "db")         # B00001 goes back to its vault
     # every configured drive: db is empty now, which is not a reason to stop
     rebuilt = rebuild_catalog(site.settings, [], identities=[site.identity])
-    assert rebuilt.cartridges == ["A00001"] and rebuilt.instances == 4, rebuilt.as_json()
+    assert rebuilt.cartridges == ["A00001"], rebuilt.as_json()
+    with site.catalog() as cat:  # from the catalog copy on A00001 or its index
+        assert len(cat.query("SELECT 1 FROM instances")) == 4
     site.label("B00002", "B")                # a fresh pool B cartridge for tonight
     env = {**os.environ, "TAPEARC_PASSPHRASE": PASSPHRASE}
     out = subprocess.run([sys.executable, "-m", "tapearc", "--config", str(site.config),

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 #: Largest PDU we offer to receive (the peer fragments to its own limit when sending).
 MAX_PDU = 262144
 DEFAULT_TIMEOUT = 30.0
+#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever it finds nothing to do,
+#: which adds up to about a millisecond to every response. While messages flow it polls every
+#: 0.3 ms (measured on one C-STORE association: 125 -> 140-157 instances/s; 0.1 ms was no faster
+#: with three, the spinning threads compete for the GIL), and goes back to 1 ms when the
+#: association may idle for minutes.
+FAST_LOOP_S = 0.0003
+IDLE_LOOP_S = 0.001
 
 
 def set_nodelay(event: Event) -> None:
@@ -148,3 +155,10 @@ def associate(
         f"no association with {peer}: the PACS does not answer or the connection was aborted",
         hint="check that the PACS is running, the address and port, and the TLS settings",
     )
+
+
+def set_loop_delay(assoc: Association | None, seconds: float) -> None:
+    """How long the association's DUL thread sleeps when it finds nothing to do."""
+    dul = getattr(assoc, "dul", None)
+    if dul is not None and hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = seconds

@@ -1,12 +1,13 @@
 """C-STORE of DICOM files to a PACS: fast, paced, and robust to refusals and dropped links.
 
-* Files are sent as they are stored (pynetdicom's chunked path mode: no decoding), in their own
-  transfer syntax; for the uncompressed little-endian syntaxes Implicit VR Little Endian is also
-  offered, and the dataset is re-encoded only if the PACS accepts nothing else. A compressed file
-  the PACS does not accept is reported as refused, never silently transcoded.
-* Every association has TCP_NODELAY (see ``_net``) and one ``RateLimiter`` paces all of them:
-  one instance token before each C-STORE, and the bytes as they go onto each socket, in pieces
-  of ``RateLimiter.CHUNK``, so a large object is spread at the limit rather than sent at line
+* Files are sent as they are stored (the data set straight from the file, no decoding), in their
+  own transfer syntax; for the uncompressed little-endian syntaxes Implicit VR Little Endian is
+  also offered, and the dataset is re-encoded only if the PACS accepts nothing else. A
+  compressed file the PACS does not accept is reported as refused, never silently transcoded.
+* The associations are tapearc's own lean C-STORE client (``tapearc.dicomnet.scu``: blocking
+  sockets, TCP_NODELAY, no reactor thread), and one ``RateLimiter`` paces all of them: one
+  instance token before each C-STORE, and the bytes as they go onto each socket, in pieces of
+  ``RateLimiter.CHUNK``, so a large object is spread at the limit rather than sent at line
   speed and charged afterwards.
 * ``concurrency`` associations send one study's files in parallel; each stays open across
   studies and is re-opened when it drops or lacks a presentation context a study needs.
@@ -26,42 +27,34 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tapearc.dicomnet import _net
 from tapearc.dicomnet.peer import Peer
+from tapearc.dicomnet.scu import StoreAssociation
 from tapearc.errors import UnavailableError
 from tapearc.support.limits import Limits, RateLimiter
 from tapearc.support.retry import retry
-
-if TYPE_CHECKING:
-    from pynetdicom.association import Association
 
 log = logging.getLogger(__name__)
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _NATIVE_LE = (EXPLICIT_LE, IMPLICIT_LE)
-#: pynetdicom refuses more than 128 presentation contexts in one association request.
+#: Presentation contexts have odd ids 1-255: at most 128 in one association request.
 MAX_CONTEXTS = 128
-#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever it finds nothing to do,
-#: which adds up to about a millisecond to every response. While a study is being sent we poll
-#: every 0.3 ms (measured on one association: 125 -> 140-157 instances/s; 0.1 ms was no faster
-#: with three, the spinning threads compete for the GIL), and go back to 1 ms between studies,
-#: when the association may idle for minutes while a tape seeks.
-FAST_LOOP_S = 0.0003
-IDLE_LOOP_S = 0.001
 
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What is needed to send one file: its identity, encoding and size."""
+    """What is needed to send one file: its identity, encoding and size, and where its data
+    set starts (after the preamble and file meta; -1 when not known, pydicom re-encodes it)."""
 
     path: Path
     sop_class: str
     sop_instance: str
     transfer_syntax: str
     size: int
+    data_offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -98,11 +91,12 @@ def read_info(path: Path) -> FileInfo:
             size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise ValueError(f"cannot read the file ({exc.strerror})") from exc
-    meta = _parse_meta(head)
-    if meta is None:
+    parsed = _parse_meta(head)
+    if parsed is None:
         return _read_info_pydicom(path, size)
+    meta, data_offset = parsed
     try:
-        return FileInfo(path, meta[0x0002], meta[0x0003], meta[0x0010], size)
+        return FileInfo(path, meta[0x0002], meta[0x0003], meta[0x0010], size, data_offset)
     except KeyError as exc:
         raise ValueError(f"incomplete file meta information (no (0002,{exc.args[0]:04X}))") from exc
 
@@ -110,15 +104,16 @@ def read_info(path: Path) -> FileInfo:
 _LONG_VRS = (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV")
 
 
-def _parse_meta(head: bytes) -> dict[int, str] | None:
-    """The UI elements of group 0002 by element number, or None to let pydicom decide."""
+def _parse_meta(head: bytes) -> tuple[dict[int, str], int] | None:
+    """The UI elements of group 0002 by element number and where the data set starts, or None
+    to let pydicom decide."""
     if len(head) < 144 or head[128:132] != b"DICM":
         return None
     pos, out = 132, dict[int, str]()
     while pos + 8 <= len(head):
         group, elem = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
-            return out
+            return out, pos
         vr = head[pos + 4:pos + 6]
         if vr in _LONG_VRS:
             if pos + 12 > len(head):
@@ -144,6 +139,7 @@ def _read_info_pydicom(path: Path, size: int) -> FileInfo:
         meta = read_file_meta_info(path)
     except (InvalidDicomError, OSError, EOFError) as exc:
         raise ValueError(f"not a DICOM Part-10 file ({exc})") from exc
+    group_length = meta.get("FileMetaInformationGroupLength")
     try:
         return FileInfo(
             path=path,
@@ -151,6 +147,8 @@ def _read_info_pydicom(path: Path, size: int) -> FileInfo:
             sop_instance=str(meta.MediaStorageSOPInstanceUID),
             transfer_syntax=str(meta.TransferSyntaxUID),
             size=size,
+            # preamble, "DICM", the group length element itself (12 bytes), then the group
+            data_offset=144 + int(group_length) if group_length is not None else -1,
         )
     except AttributeError as exc:
         raise ValueError(f"incomplete file meta information ({exc})") from exc
@@ -172,12 +170,11 @@ class _Worker:
 
     def __init__(self, sender: StoreSender) -> None:
         self.sender = sender
-        self.assoc: Association | None = None
+        self.assoc: StoreAssociation | None = None
         self.contexts: frozenset[tuple[str, str]] = frozenset()
-        self.accepted: set[tuple[str, str]] = set()
 
-    def ensure(self, needed: set[tuple[str, str]]) -> Association:
-        if self.assoc is not None and self.assoc.is_established and needed <= self.contexts:
+    def ensure(self, needed: set[tuple[str, str]]) -> StoreAssociation:
+        if self.assoc is not None and self.assoc.established and needed <= self.contexts:
             return self.assoc
         self.close()
         wanted = set(needed) | set(self.contexts)
@@ -185,16 +182,13 @@ class _Worker:
             wanted = set(needed)
         self.assoc = self.sender._open(wanted)
         self.contexts = frozenset(wanted)
-        self.accepted = {
-            (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-            for cx in self.assoc.accepted_contexts
-            if cx.transfer_syntax
-        }
         return self.assoc
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
         if self.assoc is not None:
-            if self.assoc.is_established:
+            if abort:
+                self.assoc.abort()
+            else:
                 self.assoc.release()
             self.assoc = None
 
@@ -224,10 +218,6 @@ class StoreSender:
         timeout: float = _net.DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from pynetdicom import _config
-
-        # Stream files from disk as they are stored instead of decoding them (pynetdicom >= 2.1).
-        _config.STORE_SEND_CHUNKED_DATASET = True
         self.peer = peer
         self.local_aet = local_aet
         self.limits = limits or Limits()
@@ -249,13 +239,11 @@ class StoreSender:
             worker.close()
         self._workers.clear()
 
-    def _open(self, pairs: set[tuple[str, str]]) -> Association:
-        ae = _net.make_ae(self.local_aet, timeout=self.timeout)
-        for sop_class, syntaxes in _requests(pairs):
-            ae.add_requested_context(sop_class, syntaxes)
-        assoc = _net.associate(ae, self.peer)
-        _pace_socket(assoc, self.limiter)
-        return assoc
+    def _open(self, pairs: set[tuple[str, str]]) -> StoreAssociation:
+        from tapearc.dicomnet.peer import check_aet
+
+        return StoreAssociation(self.peer, check_aet(self.local_aet, "calling AE title"),
+                                _requests(pairs), timeout=self.timeout, limiter=self.limiter)
 
     def send(self, files: Sequence[Path], *, stop: threading.Event | None = None) -> SendResult:
         """Store ``files``; return what was stored, refused or failed. See the module doc."""
@@ -310,8 +298,6 @@ class StoreSender:
             t.start()
         for t in threads:
             t.join()
-        for worker in self._workers:
-            set_loop_delay(worker.assoc, IDLE_LOOP_S)
         # What was never tried (stopped early) is reported too, so nothing disappears.
         while True:
             try:
@@ -329,7 +315,7 @@ class StoreSender:
         def attempt() -> None:
             assoc = worker.ensure(needed)  # UnavailableError: tried again; ConfigError: not
             self.limiter.acquire(0)  # the instance; its bytes are paced on the socket
-            status, reason = self._store(assoc, worker.accepted, info)
+            status, reason = self._store(assoc, info)
             if status is not None and _is_success(status):
                 with self._lock:
                     result.stored.append(info.sop_instance)
@@ -339,8 +325,12 @@ class StoreSender:
                 with self._lock:
                     result.refused.append(Failure(info.path, info.sop_instance, None, reason))
                 return
+            if status is None and reason.startswith("not sent"):  # trying again cannot help
+                with self._lock:
+                    result.failed.append(Failure(info.path, info.sop_instance, None, reason))
+                return
             if status is None:  # association dropped or no answer: open a new one
-                worker.close()
+                worker.close(abort=True)
             raise _NotStored(status, reason)
 
         def note(n: int, exc: BaseException) -> None:
@@ -364,74 +354,18 @@ class StoreSender:
             with self._lock:
                 (result.refused if exc.status is not None else result.failed).append(failure)
 
-    def _store(
-        self, assoc: Association, accepted: set[tuple[str, str]], info: FileInfo
-    ) -> tuple[int | None, str]:
+    def _store(self, assoc: StoreAssociation, info: FileInfo) -> tuple[int | None, str]:
         """Send one file; return (status, reason); status None when no answer came back."""
-        set_loop_delay(assoc, FAST_LOOP_S)
-        # the response comes after the last byte: at a low rate a large object takes a while
-        assoc.dimse_timeout = self.timeout + self.limiter.seconds_for(info.size)
         try:
-            if (info.sop_class, info.transfer_syntax) in accepted:
-                status_ds = assoc.send_c_store(info.path)
-            elif info.transfer_syntax in _NATIVE_LE and any(
-                (info.sop_class, ts) in accepted for ts in _NATIVE_LE
-            ):
-                from pydicom import dcmread
-
-                # pynetdicom re-encodes between the two little-endian syntaxes for a dataset.
-                status_ds = assoc.send_c_store(dcmread(info.path))
-            else:
-                return None, (
-                    f"no presentation context: {self.peer.aet} does not accept SOP class "
-                    f"{info.sop_class} in transfer syntax {info.transfer_syntax}"
-                )
-        except (RuntimeError, OSError) as exc:
+            status, comment = assoc.store(info)
+        except OSError as exc:  # the association dropped, or the PACS stopped answering
             return None, f"association lost: {exc}"
-        except (ValueError, AttributeError) as exc:
-            return None, f"no presentation context: {exc}"
-        if "Status" not in status_ds:
-            return None, "no response from the PACS (association aborted or timed out)"
-        status = int(status_ds.Status)
-        return status, f"PACS answered {_status_text(status)}"
-
-
-def _pace_socket(assoc: Association, limiter: RateLimiter) -> None:
-    """Charge every byte the association sends to ``limiter`` before it goes out.
-
-    pynetdicom's reactor thread writes each PDU with ``AssociationSocket.send``; with a byte
-    limit in force the replacement writes it in pieces of ``RateLimiter.CHUNK`` (TCP does not
-    care where a PDU is cut), each after its turn, so the limit holds on the wire whatever the
-    object's size. A failed write is reported as pynetdicom does (Evt17, connection closed), once.
-    """
-    sock = assoc.dul.socket
-    if sock is None:
-        return
-    original = sock.send
-    chunk = RateLimiter.CHUNK
-
-    def paced(bytestream: bytes) -> None:
-        raw = sock.socket
-        if limiter.setting().mb_per_s is None or raw is None:
-            original(bytestream)
-            return
-        view = memoryview(bytestream)
-        try:
-            for start in range(0, len(view), chunk):
-                piece = view[start:start + chunk]
-                limiter.acquire(len(piece), instances=0)
-                raw.sendall(piece)
-        except OSError:
-            sock.event_queue.put("Evt17")
-
-    sock.send = paced  # type: ignore[method-assign]
-
-
-def set_loop_delay(assoc: Association | None, seconds: float) -> None:
-    """How long the association's DUL thread sleeps when it finds nothing to do."""
-    dul = getattr(assoc, "dul", None)
-    if dul is not None and hasattr(dul, "_run_loop_delay"):
-        dul._run_loop_delay = seconds
+        except ValueError as exc:  # the file itself, before anything was sent
+            return None, f"not sent: {exc}"
+        if status is None:
+            return None, comment
+        return status, f"PACS answered {_status_text(status)}" + (f": {comment}" if comment
+                                                                   else "")
 
 
 def _is_success(status: int) -> bool:

@@ -87,3 +87,39 @@ def test_not_dicom_is_reported_not_sent(orthanc: Orthanc, pacs: Peer, tmp_path: 
         result = sender.send([junk])
     assert not result.stored and len(result.failed) == 1
     assert "not a DICOM Part-10 file" in result.failed[0].reason
+
+
+def test_a_pacs_accepting_only_implicit_vr_gets_the_data_set_re_encoded(
+    netns: None, tmp_path: Path
+) -> None:
+    """A storage SCP that takes CT only in Implicit VR Little Endian: the Explicit VR file goes
+    re-encoded, and the SCP decodes the same data set."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from tests.dicomnet.orthanc import free_port
+
+    received: list[object] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE(ae_title="IMPLICITONLY")
+    ae.add_supported_context(CTImageStorage, "1.2.840.10008.1.2")
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        [study] = generate_studies(tmp_path, 1, instances_per_study=2, pixel_bytes=2048,
+                                   modalities=("CT",))
+        with StoreSender(Peer("IMPLICITONLY", "127.0.0.1", port)) as sender:
+            result = sender.send(list(study.files))
+    finally:
+        server.shutdown()
+    assert len(result.stored) == 2 and not result.refused, result
+    sent = {str(dcmread(f).SOPInstanceUID): dcmread(f) for f in study.files}
+    for ds in received:
+        original = sent[str(ds.SOPInstanceUID)]  # type: ignore[attr-defined]
+        assert ds.PixelData == original.PixelData  # type: ignore[attr-defined]
+        assert ds.PatientID == original.PatientID  # type: ignore[attr-defined]

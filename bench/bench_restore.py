@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cstore import netns, timed_run
 
+from tapearc.config import load_settings
 from tapearc.dicomnet.peer import Peer
+from tapearc.format.keys import load_identity
 from tapearc.jobs.cartridge import eject_drive
 from tapearc.jobs.delivery import SendOptions
 from tapearc.jobs.nightly import run_nightly
@@ -42,12 +44,17 @@ from tapearc.jobs.restore import RestoreRequest, restore_to_pacs
 from tapearc.support.limits import Limits, RateSetting
 from tapearc.support.process import run_tool
 from tests.dicomnet.orthanc import PACS_AET, Orthanc
-from tests.jobs.site import Site, make_site
+from tests.jobs.site import PASSPHRASE, Site, make_site
 from tests.synth import generate_studies
 
 
 def build_site(work: Path, studies: int, per_study: int) -> Site:
-    """The site with every study archived on A00001 and B00001 (pool B ejected: one read)."""
+    """The site with every study archived on A00001 and B00001 (pool B ejected: one read);
+    a site left by ``--keep`` is used again."""
+    if (work / "site" / "tapearc.toml").exists():
+        settings = load_settings(work / "site" / "tapearc.toml")
+        return Site(work / "site", settings,
+                    load_identity(work / "site" / "keys" / "site.key", PASSPHRASE))
     site = make_site(work / "site", block_size="1 MiB", max_archive="256 MiB",
                      capacity="4 GiB", verify="none")
     site.label("A00001", "A")

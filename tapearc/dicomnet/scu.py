@@ -247,7 +247,7 @@ class StoreAssociation:
         """Send one file; (status, comment), status None when it could not go: no presentation
         context, or the file could not be read (``ValueError``, before anything was sent)."""
         cid = self.contexts.get((info.sop_class, info.transfer_syntax))
-        encoded: bytes | None = None
+        encoded: bytes | memoryview | None = None
         fh: BinaryIO | None = None
         try:
             if cid is None or info.data_offset < 0:
@@ -256,6 +256,8 @@ class StoreAssociation:
                     return None, (f"no presentation context: {self.peer.aet} does not accept "
                                   f"SOP class {info.sop_class} in transfer syntax "
                                   f"{info.transfer_syntax}")
+            elif info.data is not None:
+                encoded = memoryview(info.data)[info.data_offset:]
             else:
                 fh = open(info.path, "rb", buffering=0)  # noqa: SIM115 -- closed below
         except OSError as exc:
@@ -284,14 +286,15 @@ class StoreAssociation:
             if not left:
                 return
 
-    def _send_dataset_bytes(self, cid: int, data: bytes) -> None:
+    def _send_dataset_bytes(self, cid: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         start = 0
         while True:
             piece = view[start:start + self._pdu_data]
             start += len(piece)
             last = start >= len(view)
-            self._send(self._pdv_header(cid, False, last, len(piece)) + piece.tobytes())
+            self._send(self._pdv_header(cid, False, last, len(piece)))
+            self._send(piece)
             if last:
                 return
 
@@ -299,6 +302,8 @@ class StoreAssociation:
         """The data set encoded by pydicom: in the other little-endian syntax when only that one
         was accepted (compressed syntaxes are never transcoded), or in its own syntax when the
         file's data set offset is unknown."""
+        from io import BytesIO
+
         from pydicom import dcmread
         from pydicom.filebase import DicomBytesIO
         from pydicom.filewriter import write_dataset
@@ -312,7 +317,7 @@ class StoreAssociation:
             cid = self.contexts.get((info.sop_class, ts))
             if cid is None:
                 continue
-            ds = dcmread(info.path)
+            ds = dcmread(BytesIO(info.data) if info.data is not None else info.path)
             out = DicomBytesIO()
             out.is_implicit_VR = UID(ts).is_implicit_VR
             out.is_little_endian = UID(ts).is_little_endian

@@ -47,7 +47,8 @@ MAX_CONTEXTS = 128
 @dataclass(frozen=True)
 class FileInfo:
     """What is needed to send one file: its identity, encoding and size, and where its data
-    set starts (after the preamble and file meta; -1 when not known, pydicom re-encodes it)."""
+    set starts (after the preamble and file meta; -1 when not known, pydicom re-encodes it).
+    ``data`` holds the whole file when it is in memory (``path`` then only names it)."""
 
     path: Path
     sop_class: str
@@ -55,6 +56,7 @@ class FileInfo:
     transfer_syntax: str
     size: int
     data_offset: int = -1
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,30 @@ def read_info(path: Path) -> FileInfo:
         return FileInfo(path, meta[0x0002], meta[0x0003], meta[0x0010], size, data_offset)
     except KeyError as exc:
         raise ValueError(f"incomplete file meta information (no (0002,{exc.args[0]:04X}))") from exc
+
+
+def info_from_bytes(data: bytes, name: Path) -> FileInfo:
+    """``read_info`` for a Part-10 file held in memory (``name`` for messages)."""
+    parsed = _parse_meta(data[:4096])
+    if parsed is not None:
+        meta, data_offset = parsed
+        try:
+            return FileInfo(name, meta[0x0002], meta[0x0003], meta[0x0010], len(data),
+                            data_offset, data)
+        except KeyError:
+            pass
+    from io import BytesIO
+
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:  # anything unusual: pydicom reads the meta; the data set is re-encoded when sent
+        meta_ds = dcmread(BytesIO(data), stop_before_pixels=True).file_meta
+        return FileInfo(name, str(meta_ds.MediaStorageSOPClassUID),
+                        str(meta_ds.MediaStorageSOPInstanceUID), str(meta_ds.TransferSyntaxUID),
+                        len(data), -1, data)
+    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"not a DICOM Part-10 file ({exc})") from exc
 
 
 _LONG_VRS = (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV")
@@ -160,9 +186,18 @@ def contexts_for(infos: Sequence[FileInfo]) -> set[tuple[str, str]]:
 
 
 def _status_text(status: int) -> str:
-    from pynetdicom.status import code_to_category
-
-    return f"0x{status:04X} ({code_to_category(status)})"
+    """``0xA700 (Failure)``: the status with its category (PS3.7 annex C)."""
+    if status == 0x0000:
+        category = "Success"
+    elif status == 0x0001 or (status & 0xF000) == 0xB000:
+        category = "Warning"
+    elif status == 0xFE00:
+        category = "Cancel"
+    elif status in (0xFF00, 0xFF01):
+        category = "Pending"
+    else:
+        category = "Failure"
+    return f"0x{status:04X} ({category})"
 
 
 class _Worker:

@@ -242,7 +242,7 @@ class _Engine:
 
     def send_study(self, item: Fetched) -> bool:
         """Send one study's instances that the PACS lacks; False when the run must stop."""
-        from tapearc.dicomnet.sender import SendInterrupted, read_info
+        from tapearc.dicomnet.sender import SendInterrupted
 
         assert self.client is not None and self.sender is not None and self.confirmer is not None
         ref, journal = item.ref, self.journal
@@ -261,15 +261,8 @@ class _Engine:
             for barcode in item.waiting:
                 if barcode not in self.report.needs:
                     self.report.needs.append(barcode)
-        infos: dict[str, FileInfo] = {}
-        for path in item.files:
-            try:
-                info = read_info(path)
-            except ValueError as exc:
-                log.warning("study %s: %s unreadable: %s", uid, path.name, exc)
-                continue
-            if info.sop_instance in expected:
-                infos[info.sop_instance] = info
+        infos: dict[str, FileInfo] = {i.sop_instance: i for i in item.infos
+                                      if i.sop_instance in expected}
         attempts = journal.begin_attempt(uid)
         if ref.cartridge:  # where it is read from this time
             journal.update(uid, cartridge=ref.cartridge, position=ref.position)
@@ -412,7 +405,7 @@ def studies_in_folder(root: Path, *, cartridge: str = "folder") -> FolderSource:
 
     from tapearc.dicomnet.sender import read_info
 
-    files: dict[str, list[Path]] = {}
+    files: dict[str, list[FileInfo]] = {}
     dates: dict[str, str | None] = {}
     instances: list[InstanceRef] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -425,11 +418,11 @@ def studies_in_folder(root: Path, *, cartridge: str = "folder") -> FolderSource:
         uid = str(ds.get("StudyInstanceUID", "") or "")
         if not uid:
             continue
-        files.setdefault(uid, []).append(path)
+        files.setdefault(uid, []).append(info)
         dates.setdefault(uid, str(ds.get("StudyDate", "") or "") or None)
         instances.append(InstanceRef(uid, info.sop_instance, info.size))
-    refs = [StudyRef(uid, dates[uid], len(paths), cartridge, pos)
-            for pos, (uid, paths) in enumerate(files.items())]
+    refs = [StudyRef(uid, dates[uid], len(infos), cartridge, pos)
+            for pos, (uid, infos) in enumerate(files.items())]
 
     def fetch(wanted: list[StudyRef]) -> Iterator[Fetched]:
         for ref in wanted:

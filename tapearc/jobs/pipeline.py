@@ -2,7 +2,8 @@
 
 ``Prefetch`` runs the fetch (tape reads, decryption, checksums) one study ahead of the sender:
 while one study is sent the next is read. At most ``depth`` studies wait decrypted, plus the
-one being read and the one being sent; each is released (its files deleted) once sent.
+one being read and the one being sent; each is released (its files deleted, or its memory
+freed) once sent.
 
 ``Confirmer`` asks the PACS, on an association of its own, which SOP instances of a study it
 holds (C-FIND, or Storage Commitment) while the sender goes on with the next study; the answers
@@ -17,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tapearc.catalog.journal import StudyRef
@@ -30,17 +30,18 @@ if TYPE_CHECKING:
 
     from tapearc.dicomnet.commitment import CommitmentListener
     from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.sender import FileInfo
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Fetched:
-    """One study as the fetch delivers it: its files (expected instances only) and what of it
-    could not be had."""
+    """One study as the fetch delivers it: its instances ready to send (expected ones only, in
+    memory or in files) and what of it could not be had."""
 
     ref: StudyRef
-    files: list[Path] = field(default_factory=list)
+    infos: list[FileInfo] = field(default_factory=list)
     #: SOP UID -> why no copy of it could be read (every copy tried failed)
     unreadable: dict[str, str] = field(default_factory=dict)
     #: SOP UID -> the cartridge it waits for (its copies are on cartridges not loaded)
@@ -53,7 +54,8 @@ class Fetched:
     cleanup: Callable[[], None] | None = None
 
     def release(self) -> None:
-        """Delete the study's decrypted files (once)."""
+        """Delete the study's decrypted files, drop its data (once)."""
+        self.infos = []
         done, self.cleanup = self.cleanup, None
         if done is not None:
             done()

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
     from tapearc.format.keys import Identity
     from tapearc.format.reader import ArchiveReader
-    from tapearc.support.safefs import OutputTree
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +257,6 @@ class _Reader:
     def read(self, ref: StudyRef, loaded: Mapping[str, str]) -> Fetched:
         """The study's unconfirmed instances, each from the first of its copies that reads
         well: the planned cartridge first, then any other loaded one."""
-        from tapearc.support.safefs import OutputTree
-
         uid = ref.study_uid
         want = {r["instance_id"]: sop for sop, r in self.journal.instances(uid).items()
                 if r["state"] != "confirmed" and r["instance_id"] is not None}
@@ -270,14 +267,18 @@ class _Reader:
         for rows in copies.values():  # the planned cartridge, then loaded ones, then the rest
             rows.sort(key=lambda r: (r["barcode"] != ref.cartridge, r["barcode"] not in loaded,
                                      r["location"] != "onsite", r["barcode"]))
+        size = sum(rows[0]["length"] for rows in copies.values())
         folder = self.workdir / uid
         item = Fetched(ref, cleanup=lambda: shutil.rmtree(folder, ignore_errors=True))
+        sink = _Sink(item, None if size <= MEMORY_STUDY_MAX else folder)
         tried: dict[int, list[tuple[str, str]]] = {}  # instance -> (barcode, what went wrong)
         read: set[int] = set()
-        with OutputTree(folder) as out:
+        try:
             while runs := _next_runs(set(copies) - read, copies, tried, loaded):
                 for barcode, run in runs:
-                    read |= self._read_run(loaded[barcode], run, out, item, tried)
+                    read |= self._read_run(loaded[barcode], run, sink, tried)
+        finally:
+            sink.close()
         for iid, rows in copies.items():
             if iid not in read:
                 _explain(item, want[iid], rows, tried.get(iid, []), loaded)
@@ -288,15 +289,14 @@ class _Reader:
             item.unreadable[want[iid]] = "no copy on a readable cartridge"
         return item
 
-    def _read_run(self, drive: str, run: list[dict[str, Any]], out: OutputTree, item: Fetched,
+    def _read_run(self, drive: str, run: list[dict[str, Any]], sink: _Sink,
                   tried: dict[int, list[tuple[str, str]]]) -> set[int]:
         """Read one run of members; the instances read and verified. Every member not read
-        gets one entry in ``tried`` (so the next copy is tried next)."""
+        gets one entry in ``tried`` (so its next copy is tried next)."""
         import hashlib
 
-        from tapearc.jobs.recall import output_parts
-
         got: set[int] = set()
+        spent: set[int] = set()  # read, but the bytes were wrong
         barcode = run[0]["barcode"]
         where = f"{barcode} archive {run[0]['data_file']}"
         try:
@@ -304,16 +304,55 @@ class _Reader:
                 if hashlib.sha256(data).hexdigest() != m["sha256"]:
                     tried.setdefault(m["instance_id"], []).append(
                         (barcode, f"checksum mismatch on {where}"))
-                    got.add(-1 - m["instance_id"])  # done with this copy, not read
+                    spent.add(m["instance_id"])
                     continue
-                item.files.append(out.write(output_parts(m), data))
+                try:
+                    sink.add(m, data)
+                except ValueError as exc:  # archived as it is, but not a Part-10 file
+                    tried.setdefault(m["instance_id"], []).append((barcode, str(exc)))
+                    spent.add(m["instance_id"])
+                    continue
                 got.add(m["instance_id"])
         except (IntegrityError, DeviceError, OSError) as exc:  # a medium error: this copy only
             log.error("restore read of %s: %s", where, exc)
             for m in run:
-                if m["instance_id"] not in got and -1 - m["instance_id"] not in got:
+                if m["instance_id"] not in got | spent:
                     tried.setdefault(m["instance_id"], []).append((barcode, f"{where}: {exc}"))
-        return {i for i in got if i >= 0}
+        return got
+
+
+#: A study whose instances together are at most this size waits for the sender in memory;
+#: a larger one in files in the private work folder (at most three studies are held: the one
+#: being read, the one waiting, the one being sent).
+MEMORY_STUDY_MAX = 64 * 1024 * 1024
+
+
+class _Sink:
+    """Where a study's verified instances go: memory, or files in ``folder``."""
+
+    def __init__(self, item: Fetched, folder: Path | None) -> None:
+        from tapearc.support.safefs import OutputTree
+
+        self.item = item
+        # scratch files nobody keeps: no fsync
+        self.out = OutputTree(folder, durable=False) if folder is not None else None
+
+    def add(self, m: Mapping[str, Any], data: bytes) -> None:
+        from dataclasses import replace
+
+        from tapearc.dicomnet.sender import info_from_bytes
+        from tapearc.jobs.recall import output_parts
+
+        parts = output_parts(m)  # UID names, checked
+        if self.out is None:
+            self.item.infos.append(info_from_bytes(data, Path(*parts)))
+            return
+        path = self.out.write(parts, data)
+        self.item.infos.append(replace(info_from_bytes(data, path), data=None))
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
 
 
 def _next_runs(left: set[int], copies: Mapping[int, list[dict[str, Any]]],

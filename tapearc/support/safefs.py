@@ -95,9 +95,11 @@ def private_workdir(base: Path, kind: str) -> Iterator[Path]:
 class OutputTree:
     """A folder that receives files at relative paths, safely; ``close()`` when done."""
 
-    def __init__(self, root: Path, *, group: int | None = None) -> None:
+    def __init__(self, root: Path, *, group: int | None = None, durable: bool = True) -> None:
         self.root = root
         self.group = group
+        #: fsync each file and its folder; off for scratch files nobody keeps (restore staging)
+        self.durable = durable
         self.file_mode = 0o640 if group is not None else 0o600
         self.dir_mode = 0o750 if group is not None else 0o700
         try:
@@ -126,14 +128,16 @@ class OutputTree:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if self.durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=dfd)
             raise
         os.close(fd)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
+        if self.durable:
+            os.fsync(dfd)
         return self.root.joinpath(*parts)
 
     def clear_leftovers(self) -> int:

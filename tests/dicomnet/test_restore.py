@@ -192,10 +192,10 @@ def test_instances_fetch_cannot_read_are_reported_unreadable(
 
     def short(wanted: list[StudyRef]) -> Iterator[Fetched]:
         for item in src.fetch(wanted):
-            if item.ref.study_uid == refs[0].study_uid:  # two files lost on the way
-                lost = item.files[:2]
-                item.files = item.files[2:]
-                item.unreadable = {p.stem: "checksum mismatch on A00001" for p in lost}
+            if item.ref.study_uid == refs[0].study_uid:  # two instances lost on the way
+                lost = item.infos[:2]
+                item.infos = item.infos[2:]
+                item.unreadable = {i.sop_instance: "checksum mismatch on A00001" for i in lost}
             yield item
 
     report = run_restore(refs, short, pacs, Journal.create(db, kind="migrate", peer=str(pacs)),

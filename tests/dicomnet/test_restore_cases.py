@@ -304,3 +304,40 @@ def test_with_a_library_the_restore_loads_the_cartridges_itself(
     assert lib.in_drive(0) == "A00001"  # one cartridge holds every study: only it was loaded
     assert lib.in_drive(1) is None
     assert orthanc.statistics()["CountInstances"] == 2 * len(studies)
+
+
+def test_large_studies_wait_in_private_files_removed_after_and_after_a_kill(
+    tmp_path: Path, orthanc: Orthanc, pacs: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study too large for memory waits decrypted in the site's private folder (0700, files
+    0600), never in /tmp; a killed run's leftovers there go when the next run starts."""
+    import stat
+
+    import tapearc.jobs.restore as restore_job
+    from tapearc.dicomnet.sender import StoreSender
+
+    site = _site(tmp_path)
+    studies = generate_studies(site.pacs, 2, instances_per_study=3, pixel_bytes=10_000)
+    assert run_nightly(site.settings).exit_code == 0
+    private = site.settings.private_dir
+    leftover = private / "restore-999999-deadbeef" / "1.2.3" / "4.5.6"
+    leftover.mkdir(parents=True)
+    (leftover / "7.8.9.dcm").write_bytes(b"decrypted by a killed run")
+    monkeypatch.setattr(restore_job, "MEMORY_STUDY_MAX", 0)
+    seen: list[tuple[Path, int]] = []
+    original = StoreSender.send_infos
+
+    def spy(self: StoreSender, infos: Any, **kw: Any) -> Any:
+        for info in infos:
+            assert info.data is None  # from a file, not memory
+            seen.append((info.path, stat.S_IMODE(info.path.stat().st_mode)))
+        return original(self, infos, **kw)
+
+    monkeypatch.setattr(StoreSender, "send_infos", spy)
+    report = _restore(site, pacs)
+    assert report.complete, report.to_dict()
+    assert len(seen) == 6
+    assert all(path.is_relative_to(private) and mode == 0o600 for path, mode in seen)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert list(private.iterdir()) == []  # the leftovers and this run's files are gone
+    assert orthanc.statistics()["CountInstances"] == 3 * len(studies)

@@ -26,6 +26,9 @@ ReportFile = Annotated[Path | None, typer.Option(
 Identity = Annotated[list[Path] | None, typer.Option(
     "--identity", help="Private key file that opens the archives (e.g. the escrow key); "
                        "default: keys.identities.")]
+Source = Annotated[str | None, typer.Option(
+    "--source-pacs", help="The PACS the archive was made from, AET@HOST:PORT: the report lists "
+                          "what it holds that the archive lacks (default for migrate: [pacs]).")]
 Recent = Annotated[int, typer.Option(
     "--recent-months", help="First pass: studies of the last N months (0: none).")]
 #: Lines of studies not confirmed printed before "... and N more" (the report has them all).
@@ -46,7 +49,7 @@ def restore(
     rate: Rate = None, window: Window = None, resume: Resume = False,
     priority: Annotated[str, typer.Option("--priority", help="newest or oldest first.")] = "newest",
     recent_months: Recent = 24, identity: Identity = None,
-    report_file: ReportFile = None, aet: LocalAet = "TAPEARC",
+    report_file: ReportFile = None, source_pacs: Source = None, aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
 ) -> None:
@@ -60,7 +63,8 @@ def restore(
                              send=send_options(rate, window, aet),
                              priority="oldest" if priority == "oldest" else "newest",
                              recent_months=recent_months, identity_files=tuple(identity or ()),
-                             report=report_file)
+                             report=report_file,
+                             source=parse_peer(source_pacs) if source_pacs else None)
     send_to_pacs(ctx, request, as_json)
 
 
@@ -70,7 +74,7 @@ def migrate(
     report_file: Annotated[Path, typer.Option(
         "--report", help="The audit report to keep (JSON, and HTML beside it).")],
     rate: Rate = None, window: Window = None, resume: Resume = False, identity: Identity = None,
-    aet: LocalAet = "TAPEARC",
+    source_pacs: Source = None, aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
 ) -> None:
@@ -79,10 +83,14 @@ def migrate(
     from tapearc.jobs.restore import RestoreRequest
 
     peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+    source = parse_peer(source_pacs) if source_pacs else None
+    if source is None:
+        configured = state(ctx).settings(check_keys=not identity).pacs
+        source = configured.peer() if configured is not None else None
     request = RestoreRequest(peer, None, kind="migrate", resume=resume,
                              send=send_options(rate, window, aet), priority="oldest",
                              recent_months=0, identity_files=tuple(identity or ()),
-                             report=report_file)
+                             report=report_file, source=source)
     send_to_pacs(ctx, request, as_json)
 
 

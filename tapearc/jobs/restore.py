@@ -53,7 +53,8 @@ class RestoreRequest:
     unfinished job of that kind to that PACS (or starts one); ``recent_months`` is the first
     pass (0: none); ``identity_files`` (empty: ``keys.identities``) or already opened
     ``identities`` open the archives; ``report`` is where the audit report goes (JSON, and HTML
-    beside it)."""
+    beside it); ``source``, the PACS the archive was made from, is reconciled (a full run) for
+    the report's list of what it holds that the archive lacks."""
 
     peer: Peer
     study_uids: Sequence[str] | None
@@ -65,6 +66,7 @@ class RestoreRequest:
     identity_files: Sequence[Path] = ()
     identities: Sequence[Identity] | None = None
     report: Path | None = None
+    source: Peer | None = None
 
 
 def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreRequest) -> RestoreReport:
@@ -94,8 +96,31 @@ def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreReques
                            recent_since=since_text, priority=request.priority)
         report = run_restore(refs, fetch, peer, journal, request.send)
     if request.report is not None:
-        write_report(settings, catalog, journal, report, request.report)
+        inventory = None if request.source is None else source_inventory(
+            settings, catalog, request.source, request.send.local_aet)
+        write_report(settings, catalog, journal, report, request.report, inventory)
     return report
+
+
+def source_inventory(settings: Settings, catalog: Catalog, source: Peer,
+                     local_aet: str) -> dict[str, Any]:
+    """What ``source`` holds that no pool of the archive has (a full reconcile), for the
+    report; a source that cannot be asked is said so, the report is written all the same."""
+    from tapearc.errors import TapearcError
+    from tapearc.jobs.reconcile import Scope, reconcile
+
+    pools = list(settings.pools)
+    try:
+        found = reconcile(catalog, source, pools, Scope(mode="full"), local_aet=local_aet)
+    except TapearcError as exc:
+        return {"checked": False, "source": str(source), "error": str(exc)}
+    lacking = [m for m in found.comparison.missing if set(m.pools) == set(pools)]
+    survey = found.survey.as_json()
+    return {"checked": True, "source": str(source), "mode": "full",
+            "studies_on_source": survey["studies"], "instances_on_source": survey["instances"],
+            "not_in_archive": len(lacking),
+            "instances": [{"study_uid": m.study_uid, "series_uid": m.series_uid,
+                           "sop_uid": m.sop_uid} for m in lacking]}
 
 
 def open_identities(settings: Settings, files: Sequence[Path]) -> list[Identity]:

@@ -5,8 +5,8 @@ What it holds: the job (kind, destination, result), every run of it (start and e
 operator, tapearc version), the catalog it came from (site, path, the audit chain's first and
 current hash), the counts, the cartridges still to load, every study with its final state, and
 every expected instance with its SOP Instance UID, SHA-256 and final state. What the source
-PACS holds that the archive lacks is the reconciliation's business (``source_inventory``): the
-report carries what it is given, and says when nothing was checked.
+PACS holds that the archive lacks comes from a full reconcile against it
+(``tapearc.jobs.restore.source_inventory``), and the report says when nothing was checked.
 
 Protection against editing: the report's own SHA-256 goes into the hash-chained audit log
 (``restore.report``); an edited copy no longer matches, and ``tapearc catalog check`` shows
@@ -72,8 +72,8 @@ def _header(settings: Settings, catalog: Catalog, journal: Journal, report: Rest
         "aborted": report.aborted,
         "source_inventory": dict(source_inventory) if source_inventory is not None else {
             "checked": False,
-            "note": "the source PACS's inventory was not compared; run tapearc reconcile "
-                    "against it and keep its report with this one"},
+            "note": "no source PACS was given (--source-pacs): what it held that the archive "
+                    "lacks was not compared"},
     }
 
 
@@ -128,7 +128,8 @@ def _html(out: IO[str], head: Mapping[str, Any], journal: Journal) -> None:
                              f"head {cat['audit_head']}"),
              ("Cartridges to load", ", ".join(head["needs"]) or "none"),
              ("Stopped by", head["aborted"] or "nothing"),
-             ("Source PACS inventory", json.dumps(head["source_inventory"]))]
+             ("Source PACS", json.dumps({k: v for k, v in head["source_inventory"].items()
+                                         if k != "instances"}))]
     out.write("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
                                   for k, v in facts) + "</table>")
     out.write("<h2>Runs</h2>")
@@ -137,6 +138,10 @@ def _html(out: IO[str], head: Mapping[str, Any], journal: Journal) -> None:
     counts = head["counts"]
     _table(out, ["of", *sorted(set(counts["studies"]) | set(counts["instances"]))],
            [{"of": "studies", **counts["studies"]}, {"of": "instances", **counts["instances"]}])
+    lacking = head["source_inventory"].get("instances") or []
+    if lacking:
+        out.write("<h2>On the source PACS, not in the archive</h2>")
+        _table(out, ["study_uid", "series_uid", "sop_uid"], lacking)
     out.write("<h2>Studies</h2>")
     _table(out, ["study_uid", "state", "expected", "confirmed", "missing", "refused", "note"],
            _studies(journal))

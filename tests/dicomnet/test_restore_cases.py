@@ -341,3 +341,29 @@ def test_large_studies_wait_in_private_files_removed_after_and_after_a_kill(
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert list(private.iterdir()) == []  # the leftovers and this run's files are gone
     assert orthanc.statistics()["CountInstances"] == 3 * len(studies)
+
+
+def test_migration_report_lists_what_the_old_pacs_holds_that_the_archive_lacks(
+    tmp_path: Path, start_orthanc: Any
+) -> None:
+    old = start_orthanc("old")
+    new = start_orthanc("new")
+    site = _site(tmp_path)
+    archived = generate_studies(site.pacs, 2, instances_per_study=2, pixel_bytes=8000, seed=3)
+    assert run_nightly(site.settings).exit_code == 0
+    never = generate_studies(tmp_path / "elsewhere", 1, instances_per_study=3,
+                             pixel_bytes=8000, seed=4)  # on the old PACS, never archived
+    for s in archived + never:
+        for f in s.files:
+            old.upload(f)
+    out = tmp_path / "migration.json"
+    report = _restore(site, Peer(PACS_AET, "127.0.0.1", new.dicom_port), kind="migrate",
+                      priority="oldest", recent_months=0, report=out,
+                      source=Peer(PACS_AET, "127.0.0.1", old.dicom_port))
+    assert report.complete, report.to_dict()
+    doc = json.loads(out.read_text())
+    inv = doc["source_inventory"]
+    assert inv["checked"] is True and inv["studies_on_source"] == 3
+    assert inv["not_in_archive"] == 3
+    assert {i["sop_uid"] for i in inv["instances"]} == set(_sop_uids(never[0]))
+    assert all(sop in out.with_suffix(".html").read_text() for sop in _sop_uids(never[0]))

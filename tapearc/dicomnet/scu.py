@@ -50,7 +50,8 @@ def _item(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(body)) + body
 
 
-def _uid(value: str) -> bytes:
+def uid_bytes(value: str) -> bytes:
+    """A UID as a DICOM value: ASCII, padded with NUL to an even length."""
     raw = value.encode("ascii")
     return raw + b"\0" if len(raw) % 2 else raw
 
@@ -101,12 +102,12 @@ def parse_associate_ac(body: bytes) -> tuple[dict[int, str], int]:
 def store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
     """The C-STORE-RQ command set (group 0000, Implicit VR Little Endian)."""
     elements = [
-        (0x0002, _uid(sop_class)),
+        (0x0002, uid_bytes(sop_class)),
         (0x0100, struct.pack("<H", 0x0001)),  # C-STORE-RQ
         (0x0110, struct.pack("<H", message_id & 0xFFFF)),
         (0x0700, struct.pack("<H", 0x0000)),  # priority: medium
         (0x0800, struct.pack("<H", 0x0000)),  # a data set follows
-        (0x1000, _uid(sop_instance)),
+        (0x1000, uid_bytes(sop_instance)),
     ]
     body = b"".join(struct.pack("<HHI", 0x0000, elem, len(v)) + v for elem, v in elements)
     return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
@@ -123,15 +124,18 @@ def parse_command(raw: bytes) -> dict[int, bytes]:
     return out
 
 
-class StoreAssociation:
-    """An association for C-STORE: proposes ``contexts`` ((SOP class, [syntaxes]) pairs);
-    ``accepted`` holds the (SOP class, transfer syntax) pairs the peer took."""
+class Association:
+    """An association we request, spoken directly: proposes ``contexts`` ((SOP class,
+    [syntaxes]) pairs); ``accepted`` holds the (SOP class, transfer syntax) pairs the peer
+    took. Bytes sent are charged to ``limiter`` (none: unlimited)."""
 
     def __init__(self, peer: Peer, local_aet: str, contexts: Sequence[tuple[str, list[str]]],
-                 *, timeout: float, limiter: RateLimiter) -> None:
+                 *, timeout: float, limiter: RateLimiter | None = None) -> None:
+        from tapearc.support.limits import Limits
+
         self.peer = peer
         self.timeout = timeout
-        self.limiter = limiter
+        self.limiter = limiter or RateLimiter(Limits())
         self._message_id = 0
         self._sock = self._connect()
         try:
@@ -241,7 +245,67 @@ class StoreAssociation:
         control = (1 if command else 0) | (2 if last else 0)
         return struct.pack(">BBIIBB", 0x04, 0, n + 6, n + 2, cid, control)
 
-    # ------------------------------------------------------------------ C-STORE
+    def _read_message(self) -> tuple[dict[int, bytes], bytes | None]:
+        """The next DIMSE message: its command elements and its data set (None without one).
+        ``AssociationLost`` when the peer aborts or releases instead."""
+        command, data = bytearray(), bytearray()
+        elements: dict[int, bytes] | None = None
+        while True:
+            kind, body = self._read_pdu()
+            if kind in (0x05, 0x07):
+                self.established = False
+                raise AssociationLost(f"{self.peer} " + ("aborted" if kind == 0x07 else
+                                                        "released") + " the association")
+            if kind != 0x04:
+                raise AssociationLost(f"unexpected PDU type 0x{kind:02X} from {self.peer}")
+            pos = 0
+            while pos + 6 <= len(body):
+                (length,) = struct.unpack_from(">I", body, pos)
+                control = body[pos + 5]
+                fragment = body[pos + 6:pos + 4 + length]
+                pos += 4 + length
+                if control & 1:
+                    command += fragment
+                    if control & 2:
+                        elements = parse_command(bytes(command))
+                        if elements.get(0x0800) == b"\x01\x01":  # no data set follows
+                            return elements, None
+                elif elements is not None:
+                    data += fragment
+                    if control & 2:
+                        return elements, bytes(data)
+
+    # ------------------------------------------------------------------ end
+
+    def release(self) -> None:
+        """A-RELEASE, waiting briefly for the answer; the socket is closed either way."""
+        try:
+            if self.established:
+                self._sock.sendall(struct.pack(">BBII", 0x05, 0, 4, 0))
+                self._sock.settimeout(min(self.timeout, 5.0))
+                while self._read_pdu()[0] != 0x06:
+                    pass
+        except OSError:
+            pass
+        finally:
+            self.established = False
+            self._sock.close()
+
+    def abort(self) -> None:
+        """A-ABORT and close."""
+        try:
+            if self.established:
+                self._sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))
+        except OSError:
+            pass
+        finally:
+            self.established = False
+            self._sock.close()
+
+
+class StoreAssociation(Association):
+    """An association for C-STORE (see the module doc)."""
+
 
     def store(self, info: FileInfo) -> tuple[int | None, str]:
         """Send one file; (status, comment), status None when it could not go: no presentation
@@ -326,58 +390,10 @@ class StoreAssociation:
         return None, None
 
     def _response(self) -> tuple[int | None, str]:
-        """Read PDUs until the C-STORE-RSP command is complete; its status."""
-        command = b""
-        while True:
-            kind, body = self._read_pdu()
-            if kind == 0x07:
-                self.established = False
-                return None, "the PACS aborted the association"
-            if kind == 0x05:
-                self.established = False
-                return None, "the PACS released the association during a C-STORE"
-            if kind != 0x04:
-                raise AssociationLost(f"unexpected PDU type 0x{kind:02X} from {self.peer}")
-            pos = 0
-            while pos + 6 <= len(body):
-                (length,) = struct.unpack_from(">I", body, pos)
-                control = body[pos + 5]
-                if control & 1:
-                    command += body[pos + 6:pos + 4 + length]
-                    if control & 2:
-                        elements = parse_command(command)
-                        status = elements.get(0x0900)
-                        if status is None or len(status) != 2:
-                            return None, "the PACS answered without a status"
-                        (code,) = struct.unpack("<H", status)
-                        comment = elements.get(0x0902, b"").rstrip(b"\0 ").decode(
-                            "ascii", "replace")
-                        return code, comment
-                pos += 4 + length
-
-    # ------------------------------------------------------------------ end
-
-    def release(self) -> None:
-        """A-RELEASE, waiting briefly for the answer; the socket is closed either way."""
-        try:
-            if self.established:
-                self._sock.sendall(struct.pack(">BBII", 0x05, 0, 4, 0))
-                self._sock.settimeout(min(self.timeout, 5.0))
-                while self._read_pdu()[0] != 0x06:
-                    pass
-        except OSError:
-            pass
-        finally:
-            self.established = False
-            self._sock.close()
-
-    def abort(self) -> None:
-        """A-ABORT and close."""
-        try:
-            if self.established:
-                self._sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))
-        except OSError:
-            pass
-        finally:
-            self.established = False
-            self._sock.close()
+        """The C-STORE-RSP's status and comment."""
+        elements, _ = self._read_message()
+        status = elements.get(0x0900)
+        if status is None or len(status) != 2:
+            return None, "the PACS answered without a status"
+        (code,) = struct.unpack("<H", status)
+        return code, elements.get(0x0902, b"").rstrip(b"\0 ").decode("ascii", "replace")

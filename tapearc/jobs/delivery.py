@@ -58,7 +58,7 @@ from tapearc.jobs.pipeline import Confirmer, Fetched, Prefetch
 from tapearc.support.limits import Limits, RateLimiter
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.holdings import HoldingsClient
     from tapearc.dicomnet.sender import FileInfo, SendResult, StoreSender
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def run_restore(
     ``instances`` is the expected set of studies new to the job (the journal keeps the set of
     studies it already has). ``stop`` ends the run after the study being sent (resumable).
     """
-    from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.holdings import HoldingsClient
     from tapearc.dicomnet.sender import StoreSender
 
     options = options or SendOptions()
@@ -192,7 +192,8 @@ def run_restore(
     report.skipped_confirmed = len(studies) - len(todo)
     engine = _Engine(journal, report)
     try:
-        with QueryClient(peer, local_aet=options.local_aet, timeout=options.timeout) as client, \
+        with HoldingsClient(peer, local_aet=options.local_aet,
+                            timeout=options.timeout) as client, \
                 StoreSender(peer, local_aet=options.local_aet, limits=options.limits,
                             limiter=RateLimiter(options.limits),
                             timeout=options.timeout) as sender, \
@@ -233,7 +234,7 @@ class _Engine:
     def __init__(self, journal: Journal, report: RestoreReport) -> None:
         self.journal = journal
         self.report = report
-        self.client: QueryClient | None = None
+        self.client: HoldingsClient | None = None
         self.sender: StoreSender | None = None
         self.confirmer: Confirmer | None = None
         self.sent: Counter[str] = Counter()  # study -> instances sent in this run

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tapearc.dicomnet.commitment import CommitmentListener
-    from tapearc.dicomnet.query import QueryClient
+    from tapearc.dicomnet.holdings import HoldingsClient
     from tapearc.dicomnet.sender import FileInfo
 
 log = logging.getLogger(__name__)
@@ -175,11 +175,11 @@ class Confirmer:
         import contextlib
 
         from tapearc.dicomnet.commitment import CommitmentListener
-        from tapearc.dicomnet.query import QueryClient
+        from tapearc.dicomnet.holdings import HoldingsClient
 
         with contextlib.ExitStack() as stack:
-            client = stack.enter_context(QueryClient(self.peer, local_aet=self.local_aet,
-                                                     timeout=self.timeout))
+            client = stack.enter_context(HoldingsClient(self.peer, local_aet=self.local_aet,
+                                                        timeout=self.timeout))
             listener: CommitmentListener | None = None
             try:
                 if self.commitment is not None:
@@ -195,7 +195,7 @@ class Confirmer:
                 except TapearcError as exc:
                     self._done.put((uid, None, exc))
 
-    def _held(self, client: QueryClient, listener: CommitmentListener | None, uid: str,
+    def _held(self, client: HoldingsClient, listener: CommitmentListener | None, uid: str,
               refs: list[tuple[str, str]]) -> set[str]:
         from tapearc.dicomnet.commitment import CommitmentError
 
@@ -215,7 +215,7 @@ class Confirmer:
 CONFIRM_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 
-def held_after_send(client: QueryClient, study_uid: str, ours: set[str]) -> set[str]:
+def held_after_send(client: HoldingsClient, study_uid: str, ours: set[str]) -> set[str]:
     """The SOP Instance UIDs of ``study_uid`` the PACS holds, asked again (``CONFIRM_DELAYS``)
     while some of ``ours`` are not among them."""
 

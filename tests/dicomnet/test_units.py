@@ -218,3 +218,52 @@ def test_the_store_command_is_what_pydicom_decodes() -> None:
     assert ds.CommandGroupLength == len(raw) - 12
     assert ds.CommandDataSetType != 0x0101  # a data set follows
     assert parse_command(raw)[0x0110] == (7).to_bytes(2, "little")
+
+
+def test_the_confirmation_query_is_what_pydicom_reads_and_writes() -> None:
+    """The identifier tapearc builds is what pydicom decodes; a response pydicom encodes
+    (with a sequence of undefined length before the keys) is read back by UID."""
+    from io import BytesIO
+
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+    from pydicom.sequence import Sequence
+
+    from tapearc.dicomnet.holdings import (
+        LEVEL,
+        SERIES_UID,
+        SOP_UID,
+        STUDY_UID,
+        find_rq,
+        identifier,
+        parse_dataset,
+    )
+
+    raw = identifier({LEVEL: "IMAGE", STUDY_UID: "1.2.3", SERIES_UID: "1.2.3.4", SOP_UID: ""})
+    ds = read_dataset(BytesIO(raw), is_implicit_VR=True, is_little_endian=True)
+    assert ds.QueryRetrieveLevel == "IMAGE" and ds.StudyInstanceUID == "1.2.3"
+    assert ds.SeriesInstanceUID == "1.2.3.4" and ds.SOPInstanceUID == ""
+    cmd = read_dataset(BytesIO(find_rq(3)), is_implicit_VR=True, is_little_endian=True)
+    assert cmd.CommandField == 0x0020 and cmd.MessageID == 3
+
+    answer = Dataset()
+    item = Dataset()
+    item.CodeValue = "X"
+    answer.ProcedureCodeSequence = Sequence([item])
+    answer.SOPInstanceUID = "1.2.3.4.5"
+    answer.SeriesInstanceUID = "1.2.3.4"
+    out = DicomBytesIO()
+    out.is_implicit_VR = out.is_little_endian = True
+    write_dataset(out, answer)
+    encoded = out.getvalue()
+    # pydicom writes defined lengths; make the sequence undefined as many PACS do
+    seq_at = encoded.index(b"\x08\x00\x32\x10")
+    n = int.from_bytes(encoded[seq_at + 4:seq_at + 8], "little")
+    body = encoded[seq_at + 8:seq_at + 8 + n]
+    undefined = (encoded[:seq_at + 4] + b"\xff\xff\xff\xff" + body
+                 + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" + encoded[seq_at + 8 + n:])
+    found = parse_dataset(undefined)
+    assert found[SOP_UID].rstrip(b"\0") == b"1.2.3.4.5"
+    assert found[SERIES_UID].rstrip(b"\0") == b"1.2.3.4"

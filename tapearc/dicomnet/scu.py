@@ -29,7 +29,7 @@ from tapearc.errors import ConfigError, UnavailableError
 from tapearc.support.limits import RateLimiter
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.sender import FileInfo
+    from tapearc.dicomnet.fileinfo import FileInfo
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

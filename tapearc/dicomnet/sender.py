@@ -19,9 +19,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapearc.dicomnet import _net
+from tapearc.dicomnet.fileinfo import FileInfo, contexts_for, read_info
 from tapearc.dicomnet.peer import Peer
 from tapearc.dicomnet.scu import StoreAssociation
 from tapearc.errors import UnavailableError
@@ -42,21 +41,6 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _NATIVE_LE = (EXPLICIT_LE, IMPLICIT_LE)
 #: Presentation contexts have odd ids 1-255: at most 128 in one association request.
 MAX_CONTEXTS = 128
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What is needed to send one file: its identity, encoding and size, and where its data
-    set starts (after the preamble and file meta; -1 when not known, pydicom re-encodes it).
-    ``data`` holds the whole file when it is in memory (``path`` then only names it)."""
-
-    path: Path
-    sop_class: str
-    sop_instance: str
-    transfer_syntax: str
-    size: int
-    data_offset: int = -1
-    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,111 +62,6 @@ class SendResult:
     failed: list[Failure] = field(default_factory=list)
     bytes_sent: int = 0
     retries: int = 0
-
-
-def read_info(path: Path) -> FileInfo:
-    """Read a file's meta header; raise ``ValueError`` if it is not Part-10.
-
-    Group 0002 is always Explicit VR Little Endian, so it is parsed here directly (about 20 us
-    instead of 0.4 ms with pydicom, which counts at hundreds of instances per second); anything
-    unusual goes through pydicom.
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-            size = os.fstat(fh.fileno()).st_size
-    except OSError as exc:
-        raise ValueError(f"cannot read the file ({exc.strerror})") from exc
-    parsed = _parse_meta(head)
-    if parsed is None:
-        return _read_info_pydicom(path, size)
-    meta, data_offset = parsed
-    try:
-        return FileInfo(path, meta[0x0002], meta[0x0003], meta[0x0010], size, data_offset)
-    except KeyError as exc:
-        raise ValueError(f"incomplete file meta information (no (0002,{exc.args[0]:04X}))") from exc
-
-
-def info_from_bytes(data: bytes, name: Path) -> FileInfo:
-    """``read_info`` for a Part-10 file held in memory (``name`` for messages)."""
-    parsed = _parse_meta(data[:4096])
-    if parsed is not None:
-        meta, data_offset = parsed
-        try:
-            return FileInfo(name, meta[0x0002], meta[0x0003], meta[0x0010], len(data),
-                            data_offset, data)
-        except KeyError:
-            pass
-    from io import BytesIO
-
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    try:  # anything unusual: pydicom reads the meta; the data set is re-encoded when sent
-        meta_ds = dcmread(BytesIO(data), stop_before_pixels=True).file_meta
-        return FileInfo(name, str(meta_ds.MediaStorageSOPClassUID),
-                        str(meta_ds.MediaStorageSOPInstanceUID), str(meta_ds.TransferSyntaxUID),
-                        len(data), -1, data)
-    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"not a DICOM Part-10 file ({exc})") from exc
-
-
-_LONG_VRS = (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV")
-
-
-def _parse_meta(head: bytes) -> tuple[dict[int, str], int] | None:
-    """The UI elements of group 0002 by element number and where the data set starts, or None
-    to let pydicom decide."""
-    if len(head) < 144 or head[128:132] != b"DICM":
-        return None
-    pos, out = 132, dict[int, str]()
-    while pos + 8 <= len(head):
-        group, elem = struct.unpack_from("<HH", head, pos)
-        if group != 0x0002:
-            return out, pos
-        vr = head[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
-            if pos + 12 > len(head):
-                return None
-            (length,) = struct.unpack_from("<I", head, pos + 8)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", head, pos + 6)
-            start = pos + 8
-        if length == 0xFFFFFFFF or start + length > len(head):
-            return None
-        if vr == b"UI":
-            out[elem] = head[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        pos = start + length
-    return None
-
-
-def _read_info_pydicom(path: Path, size: int) -> FileInfo:
-    from pydicom.errors import InvalidDicomError
-    from pydicom.filereader import read_file_meta_info
-
-    try:
-        meta = read_file_meta_info(path)
-    except (InvalidDicomError, OSError, EOFError) as exc:
-        raise ValueError(f"not a DICOM Part-10 file ({exc})") from exc
-    group_length = meta.get("FileMetaInformationGroupLength")
-    try:
-        return FileInfo(
-            path=path,
-            sop_class=str(meta.MediaStorageSOPClassUID),
-            sop_instance=str(meta.MediaStorageSOPInstanceUID),
-            transfer_syntax=str(meta.TransferSyntaxUID),
-            size=size,
-            # preamble, "DICM", the group length element itself (12 bytes), then the group
-            data_offset=144 + int(group_length) if group_length is not None else -1,
-        )
-    except AttributeError as exc:
-        raise ValueError(f"incomplete file meta information ({exc})") from exc
-
-
-def contexts_for(infos: Sequence[FileInfo]) -> set[tuple[str, str]]:
-    """The ``(SOP class, transfer syntax)`` pairs needed to send ``infos``."""
-    return {(i.sop_class, i.transfer_syntax) for i in infos}
 
 
 def _status_text(status: int) -> str:
@@ -240,8 +119,31 @@ def _requests(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     return req
 
 
+@dataclass
+class _Batch:
+    """Files submitted together (one study); ``done`` once every one was tried."""
+
+    key: str
+    needed: set[tuple[str, str]]
+    result: SendResult
+    left: int
+    halt: threading.Event | None
+    #: its outcome goes to ``StoreSender.finished`` (a ``submit``), else only ``done`` is set
+    report: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class StoreSender:
-    """Sends files to one peer over up to ``concurrency`` associations; ``close()`` releases."""
+    """Sends files to one peer over up to ``concurrency`` associations; ``close()`` releases.
+
+    The associations belong to worker threads that live as long as the sender and take files
+    from one queue, batch after batch (``submit``): the next study's first files go out while
+    the last of this one are still on their way, so the link does not wait between studies.
+    """
+
+    #: Batches in the queue or in flight before ``submit`` waits (bounds the data held).
+    MAX_BATCHES = 2
 
     def __init__(
         self,
@@ -260,7 +162,12 @@ class StoreSender:
         self.timeout = timeout
         self._sleep = sleep
         self._workers: list[_Worker] = []
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._work: queue.Queue[tuple[_Batch, FileInfo] | None] = queue.Queue()
+        self._finished: queue.Queue[_Batch] = queue.Queue()
+        self._slots = threading.Semaphore(self.MAX_BATCHES)
+        self._fatal: BaseException | None = None
 
     def __enter__(self) -> StoreSender:
         return self
@@ -269,7 +176,12 @@ class StoreSender:
         self.close()
 
     def close(self) -> None:
-        """Release every association."""
+        """Stop the workers and release every association."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
         for worker in self._workers:
             worker.close()
         self._workers.clear()
@@ -297,52 +209,84 @@ class StoreSender:
         self, infos: Sequence[FileInfo], *, stop: threading.Event | None = None
     ) -> SendResult:
         """Like ``send`` for files whose meta header was already read (``read_info``)."""
-        result = SendResult()
-        if not infos:
-            return result
-        concurrency = min(self.limiter.setting().concurrency, len(infos))
-        while len(self._workers) < concurrency:
-            self._workers.append(_Worker(self))
-        needed = contexts_for(infos)
-        work: queue.SimpleQueue[FileInfo] = queue.SimpleQueue()
-        for info in infos:
-            work.put(info)
-        halt = stop or threading.Event()
-        fatal: list[BaseException] = []
+        batch = self._enqueue("", infos, stop, report=False)
+        batch.done.wait()
+        if batch.error is not None:
+            raise _with_result(batch.error, batch.result)
+        return batch.result
 
-        def run(worker: _Worker) -> None:
-            while not halt.is_set():
-                try:
-                    info = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    self._send_one(worker, info, needed, result)
-                except Exception as exc:
-                    with self._lock:
-                        fatal.append(exc)
-                        result.failed.append(Failure(info.path, info.sop_instance, None, str(exc)))
-                    halt.set()
-                    return
+    def submit(self, key: str, infos: Sequence[FileInfo]) -> None:
+        """Queue ``infos`` as one batch and return; its outcome comes out of ``finished``.
+        Waits while ``MAX_BATCHES`` batches are unfinished."""
+        self._enqueue(key, infos, None, report=True)
 
-        threads = [
-            threading.Thread(target=run, args=(w,), name=f"cstore-{i}", daemon=True)
-            for i, w in enumerate(self._workers[:concurrency])
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        # What was never tried (stopped early) is reported too, so nothing disappears.
+    def finished(self, *, block: bool = False) -> list[tuple[str, SendResult, BaseException | None]]:
+        """The batches done since the last call: (key, result, the error that stopped the
+        sender or None); with ``block``, at least one (when one was submitted)."""
+        out: list[tuple[str, SendResult, BaseException | None]] = []
         while True:
             try:
-                info = work.get_nowait()
+                batch = self._finished.get(block=block and not out)
             except queue.Empty:
-                break
-            result.failed.append(Failure(info.path, info.sop_instance, None, "not sent: stopped"))
-        if fatal:
-            raise _with_result(fatal[0], result)
-        return result
+                return out
+            out.append((batch.key, batch.result, batch.error))
+
+    def _enqueue(self, key: str, infos: Sequence[FileInfo], halt: threading.Event | None, *,
+                 report: bool) -> _Batch:
+        self._slots.acquire()
+        batch = _Batch(key, contexts_for(infos), SendResult(), len(infos), halt, report)
+        self._start_workers()
+        if not infos or self._fatal is not None:  # nothing to send, or nothing can be sent
+            batch.result.failed += [Failure(i.path, i.sop_instance, None, "not sent: stopped")
+                                    for i in infos]
+            self._close_batch(batch)
+            return batch
+        for info in infos:
+            self._work.put((batch, info))
+        return batch
+
+    def _close_batch(self, batch: _Batch) -> None:
+        batch.error = batch.error or self._fatal
+        self._slots.release()
+        batch.done.set()
+        if batch.report:
+            self._finished.put(batch)
+
+    def _start_workers(self) -> None:
+        """One worker thread per association the setting in force allows (more if it grew)."""
+        wanted = self.limiter.setting().concurrency
+        while len(self._threads) < wanted:
+            worker = _Worker(self)
+            self._workers.append(worker)
+            thread = threading.Thread(target=self._run, args=(worker, len(self._threads)),
+                                      name=f"cstore-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, worker: _Worker, index: int) -> None:
+        while (job := self._work.get()) is not None:
+            batch, info = job
+            if index >= self.limiter.setting().concurrency:  # a quieter window began
+                self._work.put(job)
+                self._sleep(0.2)
+                continue
+            if self._fatal is not None or (batch.halt is not None and batch.halt.is_set()):
+                with self._lock:
+                    batch.result.failed.append(
+                        Failure(info.path, info.sop_instance, None, "not sent: stopped"))
+            else:
+                try:
+                    self._send_one(worker, info, batch.needed, batch.result)
+                except Exception as exc:
+                    with self._lock:
+                        self._fatal = self._fatal or exc
+                        batch.result.failed.append(
+                            Failure(info.path, info.sop_instance, None, str(exc)))
+            with self._lock:
+                batch.left -= 1
+                last = batch.left == 0
+            if last:
+                self._close_batch(batch)
 
     def _send_one(
         self, worker: _Worker, info: FileInfo, needed: set[tuple[str, str]], result: SendResult

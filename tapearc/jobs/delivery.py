@@ -58,8 +58,9 @@ from tapearc.jobs.pipeline import Confirmer, Fetched, Prefetch
 from tapearc.support.limits import Limits, RateLimiter
 
 if TYPE_CHECKING:
+    from tapearc.dicomnet.fileinfo import FileInfo
     from tapearc.dicomnet.holdings import HoldingsClient
-    from tapearc.dicomnet.sender import FileInfo, SendResult, StoreSender
+    from tapearc.dicomnet.sender import StoreSender
 
 log = logging.getLogger(__name__)
 
@@ -204,15 +205,14 @@ def run_restore(
             try:
                 for item in reader:
                     engine.settle(block=False)
-                    try:
-                        if stop is not None and stop.is_set():
-                            report.aborted = "stopped on request"
-                            break
-                        if not engine.send_study(item):
-                            break
-                    finally:
+                    if stop is not None and stop.is_set():
                         item.release()
-            finally:  # what was sent is confirmed and journalled, however the loop ended
+                        report.aborted = "stopped on request"
+                        break
+                    if not engine.send_study(item):
+                        break
+            finally:  # what was sent is journalled and confirmed, however the loop ended
+                engine.collect(until_empty=True)
                 engine.settle(block=True)
     except UnavailableError as exc:
         report.aborted = report.aborted or str(exc)
@@ -240,11 +240,12 @@ class _Engine:
         self.sent: Counter[str] = Counter()  # study -> instances sent in this run
         self.sent_bytes: Counter[str] = Counter()
         self.waiting: dict[str, tuple[str, ...]] = {}  # study -> cartridges it waits for
+        #: studies with the sender: their fetched data (kept until sent) and what went
+        self.inflight: dict[str, tuple[Fetched, list[FileInfo]]] = {}
 
     def send_study(self, item: Fetched) -> bool:
-        """Send one study's instances that the PACS lacks; False when the run must stop."""
-        from tapearc.dicomnet.sender import SendInterrupted
-
+        """Hand one study's instances that the PACS lacks to the sender (it goes on with the
+        next study while this one is still being sent); False when the run must stop."""
         assert self.client is not None and self.sender is not None and self.confirmer is not None
         ref, journal = item.ref, self.journal
         uid = ref.study_uid
@@ -276,21 +277,37 @@ class _Engine:
         done = {sop for sop, row in expected.items()
                 if changes.get(sop, (row["state"], None))[0] == "confirmed"}
         to_send = [infos[sop] for sop in sorted(infos) if sop not in done]
-        result: SendResult
-        try:
-            result = self.sender.send_infos(to_send)
-        except SendInterrupted as exc:
-            self._record_send(uid, exc.result)
-            journal.update(uid, state="pending", last_error=str(exc))
-            self.report.aborted = str(exc)
-            return False
-        self._record_send(uid, result)
-        if to_send:
-            journal.update(uid, state="sent")
-            self.confirmer.submit(uid, [(i.sop_class, i.sop_instance) for i in to_send])
-        else:  # nothing went: what the PACS holds was counted above
+        if not to_send:  # nothing goes: what the PACS holds was counted above
+            item.release()
             self._conclude(uid, set())
-        return True
+            return True
+        self.inflight[uid] = (item, to_send)
+        self.sender.submit(uid, to_send)  # waits while two studies are still being sent
+        return self.collect()
+
+    def collect(self, *, until_empty: bool = False) -> bool:
+        """Journal the studies the sender finished and pass them to the confirmer; False when
+        the run must stop (the PACS stopped answering). ``until_empty``: wait for them all."""
+        assert self.sender is not None and self.confirmer is not None
+        going = True
+        while self.inflight:
+            for uid, result, error in self.sender.finished(block=until_empty):
+                item, sent = self.inflight.pop(uid)
+                item.release()
+                self._record_send(uid, result)
+                if isinstance(error, (ConfigError, UsageError)):
+                    raise error
+                if error is not None:
+                    self.journal.update(uid, state="pending", last_error=str(error))
+                    self.report.aborted = self.report.aborted or (
+                        f"{self.sender.peer} stopped answering: {error}")
+                    going = False
+                    continue
+                self.journal.update(uid, state="sent")
+                self.confirmer.submit(uid, [(i.sop_class, i.sop_instance) for i in sent])
+            if not until_empty:
+                break
+        return going
 
     def _record_send(self, uid: str, result: Any) -> None:
         changes: dict[str, tuple[str, str | None]] = {
@@ -404,7 +421,7 @@ def studies_in_folder(root: Path, *, cartridge: str = "folder") -> FolderSource:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    from tapearc.dicomnet.sender import read_info
+    from tapearc.dicomnet.fileinfo import read_info
 
     files: dict[str, list[FileInfo]] = {}
     dates: dict[str, str | None] = {}

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tapearc.dicomnet.commitment import CommitmentListener
+    from tapearc.dicomnet.fileinfo import FileInfo
     from tapearc.dicomnet.holdings import HoldingsClient
-    from tapearc.dicomnet.sender import FileInfo
 
 log = logging.getLogger(__name__)
 

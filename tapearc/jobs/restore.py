@@ -365,7 +365,7 @@ class _Sink:
     def add(self, m: Mapping[str, Any], data: bytes) -> None:
         from dataclasses import replace
 
-        from tapearc.dicomnet.sender import info_from_bytes
+        from tapearc.dicomnet.fileinfo import info_from_bytes
         from tapearc.jobs.recall import output_parts
 
         parts = output_parts(m)  # UID names, checked

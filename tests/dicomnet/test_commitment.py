@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tapearc.dicomnet.commitment import CommitmentListener
+from tapearc.dicomnet.fileinfo import read_info
 from tapearc.dicomnet.peer import Peer
-from tapearc.dicomnet.sender import StoreSender, read_info
+from tapearc.dicomnet.sender import StoreSender
 from tests.dicomnet.orthanc import PACS_AET, Orthanc, free_port
 from tests.synth import generate_studies
 

@@ -325,15 +325,15 @@ def test_large_studies_wait_in_private_files_removed_after_and_after_a_kill(
     (leftover / "7.8.9.dcm").write_bytes(b"decrypted by a killed run")
     monkeypatch.setattr(restore_job, "MEMORY_STUDY_MAX", 0)
     seen: list[tuple[Path, int]] = []
-    original = StoreSender.send_infos
+    original = StoreSender.submit
 
-    def spy(self: StoreSender, infos: Any, **kw: Any) -> Any:
+    def spy(self: StoreSender, key: str, infos: Any) -> None:
         for info in infos:
             assert info.data is None  # from a file, not memory
             seen.append((info.path, stat.S_IMODE(info.path.stat().st_mode)))
-        return original(self, infos, **kw)
+        original(self, key, infos)
 
-    monkeypatch.setattr(StoreSender, "send_infos", spy)
+    monkeypatch.setattr(StoreSender, "submit", spy)
     report = _restore(site, pacs)
     assert report.complete, report.to_dict()
     assert len(seen) == 6

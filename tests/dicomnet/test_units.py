@@ -171,7 +171,7 @@ def test_fast_meta_parse_agrees_with_pydicom() -> None:
 
     import pydicom.data
 
-    from tapearc.dicomnet.sender import _read_info_pydicom, read_info
+    from tapearc.dicomnet.fileinfo import _read_info_pydicom, read_info
 
     files = sorted((Path(pydicom.data.__file__).parent / "test_files").rglob("*"))
     compared = 0

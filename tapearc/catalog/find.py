@@ -149,12 +149,14 @@ class Find(CatalogBase):
 
     def restorable(self, study_uids: Sequence[str] | None) -> Iterator[dict[str, Any]]:
         """What a restore sends of ``study_uids`` (None: every study): for each SOP instance of
-        a study, its latest version that has a copy on a readable cartridge (older versions
-        are not sent: each SOP instance counts once). Rows by study: study_uid, study_date,
+        a study, its latest intact version that has a copy on a readable cartridge (the latest
+        damaged one when no intact version has; older versions are not sent: each SOP instance
+        counts once). Rows by study: study_uid, study_date,
         instance_id, sop_uid, sha256, size. Studies without such a copy do not appear."""
         sql = (
             "WITH chosen AS (SELECT i.id, i.study_uid, i.sop_uid, i.sha256, i.size,"
-            " ROW_NUMBER() OVER (PARTITION BY i.study_uid, i.sop_uid ORDER BY i.version DESC)"
+            " ROW_NUMBER() OVER (PARTITION BY i.study_uid, i.sop_uid"
+            " ORDER BY i.damaged IS NOT NULL, i.version DESC)"
             " AS pick FROM instances i WHERE {where} EXISTS (SELECT 1 FROM copies c"
             " JOIN archives a ON a.id = c.archive_id JOIN cartridges k ON k.barcode = a.barcode"
             f" WHERE c.instance_id = i.id AND k.state IN ({marks(READABLE_STATES)})))"

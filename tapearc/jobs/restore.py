@@ -318,15 +318,13 @@ class _Reader:
                   tried: dict[int, list[tuple[str, str]]]) -> set[int]:
         """Read one run of members; the instances read and verified. Every member not read
         gets one entry in ``tried`` (so its next copy is tried next)."""
-        import hashlib
-
         got: set[int] = set()
         spent: set[int] = set()  # read, but the bytes were wrong
         barcode = run[0]["barcode"]
         where = f"{barcode} archive {run[0]['data_file']}"
         try:
-            for m, data, _ in read_members(self._driver(drive), self._archive(run[0]), run):
-                if hashlib.sha256(data).hexdigest() != m["sha256"]:
+            for m, data in read_members(self._driver(drive), self._archive(run[0]), run):
+                if data is None:
                     tried.setdefault(m["instance_id"], []).append(
                         (barcode, f"checksum mismatch on {where}"))
                     spent.add(m["instance_id"])
@@ -366,9 +364,10 @@ class _Sink:
         from dataclasses import replace
 
         from tapearc.dicomnet.fileinfo import info_from_bytes
-        from tapearc.jobs.recall import output_parts
+        from tapearc.format.tarstream import instance_parts
 
-        parts = output_parts(m)  # UID names, checked
+        # named by UIDs (a UID that is not a DICOM UID by its hash): no name leaves the folder
+        parts = instance_parts(m["study_uid"], m["series_uid"], m["sop_uid"])
         if self.out is None:
             self.item.infos.append(info_from_bytes(data, Path(*parts)))
             return

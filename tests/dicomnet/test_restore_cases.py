@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import date, timedelta
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,27 @@ def test_migration_report_lists_what_the_old_pacs_holds_that_the_archive_lacks(
     assert inv["not_in_archive"] == 3
     assert {i["sop_uid"] for i in inv["instances"]} == set(_sop_uids(never[0]))
     assert all(sop in out.with_suffix(".html").read_text() for sop in _sop_uids(never[0]))
+
+
+def test_a_version_damaged_at_the_source_never_displaces_the_intact_one(
+    tmp_path: Path, orthanc: Orthanc, pacs: Peer
+) -> None:
+    from tapearc.ingest.scan import ingest
+
+    site = _site(tmp_path)
+    [study] = generate_studies(site.pacs, 1, instances_per_study=2, pixel_bytes=10_000)
+    assert run_nightly(site.settings).exit_code == 0
+    cut = study.files[0]
+    intact = cut.read_bytes()
+    cut.write_bytes(intact[: len(intact) // 2])  # the PACS's copy is truncated later
+    with site.catalog() as cat:
+        ingest(cat, [site.pacs], quiet_seconds=0)
+    run_nightly(site.settings)
+    with site.catalog() as cat:
+        damaged = cat.query("SELECT version FROM instances WHERE damaged IS NOT NULL")
+    assert damaged, "ingest did not record the damaged version"
+    report = _restore(site, pacs)
+    assert report.complete and report.instances == {"confirmed": 2}, report.to_dict()
+    sop = str(dcmread(BytesIO(intact), stop_before_pixels=True).SOPInstanceUID)
+    held = orthanc.raw("GET", f"/instances/{_sop_on_pacs(orthanc, sop)}/file")
+    assert held[-1000:] == intact[-1000:]  # the intact version went

@@ -9,8 +9,10 @@
   instance token before each C-STORE, and the bytes as they go onto each socket, in pieces of
   ``RateLimiter.CHUNK``, so a large object is spread at the limit rather than sent at line
   speed and charged afterwards.
-* ``concurrency`` associations send one study's files in parallel; each stays open across
-  studies and is re-opened when it drops or lacks a presentation context a study needs.
+* ``concurrency`` associations, each owned by a worker thread that lives as long as the
+  sender, send the files of the batches submitted (a study each) from one queue: the next study
+  starts while the last files of this one are still on their way. An association stays open
+  across studies and is re-opened when it drops or lacks a presentation context a study needs.
 * A refused instance or a dropped association is retried with exponential backoff; after
   ``max_attempts`` the instance is reported. If the PACS cannot be reached at all the send stops
   with ``UnavailableError`` (the caller keeps what was sent and can resume).

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "waiting", "sent", "confirmed", "missing", "refused")
+#: The interpreter's thread switch interval during a run (see ``run_restore``).
+SWITCH_INTERVAL_S = 0.0005
 
 #: ``fetch(studies)`` yields a ``Fetched`` for each study it reaches, in the order to send them.
 Fetch = Callable[[list[StudyRef]], Iterator[Fetched]]
@@ -192,6 +195,11 @@ def run_restore(
     todo = [s for s in studies if rows[s.study_uid]["state"] != "confirmed"]
     report.skipped_confirmed = len(studies) - len(todo)
     engine = _Engine(journal, report)
+    # a sender thread woken by the PACS's answer waits for the GIL while the reader decrypts:
+    # up to the switch interval (5 ms) per instance; 0.5 ms measured 13 % faster on one
+    # association
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
     try:
         with HoldingsClient(peer, local_aet=options.local_aet,
                             timeout=options.timeout) as client, \
@@ -220,6 +228,8 @@ def run_restore(
         raise  # nothing will work until the user fixes the command or the configuration
     except TapearcError as exc:  # from fetch: a read or key error, ...
         report.aborted = str(exc)
+    finally:
+        sys.setswitchinterval(switch)
     report.studies = _outcomes(studies, journal, engine)
     report.instances = journal.instance_counts()
     report.elapsed_s = time.monotonic() - t0

@@ -13,7 +13,8 @@ MaximumPduLength 131072) for each contender and times it until the PACS holds ev
   (plan, positioned reads, decryption, SHA-256 per instance, C-STORE, per-instance C-FIND
   confirmation, journal) with one and with three associations.
 
-Prints the median seconds, instances/s and MB/s of each, the same-round ratios against
+Prints the median seconds, instances/s and MB/s of each, the CPU each sender and Orthanc used
+per instance (what decides the race on a small, shared server), the same-round ratios against
 storescu (targets: >= 1.0 with one association, >= 1.5 with three) and the projected time to
 restore one TB at that speed. Root is needed for the private network namespace (or run under
 ``unshare -rn``).
@@ -23,16 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cstore import netns, timed_run
+from bench_cstore import netns
 
 from tapearc.config import load_settings
 from tapearc.dicomnet.peer import Peer
@@ -70,6 +74,37 @@ def build_site(work: Path, studies: int, per_study: int) -> Site:
     return site
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of the children it waited for (storescu)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed_run(work: Path, name: str, count: int,
+              send: Callable[[Orthanc], None]) -> tuple[float, float, float]:
+    """A fresh Orthanc, ``send``, the count checked: (seconds, sender CPU s, Orthanc CPU s)."""
+    orthanc = Orthanc(work / f"orthanc-{name}").start()
+    try:
+        assert orthanc.proc is not None
+        pacs0, cpu0, t0 = proc_cpu(orthanc.proc.pid), own_cpu(), time.perf_counter()
+        send(orthanc)
+        elapsed = time.perf_counter() - t0
+        cpu, pacs = own_cpu() - cpu0, proc_cpu(orthanc.proc.pid) - pacs0
+        held = orthanc.statistics()["CountInstances"]
+        if held != count:
+            raise SystemExit(f"{name}: Orthanc holds {held} instances, expected {count}")
+        return elapsed, cpu, pacs
+    finally:
+        orthanc.stop(kill=True)
+        shutil.rmtree(orthanc.root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=20)
@@ -89,7 +124,7 @@ def main() -> None:
                   "+sd", "+r", "127.0.0.1", str(o.dicom_port), str(site.pacs)],
                  timeout=900, env={"TCP_NODELAY": "1"})
 
-    def tapearc(concurrency: int) -> object:
+    def tapearc(concurrency: int) -> Callable[[Orthanc], None]:
         def run(o: Orthanc) -> None:
             peer = Peer(PACS_AET, "127.0.0.1", o.dicom_port)
             send = SendOptions(Limits(default=RateSetting(concurrency=concurrency)))
@@ -101,23 +136,26 @@ def main() -> None:
         return run
 
     contenders = {"storescu": storescu, "tapearc-c1": tapearc(1), "tapearc-c3": tapearc(3)}
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     with netns():
         for r in range(args.rounds):
             names = list(contenders)
             names = names[r % len(names):] + names[:r % len(names)]
             for name in names:
-                runs[name].append(timed_run(work, f"{name}-{r}", files, contenders[name]))
+                runs[name].append(timed_run(work, f"{name}-{r}", len(files), contenders[name]))
     n, mb = len(files), total / 1e6
     print(f"instances: {n}, {mb:.1f} MB, rounds: {args.rounds}, cpus: {os.cpu_count()}, "
           f"load: {os.getloadavg()[0]:.1f}")
-    for name, times in runs.items():
-        t = statistics.median(times)
+    for name, got in runs.items():
+        t = statistics.median(x[0] for x in got)
+        cpu = statistics.median(x[1] for x in got) / n * 1000
+        pacs = statistics.median(x[2] for x in got) / n * 1000
         per_tb_h = 1e12 / (total / t) / 3600
-        print(f"{name:11s}: {n / t:7.1f} instances/s {mb / t:7.1f} MB/s  median {t:6.2f} s "
-              f"(runs {', '.join(f'{x:.2f}' for x in times)}); 1 TB in {per_tb_h:5.1f} h")
+        print(f"{name:11s}: {n / t:6.1f} instances/s {mb / t:6.1f} MB/s  median {t:5.2f} s "
+              f"(runs {', '.join(f'{x[0]:.2f}' for x in got)}); CPU per instance: sender "
+              f"{cpu:.2f} ms, Orthanc {pacs:.2f} ms; 1 TB in {per_tb_h:4.1f} h")
     for name, target in (("tapearc-c1", 1.0), ("tapearc-c3", 1.5)):
-        ratios = [a / b for a, b in zip(runs["storescu"], runs[name], strict=True)]
+        ratios = [a[0] / b[0] for a, b in zip(runs["storescu"], runs[name], strict=True)]
         print(f"ratio {name}/storescu: median {statistics.median(ratios):.2f} "
               f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}; target >= {target})")
 

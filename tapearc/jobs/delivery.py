@@ -297,26 +297,32 @@ class _Engine:
 
     def collect(self, *, until_empty: bool = False) -> bool:
         """Journal the studies the sender finished and pass them to the confirmer; False when
-        the run must stop (the PACS stopped answering). ``until_empty``: wait for them all."""
+        the run must stop (the PACS stopped answering). ``until_empty``: wait for them all.
+        A configuration error (the PACS rejects our AE title) is raised once every finished
+        study is journalled."""
         assert self.sender is not None and self.confirmer is not None
         going = True
+        fatal: TapearcError | None = None
         while self.inflight:
             for uid, result, error in self.sender.finished(block=until_empty):
                 item, sent = self.inflight.pop(uid)
                 item.release()
                 self._record_send(uid, result)
-                if isinstance(error, (ConfigError, UsageError)):
-                    raise error
                 if error is not None:
                     self.journal.update(uid, state="pending", last_error=str(error))
-                    self.report.aborted = self.report.aborted or (
-                        f"{self.sender.peer} stopped answering: {error}")
+                    if isinstance(error, (ConfigError, UsageError)):
+                        fatal = fatal or error
+                    else:
+                        self.report.aborted = self.report.aborted or (
+                            f"{self.sender.peer} stopped answering: {error}")
                     going = False
                     continue
                 self.journal.update(uid, state="sent")
                 self.confirmer.submit(uid, [(i.sop_class, i.sop_instance) for i in sent])
             if not until_empty:
                 break
+        if fatal is not None:
+            raise fatal
         return going
 
     def _record_send(self, uid: str, result: Any) -> None:

@@ -11,6 +11,7 @@ from tapearc.drivers.tape.vdevice import VirtualTapeDevice
 from tapearc.errors import DeviceError
 from tapearc.format import writer as format_writer
 from tapearc.jobs import onepass
+from tapearc.jobs.cartridge import eject_drive, load_cartridge
 from tapearc.jobs.catalog import rebuild_catalog
 from tapearc.jobs.nightly import run_nightly
 from tapearc.jobs.recall import recall
@@ -55,16 +56,22 @@ def test_two_pools_in_one_pass_each_cartridge_recalls_verifies_and_rebuilds_alon
     assert _uuids(site, "A00001") == _uuids(site, "B00001")
     monkeypatch.undo()
     uids = [s.study_uid for s in studies]
-    for barcode, drive in (("A00001", "da"), ("B00001", "db")):
+    pairs = (("A00001", "da"), ("B00001", "db"))
+    for (barcode, drive), (other, other_drive) in zip(pairs, reversed(pairs), strict=True):
         _drop_catalog(site)  # the catalog is lost; only this one cartridge is at hand
-        rebuilt = rebuild_catalog(site.settings, [drive], identities=[site.identity])
-        assert rebuilt.instances == 12
-        with site.catalog() as cat:
+        eject_drive(site.settings, other_drive)
+        rebuild_catalog(site.settings, [drive], identities=[site.identity])
+        with site.catalog() as cat:  # from the cartridge's indexes or its catalog copy
+            assert len(cat.query(
+                "SELECT DISTINCT c.instance_id FROM copies c JOIN archives a"
+                " ON a.id = c.archive_id WHERE a.barcode = ?", (barcode,))) == 12
             checked = verify_cartridge(site.settings, cat, barcode, identities=[site.identity])
             assert not checked.failures and checked.instances == 12
             results = recall(site.settings, cat, uids, tmp_path / f"out-{barcode}",
                              identities=[site.identity])
         assert all(r.verified and r.cartridge == barcode for r in results), results
+        with site.catalog() as cat:
+            load_cartridge(site.settings, cat, other, other_drive)
     # both cartridges into one catalog: the same archive is a copy on each
     _drop_catalog(site)
     rebuild_catalog(site.settings, ["da", "db"], identities=[site.identity])

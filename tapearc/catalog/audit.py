@@ -122,6 +122,17 @@ class RunsAndAudit(CatalogBase):
         row = self.conn.execute("SELECT MIN(at) FROM audit").fetchone()
         return str(row[0]) if row and row[0] else None
 
+    def audit_restore_points(self) -> list[tuple[int, str]]:
+        """Where the catalog was started again from a catalog copy (``catalog.rebuild`` rows
+        with ``copy_rows``): (the copy's audit row count, the time of the restore)."""
+        out = []
+        for detail, at in self.conn.execute(
+                "SELECT detail, at FROM audit WHERE action = 'catalog.rebuild' ORDER BY id"):
+            rows = json.loads(detail).get("copy_rows")
+            if isinstance(rows, int):
+                out.append((rows, str(at)))
+        return out
+
     def verify_audit(self) -> tuple[int, int | None]:
         """Walk the chain; return (rows checked, id of the first bad row or None).
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tapearc.dicomnet import _net
+from tapearc.dicomnet._net import FAST_LOOP_S, IDLE_LOOP_S, set_loop_delay
 from tapearc.dicomnet.peer import Peer, TlsOptions, check_aet, check_port
 from tapearc.dicomnet.receiver import ReceiverPolicy, allow_list_server
-from tapearc.dicomnet._net import FAST_LOOP_S, IDLE_LOOP_S, set_loop_delay
 from tapearc.errors import UnavailableError
 
 if TYPE_CHECKING:

@@ -227,7 +227,10 @@ class _Rebuild:
             os.replace(copy, path)
         self.report.catalog_copy = f"{barcode} file {pos.data_file} ({index.created})"
         catalog = self.catalog()
-        catalog.audit("catalog.rebuild", None, {"from_copy": self.report.catalog_copy})
+        # the rows after the copy are lost: seals that pinned them are checked against this
+        # restore point (tapearc.jobs.seal.chain_problems)
+        catalog.audit("catalog.rebuild", None, {"from_copy": self.report.catalog_copy,
+                                                "copy_rows": catalog.audit_anchor()["rows"]})
         for cart in catalog.cartridges():
             # the copy may predate the last writes or a close: as for cartridges rebuilt from
             # their media, never append to one on a guess
@@ -388,5 +391,6 @@ def _check_seals(catalog: Catalog, trust: Policy) -> tuple[int, int, list[str]]:
         bodies.append((where, body))
     anchor = catalog.audit_anchor()
     hashes = catalog.audit_hashes_at(seal_positions((b for _, b in bodies), anchor["first"]))
-    problems += chain_problems(bodies, anchor, hashes, catalog.audit_started())
+    problems += chain_problems(bodies, anchor, hashes, catalog.audit_started(),
+                               catalog.audit_restore_points())
     return len(bodies), unsigned, problems

@@ -9,7 +9,7 @@ any archive), so a rebuild or ``tapearc decrypt`` finds it.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 

@@ -31,6 +31,7 @@ from tapearc.catalog.journal import InstanceRef, Journal, StudyRef
 from tapearc.config import Settings
 from tapearc.errors import DeviceError, IntegrityError, NotFound
 from tapearc.jobs.delivery import RestoreReport, SendOptions, run_restore
+from tapearc.jobs.keys import load_policy
 from tapearc.jobs.media import load_from_library, loaded_drives, open_drive
 from tapearc.jobs.pipeline import Fetched
 from tapearc.jobs.recall import contiguous, read_members
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from tapearc.drivers.base import Driver
     from tapearc.format.keys import Identity
     from tapearc.format.reader import ArchiveReader
+    from tapearc.format.signing import Policy
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,8 @@ def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreReques
     # removed before this one starts
     with private_workdir(settings.private_dir, "restore") as work:
         fetch = MediaFetch(settings, catalog.path, journal.job_id, list(identities or ()), work,
-                           recent_since=since_text, priority=request.priority)
+                           recent_since=since_text, priority=request.priority,
+                           trust=load_policy(settings))
         report = run_restore(refs, fetch, peer, journal, request.send)
     if request.report is not None:
         inventory = None if request.source is None else source_inventory(
@@ -180,8 +183,9 @@ class MediaFetch:
 
     def __init__(self, settings: Settings, catalog_path: Path, job_id: int,
                  identities: Sequence[Identity], workdir: Path, *,
-                 recent_since: str | None, priority: Priority) -> None:
+                 recent_since: str | None, priority: Priority, trust: Policy) -> None:
         self.settings = settings
+        self.trust = trust
         self.catalog_path = catalog_path
         self.job_id = job_id
         self.identities = identities
@@ -193,7 +197,8 @@ class MediaFetch:
         # runs in the engine's reader thread: a connection of its own
         with open_catalog(self.catalog_path) as catalog:
             journal = Journal(catalog, self.job_id)
-            reader = _Reader(self.settings, catalog, journal, self.identities, self.workdir)
+            reader = _Reader(self.settings, catalog, journal, self.identities, self.trust,
+                             self.workdir)
             try:
                 yield from self._fetch(todo, journal, reader)
             finally:
@@ -247,11 +252,12 @@ class _Reader:
     """Reads one study at a time from the loaded cartridges into the work folder."""
 
     def __init__(self, settings: Settings, catalog: Catalog, journal: Journal,
-                 identities: Sequence[Identity], workdir: Path) -> None:
+                 identities: Sequence[Identity], trust: Policy, workdir: Path) -> None:
         self.settings = settings
         self.catalog = catalog
         self.journal = journal
         self.identities = identities
+        self.trust = trust
         self.workdir = workdir
         self._drivers: dict[str, Driver] = {}  # drive name -> open driver
         self._archives: dict[int, ArchiveReader] = {}
@@ -273,10 +279,20 @@ class _Reader:
         return self._drivers[drive]
 
     def _archive(self, row: Mapping[str, Any]) -> ArchiveReader:
+        """The reader of a copy's archive: its data header authenticated (signed by a trusted
+        key for this cartridge and file; OriginError otherwise, an IntegrityError: this copy
+        is not read)."""
         from tapearc.format.reader import ArchiveReader
+        from tapearc.jobs.keys import reader_trust
 
         if row["archive_id"] not in self._archives:
-            self._archives[row["archive_id"]] = ArchiveReader(row["header"], self.identities)
+            reader = ArchiveReader(row["header"], self.identities,
+                                   trust=reader_trust(self.trust, row), barcode=row["barcode"],
+                                   medium_file=row["data_file"])
+            if reader.origin.status == "unsigned":
+                log.warning("archive %s file %s is UNSIGNED: its origin is not authenticated",
+                            row["barcode"], row["data_file"])
+            self._archives[row["archive_id"]] = reader
         return self._archives[row["archive_id"]]
 
     def read(self, ref: StudyRef, loaded: Mapping[str, str]) -> Fetched:

@@ -55,7 +55,7 @@ def _header(settings: Settings, catalog: Catalog, journal: Journal, report: Rest
             source_inventory: Mapping[str, Any] | None) -> dict[str, Any]:
     job = journal.job()
     runs = journal.runs()
-    chain = catalog.audit_identity()
+    anchor = catalog.audit_anchor()
     return {
         "report": "tapearc restore report", "report_version": REPORT_VERSION,
         "written": utcnow(), "host": socket.gethostname(), "operator": actor(),
@@ -65,7 +65,9 @@ def _header(settings: Settings, catalog: Catalog, journal: Journal, report: Rest
                 "started": runs[0]["started"] if runs else None,
                 "ended": runs[-1]["finished"] if runs else None},
         "runs": runs,
-        "catalog": {"site": settings.site, "path": str(catalog.path), **chain},
+        "catalog": {"site": settings.site, "path": str(catalog.path),
+                    "audit_rows": anchor["rows"], "audit_first": anchor["first"],
+                    "audit_head": anchor["hash"]},
         "counts": {"studies": report.by_state(), "instances": journal.instance_counts(),
                    "bytes_sent_last_run": report.bytes_sent},
         "needs": report.needs,

@@ -86,7 +86,8 @@ def row_problems(body: Mapping[str, Any], archive: Mapping[str, Any],
 
 
 def chain_problems(seals: Sequence[tuple[str, Mapping[str, Any]]], anchor: Mapping[str, Any],
-                   hashes: Mapping[int, str], started: str | None) -> list[str]:
+                   hashes: Mapping[int, str], started: str | None,
+                   restored: Sequence[tuple[int, str]] = ()) -> list[str]:
     """Compare the audit chain with the heads the seals signed.
 
     ``seals`` are (where, verified body); ``anchor`` is the chain now (``audit_anchor``),
@@ -94,19 +95,25 @@ def chain_problems(seals: Sequence[tuple[str, Mapping[str, Any]]], anchor: Mappi
     A seal of another chain (a catalog rebuilt from media starts a new one) is fine when it is
     not newer than every row of this chain; a newer one means this chain replaced the one it
     sealed (times have one-second resolution: a rebuild may start in a seal's second).
+    ``restored`` are the points where the catalog was started again from a catalog copy (the
+    copy's row count, the time of the restore): the rows a seal pinned beyond the copy were
+    lost with the catalog, which is fine for a seal not newer than the restore, by the same rule.
     """
     problems: list[str] = []
     for where, body in seals:
         audit = body.get("audit") or {}
         if not audit.get("rows"):
             continue  # sealed before the chain had a row: it pins nothing
+        at = str(body.get("at", ""))
         if audit.get("first") == anchor["first"]:
             rows = int(audit.get("rows", -1))
+            if any(rows > kept and at <= when for kept, when in restored):
+                continue  # its rows were after the copy: lost with the catalog
             if hashes.get(rows) != audit.get("hash"):
                 problems.append(
                     f"the audit log was rewritten: its first {rows} rows are not those signed "
                     f"when {where} was written ({body.get('at')})")
-        elif started is not None and str(body.get("at", "")) > started:
+        elif started is not None and at > started:
             problems.append(
                 f"the audit log was replaced: {where} was written ({body.get('at')}) by a catalog "
                 f"whose audit log began otherwise, after this one's first row ({started})")

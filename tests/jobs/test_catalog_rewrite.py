@@ -160,3 +160,23 @@ def test_copies_swapped_between_instances_are_reported(site: Site) -> None:
     assert any("a member catalogued as another instance" in p for p in report["problems"])
     done = tapearc(site, "catalog", "check")
     assert done.returncode == 65, done.stdout + done.stderr
+
+
+def test_a_catalog_restored_from_its_copy_passes_and_a_rewrite_after_it_does_not() -> None:
+    """Seals pin the chain's head; a catalog started again from a catalog copy lost the rows
+    after the copy, which the seals of archives written before the restore may have pinned:
+    that is no rewrite. A seal newer than the restore must still match."""
+    from tapearc.jobs.seal import chain_problems
+
+    anchor = {"first": "f", "rows": 12, "hash": "h12"}
+    hashes = {5: "h5", 9: "other"}  # row 9 of this chain is the restore's, not the one sealed
+    before = {"at": "2026-01-01T01:00:00+00:00", "audit": {"first": "f", "rows": 9, "hash": "x"}}
+    after = {"at": "2026-01-02T01:00:00+00:00", "audit": {"first": "f", "rows": 9, "hash": "x"}}
+    prefix = {"at": "2026-01-01T00:00:00+00:00", "audit": {"first": "f", "rows": 5, "hash": "h5"}}
+    restored = [(8, "2026-01-01T12:00:00+00:00")]
+    assert chain_problems([("a", before), ("p", prefix)], anchor, hashes, None, restored) == []
+    assert chain_problems([("a", before)], anchor, hashes, None) != []  # no restore recorded
+    [problem] = chain_problems([("b", after)], anchor, hashes, None, restored)
+    assert "rewritten" in problem
+    bad_prefix = {**prefix, "audit": {"first": "f", "rows": 5, "hash": "forged"}}
+    assert chain_problems([("p", bad_prefix)], anchor, hashes, None, restored) != []

@@ -153,6 +153,7 @@ def test_restore_fetch_reads_the_other_pool_and_reports_the_damage(
     site: tuple[Site, list[SynthStudy]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tapearc.catalog.journal import Journal
+    from tapearc.jobs.keys import load_policy
 
     s, studies = site
     fail_reads(monkeypatch, "A00001", all_data_blocks(s, "A00001"))
@@ -161,7 +162,7 @@ def test_restore_fetch_reads_the_other_pool_and_reports_the_damage(
         journal = Journal.create(cat, kind="restore", peer="PACS@h:104")
         journal.add(refs, instances)
         fetch = MediaFetch(s.settings, cat.path, journal.job_id, [s.identity], tmp_path / "w",
-                           recent_since=None, priority="newest")
+                           recent_since=None, priority="newest", trust=load_policy(s.settings))
         items = list(fetch(refs))
     # the planned copy was the damaged one: every study came from pool B
     assert {i.ref.cartridge for i in items} == {"A00001"}

@@ -49,6 +49,7 @@ from tapearc.support.limits import Limits, RateSetting
 from tapearc.support.process import run_tool
 from tests.dicomnet.orthanc import PACS_AET, Orthanc
 from tests.jobs.site import PASSPHRASE, Site, make_site
+from tests.support import SIGNING_PASSPHRASE
 from tests.synth import generate_studies
 
 
@@ -59,6 +60,8 @@ def build_site(work: Path, studies: int, per_study: int) -> Site:
         settings = load_settings(work / "site" / "tapearc.toml")
         return Site(work / "site", settings,
                     load_identity(work / "site" / "keys" / "site.key", PASSPHRASE))
+    # the test site's signing key signs what the nightly writes, as on an unattended writer
+    os.environ.setdefault("TAPEARC_SIGNING_PASSPHRASE", SIGNING_PASSPHRASE)
     site = make_site(work / "site", block_size="1 MiB", max_archive="256 MiB",
                      capacity="4 GiB", verify="none")
     site.label("A00001", "A")

@@ -206,6 +206,7 @@ class MediaFetch:
 
     def _fetch(self, todo: list[StudyRef], journal: Journal, reader: _Reader) -> Iterator[Fetched]:
         loaded = loaded_drives(self.settings)
+        robot_loaded: set[str] = set()  # each cartridge is fetched from the library once
         pending = todo
         while True:
             plan = self._plan(pending, journal, loaded)
@@ -218,7 +219,7 @@ class MediaFetch:
             if not plan.waiting:
                 return
             waiting = [r for r in pending if r.study_uid in plan.waiting]
-            if not self._load(plan, loaded, reader):
+            if not self._load(plan, loaded, reader, robot_loaded):
                 labels = {b: where for b, _, where in plan.needs}
                 for ref in waiting:
                     barcodes = plan.waiting[ref.study_uid]
@@ -230,12 +231,15 @@ class MediaFetch:
         return make_plan(pending, journal.copies_to_read(), loaded,
                          recent_since=self.recent_since, priority=self.priority)
 
-    def _load(self, plan: Plan, loaded: dict[str, str], reader: _Reader) -> bool:
-        """With a library, put the next needed cartridge of each pool in that pool's drive."""
+    def _load(self, plan: Plan, loaded: dict[str, str], reader: _Reader,
+              robot_loaded: set[str]) -> bool:
+        """With a library, put the next needed cartridge of each pool in that pool's drive
+        (one it has not loaded before in this run: the run always ends)."""
         done: set[str] = set()  # pools served this round: one drive each
         for barcode, pool, _ in plan.needs:
-            if pool in done:
+            if pool in done or barcode in robot_loaded:
                 continue
+            robot_loaded.add(barcode)
             drive = load_from_library(self.settings, barcode, pool)
             if drive is None:
                 continue

@@ -85,6 +85,11 @@ class FormatError(IntegrityError):
     """Bytes are not a tapearc stream, or one of a version this release cannot read."""
 
 
+class PeerRefused(TapearcError):
+    """A peer refused us for a reason another try cannot fix: our credentials (HTTP 401/403)
+    or its certificate, which we do not trust. The message names which."""
+
+
 class UnavailableError(TapearcError):
     """A required program, device or service is missing."""
 

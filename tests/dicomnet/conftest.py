@@ -91,3 +91,35 @@ def db(tmp_path: Path) -> Iterator[Any]:
 
     with create_catalog(tmp_path / "catalog.db") as catalog:
         yield catalog
+
+
+@pytest.fixture
+def web_orthanc(start_orthanc: Callable[..., Orthanc], tmp_path: Path) -> Orthanc:
+    """An empty Orthanc with Debian's DICOMweb plugin, serving HTTPS with a test CA's
+    certificate (``orthanc.ca``); basic credentials ``tests.dicomnet.orthanc.USER``."""
+    from tests.dicomnet.tlsca import make_pki
+
+    need_tool("gcc")  # the libssl shim Orthanc's HTTPS needs on Debian 12 (orthanc.py)
+    from tests.dicomnet.orthanc import DICOMWEB_PLUGIN
+
+    if not DICOMWEB_PLUGIN.exists():
+        if os.environ.get("TAPEARC_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"needs {DICOMWEB_PLUGIN} (orthanc-dicomweb)")
+        pytest.skip(f"needs {DICOMWEB_PLUGIN} (apt install orthanc-dicomweb)")
+    ca, certs = make_pki(tmp_path / "pki", ("orthanc",))
+    return start_orthanc("web", dicomweb=True, https=(certs["orthanc"].cert,
+                                                      certs["orthanc"].key), ca=ca)
+
+
+@pytest.fixture
+def web_peer(web_orthanc: Orthanc, tmp_path: Path) -> Any:
+    """The ``WebPeer`` of ``web_orthanc``: its CA trusted, basic credentials from a 0600 file."""
+    from tapearc.dicomnet.dicomweb import load_credentials, parse_web_peer
+    from tapearc.dicomnet.peer import TlsOptions
+    from tests.dicomnet.orthanc import PASSWORD, USER
+
+    secret = tmp_path / "pacs-credentials"
+    secret.write_text(f"{USER}:{PASSWORD}\n")
+    secret.chmod(0o600)
+    return parse_web_peer(web_orthanc.dicomweb_url, tls=TlsOptions(ca_file=web_orthanc.ca),
+                          credentials=load_credentials("basic", file=secret))

@@ -4,6 +4,15 @@ The configuration follows /work/shared/notes/pacs.md ("Configuration that worked
 ``MaximumPduLength`` 131072 and ``TCP_NODELAY=1`` in Orthanc's environment (DCMTK only disables
 Nagle when asked). It must run in a private network namespace (see ``netns.py``): Orthanc 1.10
 always listens on 0.0.0.0.
+
+``dicomweb=True`` loads Debian's orthanc-dicomweb plugin (``/dicom-web/``); ``https=(cert, key)``
+turns on Orthanc's own HTTPS. Debian 12's Orthanc serves HTTPS through libcivetweb 1.15, which
+dlopens ``libssl.so`` and looks up ``SSL_get_peer_certificate``: OpenSSL 3 has no such symbol
+(it became a macro for ``SSL_get1_peer_certificate``), the pointer stays NULL and Orthanc dies
+with SIGSEGV on the first HTTPS connection (seen here: ``civetweb-worker`` jumps to 0x0). So
+``civetweb_ssl_shim`` compiles a two-line ``libssl.so`` that defines the old name and links the
+real libssl (gcc and libssl-dev, in ./dev's SYSTEM_PACKAGES), and Orthanc runs with it first on
+``LD_LIBRARY_PATH``.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +35,34 @@ from typing import Any
 
 PACS_AET = "TESTPACS"
 USER, PASSWORD = "tapearc", "tapearc-test-pw"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+_SHIM_C = b"""/* OpenSSL 3 has no SSL_get_peer_certificate symbol; civetweb 1.15 looks it up. */
+#include <openssl/ssl.h>
+#undef SSL_get_peer_certificate
+X509 *SSL_get_peer_certificate(const SSL *s) { return SSL_get1_peer_certificate(s); }
+"""
+
+
+def civetweb_ssl_shim() -> Path:
+    """A folder holding ``libssl.so`` (the shim) and ``libcrypto.so`` for LD_LIBRARY_PATH; built
+    once per machine user in the temporary folder."""
+    folder = Path(tempfile.gettempdir()) / f"tapearc-civetweb-shim-{os.getuid()}"
+    lib = folder / "libssl.so"
+    if lib.exists():
+        return folder
+    folder.mkdir(exist_ok=True)
+    src = folder / "shim.c"
+    src.write_bytes(_SHIM_C)
+    tmp = folder / f"libssl.so.{os.getpid()}"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp), str(src), "-l:libssl.so.3",
+                    "-Wl,--no-as-needed"], check=True, capture_output=True)
+    crypto = folder / "libcrypto.so"
+    if not crypto.exists():
+        real = next(p for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64",
+                                "/usr/lib") if (p := Path(d) / "libcrypto.so.3").exists())
+        crypto.symlink_to(real)
+    tmp.replace(lib)
+    return folder
 
 
 def free_port() -> int:
@@ -48,6 +87,11 @@ class Orthanc:
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``StorageCompression``: attachments stored as zlib behind an 8-byte size prefix.
     compression: bool = False
+    dicomweb: bool = False
+    #: (certificate, key) PEM files: Orthanc serves HTTPS with them.
+    https: tuple[Path, Path] | None = None
+    #: The CA the test's own REST calls trust (with ``https``).
+    ca: Path | None = None
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -55,6 +99,17 @@ class Orthanc:
     @property
     def log_path(self) -> Path:
         return self.root / "orthanc.log"
+
+    @property
+    def base_url(self) -> str:
+        """Orthanc's REST root."""
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (with ``dicomweb=True``)."""
+        return f"{self.base_url}/dicom-web"
 
     def config(self) -> dict[str, Any]:
         return {
@@ -88,14 +143,31 @@ class Orthanc:
             "ConcurrentJobs": 2,
             "DicomThreadsCount": 4,
             "SaveJobs": False,
+            **self._web_config(),
             **self.extra,
         }
+
+    def _web_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.dicomweb:
+            out["Plugins"] = [str(DICOMWEB_PLUGIN)]
+            out["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
+        if self.https:
+            pem = self.root / "https.pem"  # civetweb wants the key and the chain in one file
+            out["SslEnabled"] = True
+            out["SslCertificate"] = str(pem)
+        return out
 
     def start(self) -> Orthanc:
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(self.config(), indent=1))
         env = {**os.environ, "TCP_NODELAY": "1"}
+        if self.https:
+            cert, key = self.https
+            (self.root / "https.pem").write_bytes(key.read_bytes() + cert.read_bytes())
+            shim = str(civetweb_ssl_shim())
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [shim, env.get("LD_LIBRARY_PATH")]))
         self.proc = subprocess.Popen(
             ["Orthanc", f"--logfile={self.log_path}", str(cfg)],
             env=env,
@@ -134,12 +206,13 @@ class Orthanc:
         """The body of a REST answer as it came (``/instances/{id}/file`` is the DICOM file)."""
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}",
+            f"{self.base_url}{path}",
             data=body,
             method=method,
             headers={"Authorization": f"Basic {auth}"},
         )
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        context = ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
             data: bytes = resp.read()
         return data
 

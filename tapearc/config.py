@@ -39,7 +39,8 @@ from tapearc.rotation.policy import Policy, Rotation, make_policy
 from tapearc.support.units import Size, parse_size
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.peer import Peer
+    from tapearc.dicomnet.address import PacsAddress
+    from tapearc.dicomnet.peer import TlsOptions
 
 DEFAULT_CONFIG = Path("/etc/tapearc/tapearc.toml")
 Text = Annotated[str, msgspec.Meta(min_length=1)]
@@ -189,50 +190,82 @@ class RecallTable(_Table, frozen=True):
 
 class PacsTable(_Table, frozen=True):
     """``[pacs]``: the PACS the archive is reconciled with (``tapearc reconcile``, the nightly);
-    with ``staging``, also the network source that fetches from it what the archive lacks."""
+    with ``staging``, also the network source that fetches from it what the archive lacks. It
+    is reached by DIMSE (``address = "AET@HOST:PORT"``) or by DICOMweb (``address =
+    "https://host/dicom-web"``: QIDO-RS, WADO-RS, with ``auth`` credentials)."""
 
-    #: ``AET@HOST:PORT`` of the PACS.
+    #: ``AET@HOST:PORT`` of the PACS, or its DICOMweb base URL.
     address: Text
-    #: Our own AE title.
+    #: Our own AE title (DIMSE).
     aet: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] = "TAPEARC"
     tls: bool = False
+    #: CA bundle trusted besides the system's (DIMSE TLS and HTTPS).
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: Check the PACS's certificate (off only by explicit choice).
     tls_verify: bool = True
+    #: DICOMweb credentials: an Authorization header of this kind, its secret read at each run
+    #: from ``auth_file`` (a file only this user may read: the token, or ``user:password``)
+    #: or from the environment variable named by ``auth_env``. Never the secret itself here.
+    auth: Literal["bearer", "basic"] | None = None
+    auth_file: Path | None = None
+    auth_env: Text | None = None
     #: Where fetched instances land (the nightly ingests it); None: report, do not fetch.
     staging: Path | None = None
+    #: How the DIMSE source retrieves (DICOMweb always uses WADO-RS).
     method: Literal["get", "move"] = "get"
     #: Port of the temporary C-MOVE receiver (the PACS must know it for ``aet``).
     move_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     move_host: Text = "0.0.0.0"
 
     def __post_init__(self) -> None:
+        from tapearc.dicomnet.dicomweb import is_web_address, parse_web_peer
         from tapearc.dicomnet.peer import check_aet, parse_peer
         from tapearc.errors import UsageError
 
+        web = is_web_address(self.address)
         try:
-            parse_peer(self.address)
-        except UsageError:
-            raise ValueError(f"address {self.address!r} is not AET@HOST:PORT (e.g. "
-                             "ORTHANC@pacs.example.org:104)") from None
+            parse_web_peer(self.address) if web else parse_peer(self.address)
+        except UsageError as exc:
+            raise ValueError(f"address {self.address!r} is neither AET@HOST:PORT (e.g. "
+                             "ORTHANC@pacs.example.org:104) nor a DICOMweb URL (e.g. "
+                             f"https://pacs.example.org/dicom-web): {exc.message}") from None
         try:
             check_aet(self.aet)
         except UsageError:
             raise ValueError(f"aet {self.aet!r} is not an AE title") from None
         if self.method == "move" and self.move_port is None:
             raise ValueError("move_port is missing: C-MOVE needs the port the PACS sends to")
+        if web and self.method == "move":
+            raise ValueError("method = \"move\" is DIMSE: a DICOMweb PACS is read by WADO-RS")
+        if not web and (self.auth or self.auth_file or self.auth_env):
+            raise ValueError("auth, auth_file and auth_env are for a DICOMweb address")
+        if self.auth is None and (self.auth_file or self.auth_env):
+            raise ValueError("auth_file or auth_env is set without auth (\"bearer\" or "
+                             "\"basic\")")
+        if self.auth is not None and (self.auth_file is None) == (self.auth_env is None):
+            raise ValueError("auth needs exactly one of auth_file and auth_env")
 
-    def peer(self) -> Peer:
-        """The PACS as a ``Peer``, with its TLS options."""
-        from tapearc.dicomnet.peer import TlsOptions, parse_peer
+    def tls_options(self) -> TlsOptions | None:
+        """The TLS settings; None: plain TCP (DIMSE without ``tls``, ``tls_ca`` or
+        ``tls_cert``). For DICOMweb the URL's scheme decides and these always apply."""
+        from tapearc.dicomnet.dicomweb import is_web_address
+        from tapearc.dicomnet.peer import TlsOptions
 
-        tls = None
-        if self.tls or self.tls_ca or self.tls_cert:
-            tls = TlsOptions(ca_file=self.tls_ca, cert_file=self.tls_cert,
-                             key_file=self.tls_key or self.tls_cert, verify=self.tls_verify)
-        return parse_peer(self.address, tls=tls)
+        if not (self.tls or self.tls_ca or self.tls_cert or is_web_address(self.address)):
+            return None
+        return TlsOptions(ca_file=self.tls_ca, cert_file=self.tls_cert,
+                          key_file=self.tls_key or self.tls_cert, verify=self.tls_verify)
+
+    def peer(self) -> PacsAddress:
+        """The PACS with its TLS options and, for DICOMweb, its credentials (read now, so a
+        changed token file or variable is used from the next run)."""
+        from tapearc.dicomnet.address import parse_pacs
+        from tapearc.dicomnet.dicomweb import load_credentials
+
+        credentials = load_credentials(self.auth, file=self.auth_file, env=self.auth_env)
+        return parse_pacs(self.address, tls=self.tls_options(), credentials=credentials)
 
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

@@ -113,8 +113,43 @@ def test_every_table_is_read_into_typed_values(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, GOOD)).pacs is None
 
 
+def test_a_dicomweb_pacs_with_credentials_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tapearc.dicomnet.dicomweb import WebPeer
+
+    secret = tmp_path / "etc" / "pacs.token"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("tok\n")
+    secret.chmod(0o600)
+    s = load_settings(write(tmp_path, GOOD + '[pacs]\naddress = "https://pacs.example.org/dw/"\n'
+                            'auth = "bearer"\nauth_file = "pacs.token"\ntls_ca = "ca.pem"\n'
+                            'tls_verify = false\nstaging = "st"\n'))
+    assert s.pacs is not None and s.pacs.auth_file == secret.resolve()
+    peer = s.pacs.peer()
+    assert isinstance(peer, WebPeer) and str(peer) == "https://pacs.example.org/dw"
+    assert peer.credentials is not None and peer.credentials.header() == "Bearer tok"
+    assert peer.tls.ca_file == (tmp_path / "etc" / "ca.pem").resolve() and not peer.tls.verify
+    s = load_settings(write(tmp_path, GOOD + '[pacs]\naddress = "https://pacs.example.org/dw"\n'
+                            'auth = "basic"\nauth_env = "PACS_AUTH"\n'))
+    assert s.pacs is not None
+    from tapearc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="PACS_AUTH is not set"):
+        s.pacs.peer()  # read when used: a changed secret is taken from the next run on
+    monkeypatch.setenv("PACS_AUTH", "u:p")
+    peer = s.pacs.peer()
+    assert isinstance(peer, WebPeer) and peer.tls.verify and peer.tls.ca_file is None
+
+
 @pytest.mark.parametrize(("table", "problem"), [
-    ('[pacs]\naddress = "nonsense"\n', "pacs.address 'nonsense' is not AET@HOST:PORT"),
+    ('[pacs]\naddress = "nonsense"\n', "pacs.address 'nonsense' is neither AET@HOST:PORT"),
+    ('[pacs]\naddress = "https://u:p@h/dicom-web"\n', "carries credentials"),
+    ('[pacs]\naddress = "https://h/dw"\nmethod = "move"\nmove_port = 1\n', "is DIMSE"),
+    ('[pacs]\naddress = "P@h:104"\nauth = "basic"\nauth_env = "X"\n', "for a DICOMweb address"),
+    ('[pacs]\naddress = "https://h/dw"\nauth = "bearer"\n', "exactly one of auth_file"),
+    ('[pacs]\naddress = "https://h/dw"\nauth_env = "X"\n', "without auth"),
+    ('[pacs]\naddress = "https://h/dw"\nauth = "token"\nauth_env = "X"\n', "pacs.auth"),
     ('[pacs]\naddress = "P@h:104"\nmethod = "move"\n', "pacs.move_port is missing"),
     ('[pacs]\naddress = "P@h:104"\naet = "A\\\\B"\n', "pacs.aet"),
     ('[pacs]\nstaging = "st"\n', "pacs.address is missing"),

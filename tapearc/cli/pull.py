@@ -1,7 +1,10 @@
-"""``tapearc pull [--from AET@HOST:PORT] [--staging DIR]``: fetch what a reconcile finds missing.
+"""``tapearc pull [--from AET@HOST:PORT|URL] [--staging DIR]``: fetch what a reconcile finds
+missing.
 
-Also holds the DICOM TLS options every networking command shares (``TlsCa`` ... and
-``tls_options``), so ``receive`` and ``restore --to-pacs`` offer the same flags.
+Also holds the options every networking command shares: TLS (``TlsCa`` ... and
+``tls_options``), so ``receive`` and ``restore --to-pacs`` offer the same flags, and DICOMweb
+credentials (``--auth`` with ``--auth-file`` or ``--auth-env``: the secret itself is never on the
+command line), read by ``pacs_address``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import typer
 from tapearc.cli._common import JsonOption, print_json
 
 if TYPE_CHECKING:
+    from tapearc.config import Settings
+    from tapearc.dicomnet.address import PacsAddress
     from tapearc.dicomnet.peer import TlsOptions
 
 TlsFlag = Annotated[bool, typer.Option("--tls", help="Use DICOM TLS on the association.")]
@@ -29,6 +34,13 @@ TlsNoVerify = Annotated[
     typer.Option("--tls-no-verify", help="Do not check the peer's certificate (unsafe)."),
 ]
 LocalAet = Annotated[str, typer.Option("--aet", help="Our AE title.")]
+Auth = Annotated[str | None, typer.Option(
+    "--auth", help="DICOMweb credentials, bearer or basic; the secret comes from --auth-file or "
+    "--auth-env, never the command line.")]
+AuthFile = Annotated[Path | None, typer.Option(
+    "--auth-file", help="File holding the bearer token or user:password (mode 600).")]
+AuthEnv = Annotated[str | None, typer.Option(
+    "--auth-env", help="Name of the environment variable holding it.")]
 
 
 def tls_options(
@@ -42,6 +54,26 @@ def tls_options(
     return TlsOptions(ca_file=ca, cert_file=cert, key_file=key or cert, verify=not no_verify)
 
 
+def pacs_address(text: str, settings: Settings | None, *, tls: TlsOptions | None = None,
+                 auth: str | None = None, auth_file: Path | None = None,
+                 auth_env: str | None = None) -> PacsAddress:
+    """The PACS named on the command line: ``AET@HOST:PORT`` or a DICOMweb URL with the
+    credentials of ``--auth``. The configured ``[pacs]``, TLS and credentials included, when
+    ``text`` is its address and no TLS or credential flag is given."""
+    from tapearc.dicomnet.address import parse_pacs
+    from tapearc.dicomnet.dicomweb import load_credentials
+    from tapearc.errors import UsageError
+
+    configured = settings.pacs if settings is not None else None
+    if configured is not None and configured.address.rstrip("/") == text.strip().rstrip("/") \
+            and tls is None and auth is None and auth_file is None and auth_env is None:
+        return configured.peer()
+    if auth not in (None, "bearer", "basic"):
+        raise UsageError(f"unknown --auth {auth!r}", hint="use bearer or basic")
+    credentials = load_credentials(auth, file=auth_file, env=auth_env)  # type: ignore[arg-type]
+    return parse_pacs(text, tls=tls, credentials=credentials)
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to ``app``."""
     app.command("pull")(pull)
@@ -50,7 +82,8 @@ def register(app: typer.Typer) -> None:
 def pull(
     ctx: typer.Context,
     source: Annotated[str | None, typer.Option(
-        "--from", help="The PACS, AET@HOST:PORT (default: [pacs] address in the config).")] = None,
+        "--from", help="The PACS, AET@HOST:PORT or https://HOST/dicom-web (default: [pacs] "
+        "address in the config).")] = None,
     staging: Annotated[Path | None, typer.Option(
         "--staging", help="Folder the instances are written to (default: [pacs] staging); "
         "ingest it, or let the nightly do so.")] = None,
@@ -72,12 +105,14 @@ def pull(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False,
+    auth: Auth = None,
+    auth_file: AuthFile = None,
+    auth_env: AuthEnv = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fetch what the PACS holds and the archive lacks (a reconcile: C-FIND by study, series and
-    instance, then C-GET or C-MOVE) into the staging folder."""
+    """Fetch what the PACS holds and the archive lacks (a reconcile: C-FIND or QIDO-RS by
+    study, series and instance, then C-GET, C-MOVE or WADO-RS) into the staging folder."""
     from tapearc.cli._common import parse_day, state
-    from tapearc.dicomnet.peer import parse_peer
     from tapearc.errors import TapearcError, UsageError
     from tapearc.jobs.pull import run_pull
     from tapearc.jobs.reconcile import Scope
@@ -87,7 +122,9 @@ def pull(
         raise UsageError(f"unknown --method {method!r}", hint="use get or move")
     peer = None
     if source is not None:
-        peer = parse_peer(source, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+        peer = pacs_address(source, settings,
+                            tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify),
+                            auth=auth, auth_file=auth_file, auth_env=auth_env)
     scope = Scope(mode="full" if full else "rolling",
                   lookback_days=settings.reconcile.lookback_days,
                   since=parse_day(since, "--since"), until=parse_day(until, "--until"))

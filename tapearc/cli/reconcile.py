@@ -1,4 +1,4 @@
-"""``tapearc reconcile [--pacs AET@HOST:PORT]``: the PACS's inventory against the catalog."""
+"""``tapearc reconcile [--pacs AET@HOST:PORT|URL]``: the PACS's inventory against the catalog."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ from typing import Annotated
 import typer
 
 from tapearc.cli._common import JsonOption, parse_day, print_json, print_table, state
-from tapearc.cli.pull import TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify, tls_options
+from tapearc.cli.pull import (
+    Auth,
+    AuthEnv,
+    AuthFile,
+    TlsCa,
+    TlsCert,
+    TlsFlag,
+    TlsKey,
+    TlsNoVerify,
+    pacs_address,
+    tls_options,
+)
 
 PacsOption = Annotated[str | None, typer.Option(
-    "--pacs", help="The PACS, AET@HOST:PORT (default: [pacs] address in the config).")]
+    "--pacs", help="The PACS, AET@HOST:PORT or https://HOST/dicom-web (default: [pacs] "
+    "address in the config).")]
 FullOption = Annotated[bool, typer.Option(
     "--full", help="List every study's instances (default: only where counts differ, and the "
     "studies of the look-back window).")]
@@ -44,17 +56,22 @@ def reconcile(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_no_verify: TlsNoVerify = False,
+    auth: Auth = None,
+    auth_file: AuthFile = None,
+    auth_env: AuthEnv = None,
     as_json: JsonOption = False,
 ) -> None:
     """Per pool: instances the PACS holds that are not archived, and archived ones it no longer
-    holds (C-FIND by study, series and instance; exit 3 when anything is not archived)."""
-    from tapearc.dicomnet.peer import parse_peer
+    holds (C-FIND or QIDO-RS by study, series and instance; exit 3 when anything is not
+    archived)."""
     from tapearc.jobs.reconcile import Scope, run_reconcile
 
     settings = state(ctx).settings()
     peer = None
     if pacs is not None:
-        peer = parse_peer(pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+        peer = pacs_address(pacs, settings,
+                            tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify),
+                            auth=auth, auth_file=auth_file, auth_env=auth_env)
     scope = Scope(mode="full" if full else "rolling",
                   lookback_days=settings.reconcile.lookback_days if lookback is None else lookback,
                   since=parse_day(since, "--from"), until=parse_day(until, "--to"))

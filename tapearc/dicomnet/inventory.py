@@ -23,9 +23,9 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tapearc.dicomnet.query import QueryClient, QueryError
+from tapearc.dicomnet.query import QueryError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -94,11 +94,24 @@ def dicom_range(window: DateWindow) -> str:
     return f"{'' if lo is None else lo.strftime('%Y%m%d')}-{'' if hi is None else hi.strftime('%Y%m%d')}"
 
 
+class Finder(Protocol):
+    """What the inventory asks with: C-FIND (``QueryClient``) or QIDO-RS (``WebQueryClient``),
+    C-FIND-style keys in, Datasets out, a ``QueryError`` when the PACS refuses a query."""
+
+    @property
+    def peer(self) -> object: ...
+
+    @property
+    def round_trips(self) -> int: ...
+
+    def find(self, level: str, keys: dict[str, Any]) -> list[Dataset]: ...
+
+
 class PacsInventory:
-    """The studies one run learnt about, and the C-FINDs that learn more (``client`` counts the
+    """The studies one run learnt about, and the queries that learn more (``client`` counts the
     round trips). ``relational`` turns False the first time the PACS refuses such a query."""
 
-    def __init__(self, client: QueryClient) -> None:
+    def __init__(self, client: Finder) -> None:
         self.client = client
         self.studies: dict[str, PacsStudy] = {}
         self.relational = True

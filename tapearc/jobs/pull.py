@@ -2,7 +2,8 @@
 
 The reconcile (``tapearc.jobs.reconcile``) names, by identity, the instances the PACS holds that
 some pool lacks; those the catalog has no source file for are retrieved into the staging folder
-(``tapearc.dicomnet.pull``), which ingest catalogues. So a study stored late with an old date, a
+(``tapearc.dicomnet.pull``: C-GET or C-MOVE; ``tapearc.dicomnet.wado``: WADO-RS from a
+DICOMweb PACS), which ingest catalogues. So a study stored late with an old date, a
 study without a date, or an instance removed from staging before it was archived is fetched,
 which a pull "by StudyDate since the last run" never did.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapearc.catalog.db import open_catalog
-from tapearc.dicomnet.peer import Peer
+from tapearc.dicomnet.address import PacsAddress
+from tapearc.dicomnet.dicomweb import WebPeer
 from tapearc.dicomnet.pull import Method, PullReport, Wanted, retrieve
 from tapearc.jobs.reconcile import Comparison, ReconcileReport, Scope, Survey, pacs_peer, reconcile
 
@@ -51,10 +53,15 @@ class PullOptions:
     move_host: str = "0.0.0.0"
 
 
-def fetch_missing(peer: Peer, comparison: Comparison, found: Survey, options: PullOptions, *,
-                  local_aet: str) -> PullReport:
+def fetch_missing(peer: PacsAddress, comparison: Comparison, found: Survey,
+                  options: PullOptions, *, local_aet: str) -> PullReport:
     """Retrieve into staging every missing instance the catalog has no source for."""
-    return retrieve(peer, options.staging, wanted_from(comparison, found), local_aet=local_aet,
+    wanted = wanted_from(comparison, found)
+    if isinstance(peer, WebPeer):
+        from tapearc.dicomnet.wado import retrieve_web
+
+        return retrieve_web(peer, options.staging, wanted)
+    return retrieve(peer, options.staging, wanted, local_aet=local_aet,
                     method=options.method, move_port=options.move_port,
                     move_host=options.move_host)
 
@@ -73,7 +80,7 @@ class PullResult:
                 "reconcile": {k: v for k, v in doc.items() if k not in ("missing", "gone")}}
 
 
-def run_pull(settings: Settings, scope: Scope, *, peer: Peer | None = None,
+def run_pull(settings: Settings, scope: Scope, *, peer: PacsAddress | None = None,
              staging: Path | None = None, method: Method | None = None,
              move_port: int | None = None, local_aet: str | None = None) -> PullResult:
     """``tapearc pull``: reconcile, then fetch what the catalog has no source for into staging

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tapearc.catalog.db import Catalog, open_catalog
 from tapearc.catalog.holdings import HeldInstance, Holding
-from tapearc.dicomnet.inventory import PacsInventory, PacsStudy, date_windows, dicom_range
-from tapearc.dicomnet.peer import Peer
-from tapearc.dicomnet.query import QueryClient
+from tapearc.dicomnet.address import PacsAddress, query_client
+from tapearc.dicomnet.inventory import Finder, PacsInventory, PacsStudy, date_windows, dicom_range
 from tapearc.jobs.outcome import Outcome
 from tapearc.support import clock
 
@@ -182,12 +181,14 @@ class ReconcileReport:
         not_archived, gone = self.comparison.not_archived(), self.comparison.gone_from_pacs()
         pools = ", ".join(f"pool {p}: {not_archived[p]} not archived, {gone[p]} no longer on "
                           "the PACS" for p in self.comparison.pools)
+        asked = "QIDO-RS requests" if self.peer.startswith(("https:", "http:")) \
+            else "C-FIND round trips"
         return (f"reconcile ({self.scope.mode}) with {self.peer}: {s['studies']} studies, "
-                f"{s['instances']} instances on the PACS; {pools}; {s['round_trips']} C-FIND "
-                f"round trips in {s['seconds']:.1f} s")
+                f"{s['instances']} instances on the PACS; {pools}; {s['round_trips']} {asked} "
+                f"in {s['seconds']:.1f} s")
 
 
-def survey(catalog: Catalog, client: QueryClient, pools: Sequence[str], scope: Scope, *,
+def survey(catalog: Catalog, client: Finder, pools: Sequence[str], scope: Scope, *,
            today: date | None = None, window_studies: int = WINDOW_STUDIES) -> Survey:
     """Ask the PACS what it holds in ``scope``: every study's counts, and the identities of the
     studies the counts (or the scope) say to list."""
@@ -300,13 +301,13 @@ def _readable(path: str | None) -> bool:
     return path is not None and os.path.isfile(path)
 
 
-def reconcile(catalog: Catalog, peer: Peer, pools: Sequence[str], scope: Scope, *,
+def reconcile(catalog: Catalog, peer: PacsAddress, pools: Sequence[str], scope: Scope, *,
               local_aet: str = "TAPEARC") -> ReconcileReport:
     """Survey the PACS and compare it with the catalog, recorded as a ``reconcile-MODE`` run
     (the nightly reads when the last full one finished)."""
     run_id = catalog.start_run(f"reconcile-{scope.mode}")
     try:
-        with QueryClient(peer, local_aet=local_aet, timeout=QUERY_TIMEOUT) as client:
+        with query_client(peer, local_aet=local_aet, timeout=QUERY_TIMEOUT) as client:
             found = survey(catalog, client, pools, scope)
         report = ReconcileReport(str(peer), scope, found, compare(catalog, found, pools))
     except BaseException as exc:
@@ -321,7 +322,7 @@ def reconcile(catalog: Catalog, peer: Peer, pools: Sequence[str], scope: Scope, 
     return report
 
 
-def pacs_peer(settings: Settings, peer: Peer | None = None) -> Peer:
+def pacs_peer(settings: Settings, peer: PacsAddress | None = None) -> PacsAddress:
     """``peer`` if given, else the configured ``[pacs]`` (``UsageError`` when neither)."""
     if peer is not None:
         return peer
@@ -329,11 +330,12 @@ def pacs_peer(settings: Settings, peer: Peer | None = None) -> Peer:
         from tapearc.errors import UsageError
 
         raise UsageError("no PACS to reconcile with",
-                         hint="pass --pacs AET@HOST:PORT or set [pacs] peer in the config")
+                         hint="pass --pacs AET@HOST:PORT (or a DICOMweb URL) or set [pacs] "
+                         "address in the config")
     return settings.pacs.peer()
 
 
-def run_reconcile(settings: Settings, scope: Scope, *, peer: Peer | None = None,
+def run_reconcile(settings: Settings, scope: Scope, *, peer: PacsAddress | None = None,
                   local_aet: str | None = None) -> ReconcileReport:
     """``tapearc reconcile``: the configured PACS (or ``peer``) against the catalog."""
     target = pacs_peer(settings, peer)

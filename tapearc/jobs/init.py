@@ -70,6 +70,11 @@ sample = 2
 # address = "ORTHANC@pacs.example.org:104"
 # aet = "TAPEARC"
 # staging = "pull"
+# A cloud PACS is reached by DICOMweb instead (QIDO-RS, WADO-RS); the secret is never written
+# here: a file only this user reads ("bearer": the token, "basic": user:password), or a variable.
+# address = "https://pacs.example.org/dicom-web"
+# auth = "bearer"
+# auth_file = "/etc/tapearc/pacs.token"   # or auth_env = "PACS_TOKEN"
 # [reconcile]
 # lookback_days = 7         # studies of the last days are checked by identity every night
 # full_weekday = "sunday"   # every study checked by identity

@@ -263,6 +263,7 @@ class Scripted:
 
         self.script = script
         self.seen: list[tuple[str | None, int]] = []
+        self.paths: list[str] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -278,6 +279,10 @@ class Scripted:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                outer.paths.append(self.path)
+                self.do_POST()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -328,5 +333,50 @@ def test_busy_answers_are_retried_with_the_bearer_token(
             sender.send_infos(infos)
         assert "HTTP 503" in str(err.value) and err.value.result.stored == []
         assert {f.reason for f in err.value.result.failed} == {str(err.value.__cause__)}
+    finally:
+        server.close()
+
+
+def test_qido_keys_go_into_the_path_and_the_query() -> None:
+    from tapearc.dicomnet.qido import query_for
+
+    assert query_for("IMAGE", {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": "1.2",
+                               "SeriesInstanceUID": "3.4", "SOPInstanceUID": ""}) == \
+        ("/studies/1.2/series/3.4/instances", {"includefield": "00080018"})
+    assert query_for("STUDY", {"StudyInstanceUID": ["1.2", "1.3"], "StudyDate": "20240101-",
+                               "NumberOfStudyRelatedInstances": ""}) == \
+        ("/studies", {"StudyInstanceUID": "1.2,1.3", "StudyDate": "20240101-",
+                      "includefield": "00201208"})
+    # a list of studies cannot go into the path: the instances of all studies, matched
+    assert query_for("IMAGE", {"StudyInstanceUID": ["1.2", "1.3"], "SOPInstanceUID": ""})[0] \
+        == "/instances"
+    assert query_for("SERIES", {"StudyInstanceUID": "1.2", "SeriesInstanceUID": ""}) == \
+        ("/studies/1.2/series", {"includefield": "0020000E"})
+
+
+def test_qido_pages_until_a_short_page_without_a_warning(
+        netns: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tapearc.dicomnet import qido
+
+    def page(uids: list[str]) -> bytes:
+        return json.dumps([{"00080018": {"vr": "UI", "Value": [u]}} for u in uids]).encode()
+
+    dicom_json = {"Content-Type": "application/dicom+json"}
+    monkeypatch.setattr(qido, "PAGE", 2)
+    server = Scripted([(200, dicom_json, page(["1", "2"])),
+                       (200, {**dicom_json, "Warning": "299 tapearc: results capped"},
+                        page(["3"])),
+                       (200, dicom_json, page(["4"])),
+                       (200, dicom_json, page(["5", "6", "7"]))])
+    try:
+        with qido.WebQueryClient(parse_web_peer(server.url)) as client:
+            assert client.study_sop_uids("9.9") == {"1", "2", "3", "4"}
+            # a server that ignores limit answers everything at once: one request
+            assert client.study_sop_uids("9.8") == {"5", "6", "7"}
+        offsets = [p.split("offset=")[1] for p in server.paths]
+        assert offsets == ["0", "2", "3", "0"]
+        assert all(p.startswith("/dicom-web/studies/9.") for p in server.paths)
     finally:
         server.close()

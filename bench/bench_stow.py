@@ -13,8 +13,9 @@ round sends the same files with
   over HTTPS with basic credentials, the way a cloud PACS is reached;
 * ``tapearc-http``: the same over plain HTTP (as unencrypted as the anchor's DICOM);
 
-checks that Orthanc holds every instance, and prints medians, instances/s, MB/s and the ratios
-of storescu's time to tapearc's (target >= 1.0).
+checks that Orthanc holds every instance, and prints medians, instances/s, MB/s, the ratios of
+storescu's time to tapearc's (target >= 1.0), and how much tapearc's peak memory grew while it
+sent (ru_maxrss: the batches are streamed from disk, so about nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -107,6 +109,7 @@ def main() -> None:
         "tapearc-http": (lambda root: Orthanc(root, dicomweb=True), tapearc),
     }
     runs: dict[str, list[float]] = {name: [] for name in contenders}
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with netns():
         for i in range(args.repeat):
             for name, (make, send) in contenders.items():
@@ -122,6 +125,8 @@ def main() -> None:
               f"runs {', '.join(f'{x:.2f}' for x in times)})")
     for name in ("tapearc-https", "tapearc-http"):
         print(f"ratio {name}/storescu: {median['storescu'] / median[name]:.2f} (target >= 1.0)")
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    print(f"tapearc's peak memory grew by {grew:.0f} MB while sending {mb:.0f} MB")
 
 
 if __name__ == "__main__":

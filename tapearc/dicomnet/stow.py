@@ -41,8 +41,11 @@ from tapearc.support.retry import retry
 
 log = logging.getLogger(__name__)
 
-BATCH_INSTANCES = 100
-BATCH_BYTES = 64 << 20
+#: Per batch. Measured into Orthanc (200 CT instances, HTTPS, 2 batches in flight): 25 per batch
+#: 248 MB/s, 100 per batch 223 MB/s (the last large batch runs alone); 10 per batch 149 MB/s.
+#: Smaller batches also resend less after a failure and stay under gateways' body limits.
+BATCH_INSTANCES = 25
+BATCH_BYTES = 32 << 20
 #: STOW-RS answers that carry a per-instance response to read (PS3.18 10.5.3): all stored,
 #: some failed (202), none stored (409); Orthanc answers 400 for a body it cannot parse at all.
 ANSWERS = (200, 202, 400, 409)

@@ -148,12 +148,14 @@ def test_wrong_token_exits_1_naming_the_status(
     generate_studies(site.pacs, 2, instances_per_study=2, pixel_bytes=4000)
     assert run_nightly(site.settings).exit_code == 0
     monkeypatch.setenv("PACS_TOKEN", "wrong-token-value")
-    code, out, err = run_cli(["restore", "--all", "--to-pacs", web_orthanc.dicomweb_url,
+    # --debug: every log line and the traceback are printed, and still carry no secret
+    code, out, err = run_cli(["--debug", "restore", "--all", "--to-pacs",
+                              web_orthanc.dicomweb_url,
                               "--auth", "bearer", "--auth-env", "PACS_TOKEN",
                               "--tls-ca", str(web_orthanc.ca)], capsys)
     assert code == EXIT_FAILED, (out, err)
     assert "HTTP 401 Unauthorized" in err and "environment variable PACS_TOKEN" in err
-    assert "wrong-token-value" not in out + err
+    assert "Traceback" in err and "wrong-token-value" not in out + err
     assert web_orthanc.statistics()["CountInstances"] == 0
 
 

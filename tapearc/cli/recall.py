@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tapearc.cli._common import JsonOption, human_bytes, print_json, print_table, state
+from tapearc.cli.pull import Auth, AuthEnv, AuthFile, TlsCa, TlsNoVerify, tls_options
 
 
 def register(app: typer.Typer) -> None:
@@ -25,8 +26,11 @@ def recall(
         "--file", help="Instead of studies: the opaque file archived from this source path "
         "(or every one under this folder). Repeatable.")] = None,
     to_pacs: Annotated[str | None, typer.Option(
-        "--to-pacs", help="Send them to a PACS instead, AET@HOST:PORT.")] = None,
+        "--to-pacs", help="Send them to a PACS instead: AET@HOST:PORT or "
+        "https://HOST/dicom-web.")] = None,
     rate: Annotated[str | None, typer.Option("--rate", help="e.g. '20MB/s,50/s'.")] = None,
+    tls_ca: TlsCa = None, tls_no_verify: TlsNoVerify = False, auth: Auth = None,
+    auth_file: AuthFile = None, auth_env: AuthEnv = None,
     as_json: JsonOption = False,
 ) -> None:
     """Bring studies back from their cartridges into a folder (or a PACS), checksums verified."""
@@ -44,12 +48,13 @@ def recall(
         return
     assert study_uids
     if to_pacs is not None:
-        from tapearc.cli.restore import send_options, send_to_pacs, studies_or_all
-        from tapearc.dicomnet.peer import parse_peer
+        from tapearc.cli.restore import send_options, send_to_pacs, studies_or_all, target
         from tapearc.jobs.restore import RestoreRequest
 
         uids = studies_or_all(study_uids, False)
-        request = RestoreRequest(parse_peer(to_pacs), uids, kind="recall",
+        peer = target(ctx, to_pacs, tls_options(False, tls_ca, None, None, tls_no_verify), auth,
+                      auth_file, auth_env)
+        request = RestoreRequest(peer, uids, kind="recall",
                                  send=send_options(rate, None, "TAPEARC"), recent_months=0)
         send_to_pacs(ctx, request, as_json)
         return

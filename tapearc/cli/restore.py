@@ -8,13 +8,28 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tapearc.cli._common import JsonOption, print_json, state
-from tapearc.cli.pull import LocalAet, TlsCa, TlsCert, TlsFlag, TlsKey, TlsNoVerify, tls_options
+from tapearc.cli.pull import (
+    Auth,
+    AuthEnv,
+    AuthFile,
+    LocalAet,
+    TlsCa,
+    TlsCert,
+    TlsFlag,
+    TlsKey,
+    TlsNoVerify,
+    pacs_address,
+    tls_options,
+)
 
 if TYPE_CHECKING:
+    from tapearc.dicomnet.address import PacsAddress
+    from tapearc.dicomnet.peer import TlsOptions
     from tapearc.jobs.delivery import SendOptions
     from tapearc.jobs.restore import RestoreRequest
 
-ToPacs = Annotated[str, typer.Option("--to-pacs", help="The PACS, AET@HOST:PORT.")]
+ToPacs = Annotated[str, typer.Option(
+    "--to-pacs", help="The PACS: AET@HOST:PORT (C-STORE) or https://HOST/dicom-web (STOW-RS).")]
 Rate = Annotated[str | None, typer.Option(
     "--rate", help="Default limit, e.g. '20MB/s,50/s,c2' (MB/s, instances/s, associations).")]
 Window = Annotated[list[str] | None, typer.Option(
@@ -27,7 +42,8 @@ Identity = Annotated[list[Path] | None, typer.Option(
     "--identity", help="Private key file that opens the archives (e.g. the escrow key); "
                        "default: keys.identities.")]
 Source = Annotated[str | None, typer.Option(
-    "--source-pacs", help="The PACS the archive was made from, AET@HOST:PORT: the report lists "
+    "--source-pacs", help="The PACS the archive was made from, AET@HOST:PORT or a DICOMweb URL "
+                          "(credentials as configured in [pacs]): the report lists "
                           "what it holds that the archive lacks (default for migrate: [pacs]).")]
 Recent = Annotated[int, typer.Option(
     "--recent-months", help="First pass: studies of the last N months (0: none).")]
@@ -51,20 +67,22 @@ def restore(
     recent_months: Recent = 24, identity: Identity = None,
     report_file: ReportFile = None, source_pacs: Source = None, aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
-    tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
+    tls_no_verify: TlsNoVerify = False, auth: Auth = None, auth_file: AuthFile = None,
+    auth_env: AuthEnv = None, as_json: JsonOption = False,
 ) -> None:
     """Send studies from the cartridges into a PACS: rate-limited, journalled, confirmed."""
-    from tapearc.dicomnet.peer import parse_peer
     from tapearc.jobs.restore import RestoreRequest
 
     uids = studies_or_all(study_uids, all_studies)
-    peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
+    tls_flags = tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify)
+    peer = target(ctx, to_pacs, tls_flags, auth, auth_file, auth_env, check_keys=not identity)
     request = RestoreRequest(peer, uids, kind="restore", resume=resume,
                              send=send_options(rate, window, aet),
                              priority="oldest" if priority == "oldest" else "newest",
                              recent_months=recent_months, identity_files=tuple(identity or ()),
                              report=report_file,
-                             source=parse_peer(source_pacs) if source_pacs else None)
+                             source=target(ctx, source_pacs, None, None, None, None,
+                                           check_keys=not identity) if source_pacs else None)
     send_to_pacs(ctx, request, as_json)
 
 
@@ -76,14 +94,16 @@ def migrate(
     rate: Rate = None, window: Window = None, resume: Resume = False, identity: Identity = None,
     source_pacs: Source = None, aet: LocalAet = "TAPEARC",
     tls: TlsFlag = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
-    tls_no_verify: TlsNoVerify = False, as_json: JsonOption = False,
+    tls_no_verify: TlsNoVerify = False, auth: Auth = None, auth_file: AuthFile = None,
+    auth_env: AuthEnv = None, as_json: JsonOption = False,
 ) -> None:
     """Every archived study into a new PACS, in tape order, with an audit report to keep."""
-    from tapearc.dicomnet.peer import parse_peer
     from tapearc.jobs.restore import RestoreRequest
 
-    peer = parse_peer(to_pacs, tls=tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify))
-    source = parse_peer(source_pacs) if source_pacs else None
+    tls_flags = tls_options(tls, tls_ca, tls_cert, tls_key, tls_no_verify)
+    peer = target(ctx, to_pacs, tls_flags, auth, auth_file, auth_env, check_keys=not identity)
+    source = target(ctx, source_pacs, None, None, None, None,
+                    check_keys=not identity) if source_pacs else None
     if source is None:
         configured = state(ctx).settings(check_keys=not identity).pacs
         source = configured.peer() if configured is not None else None
@@ -92,6 +112,15 @@ def migrate(
                              recent_months=0, identity_files=tuple(identity or ()),
                              report=report_file, source=source)
     send_to_pacs(ctx, request, as_json)
+
+
+def target(ctx: typer.Context, text: str, tls: TlsOptions | None, auth: str | None,
+           auth_file: Path | None, auth_env: str | None, *, check_keys: bool = True,
+           ) -> PacsAddress:
+    """The PACS named by ``--to-pacs`` or ``--source-pacs`` (``pacs_address``: the configured
+    one, credentials included, when it names it)."""
+    return pacs_address(text, state(ctx).settings(check_keys=check_keys), tls=tls, auth=auth,
+                        auth_file=auth_file, auth_env=auth_env)
 
 
 def studies_or_all(study_uids: list[str] | None, all_studies: bool) -> list[str] | None:

@@ -2,9 +2,10 @@
 one parser for both, and the query client that speaks the right one.
 
 The reconcile, pull and restore take a ``PacsAddress`` and ask ``query_client`` for something
-with ``find`` (C-FIND or QIDO-RS), ``study_sop_uids`` and ``study_instance_count``, and
-``store_sender`` for something with ``send_infos`` (C-STORE or STOW-RS); retrieving differs too
-much (C-GET/C-MOVE contexts, WADO-RS resources): the pull picks its module by the type.
+with ``find`` (C-FIND or QIDO-RS), ``holdings_client`` for ``study_sop_uids`` (the restore's
+confirmation: tapearc's lean C-FIND or QIDO-RS), and ``store_sender`` for ``send_infos`` and
+``submit``/``finished`` (C-STORE or STOW-RS); retrieving differs too much (C-GET/C-MOVE
+contexts, WADO-RS resources): the pull picks its module by the type.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tapearc.dicomnet.dicomweb import Credentials, WebPeer, is_web_address, pars
 from tapearc.dicomnet.peer import Peer, TlsOptions, parse_peer
 
 if TYPE_CHECKING:
+    from tapearc.dicomnet.holdings import HoldingsClient
     from tapearc.dicomnet.qido import WebQueryClient
     from tapearc.dicomnet.query import QueryClient
     from tapearc.dicomnet.sender import StoreSender
@@ -48,6 +50,18 @@ def query_client(peer: PacsAddress, *, local_aet: str = "TAPEARC",
     from tapearc.dicomnet.query import QueryClient
 
     return QueryClient(peer, local_aet=local_aet, timeout=timeout)
+
+
+def holdings_client(peer: PacsAddress, *, local_aet: str = "TAPEARC",
+                    timeout: float = 30.0) -> HoldingsClient | WebQueryClient:
+    """What the restore confirms with: which SOP instances of a study the PACS holds."""
+    if isinstance(peer, WebPeer):
+        from tapearc.dicomnet.qido import WebQueryClient
+
+        return WebQueryClient(peer, timeout=timeout)
+    from tapearc.dicomnet.holdings import HoldingsClient
+
+    return HoldingsClient(peer, local_aet=local_aet, timeout=timeout)
 
 
 def store_sender(peer: PacsAddress, *, local_aet: str, limits: Limits, limiter: RateLimiter,

@@ -1,23 +1,25 @@
 """STOW-RS of DICOM files to a DICOMweb PACS, behind the same interface as the C-STORE sender.
 
-``StowSender.send_infos(infos)`` returns the same ``SendResult`` as ``StoreSender``: the SOP
-Instance UIDs the PACS stored, those it refused (its FailedSOPSequence, with the reason code),
-those it never answered for. So the restore engine sends, journals, resumes and reports the
-same way whichever PACS it talks to.
+``StowSender`` offers what ``StoreSender`` offers: ``send``/``send_infos`` (wait for the result)
+and ``submit``/``finished`` (one study queued while the last is still going out), with the same
+``SendResult``: the SOP Instance UIDs the PACS stored, those it refused (its FailedSOPSequence,
+with the reason code), those it never answered for. So the restore engine sends, journals,
+resumes and reports the same way whichever PACS it talks to.
 
-* Files go in batches (``multipart/related; type="application/dicom"``) of at most
-  ``BATCH_INSTANCES`` instances and ``BATCH_BYTES`` bytes, as they are stored: the body is a
-  generator that reads each file while the socket sends it (a study is never held in memory),
-  with a Content-Length computed from the file sizes (chunked transfer encoding measured 30 %
-  slower into Orthanc).
-* Pacing is on the wire: the shared ``RateLimiter`` is asked before each file enters the body,
-  so the MB/s and instances/s limits hold inside a batch as across batches and threads.
-* ``concurrency`` (the limit in force) batches are in flight at once, each on its own kept-alive
-  connection.
-* A batch the server did not answer (connection lost, timeout) or answered 429/5xx is sent
+* A study goes in requests (``multipart/related; type="application/dicom"``) of at most
+  ``BATCH_INSTANCES`` instances and ``BATCH_BYTES`` bytes, as the files are stored (or as the
+  reader holds them in memory): the body is a generator that reads each file while the socket
+  sends it, with a Content-Length computed from the sizes (chunked transfer encoding measured
+  30 % slower into Orthanc).
+* Pacing is on the wire: the shared ``RateLimiter`` gives each instance its token as its part
+  starts, and under a byte limit charges its bytes in pieces as they leave (``multipart_body``).
+* ``concurrency`` (the setting in force) worker threads, each with its kept-alive connection,
+  take requests from one queue, so the next study's first requests go while this one's last
+  are answered; at most ``MAX_BATCHES`` studies wait or go at once (they bound the data held).
+* A request the server did not answer (connection lost, timeout) or answered 429/5xx is sent
   again with backoff (a PACS answers an instance it already holds with success); after
-  ``max_attempts`` the send stops with ``SendInterrupted`` holding what got through. Refused
-  credentials or certificate (``PeerRefused``) stop it at once.
+  ``max_attempts`` the sender stops (the study's error is an ``UnavailableError``, resumable).
+  Refused credentials or certificate (``PeerRefused``) stop it at once.
 """
 
 from __future__ import annotations
@@ -29,21 +31,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tapearc.dicomnet.dicomweb import Busy, Unreachable, WebClient, WebPeer, multipart_body
+from tapearc.dicomnet.fileinfo import FileInfo, read_info
 from tapearc.dicomnet.qido import value
-from tapearc.dicomnet.sender import Failure, FileInfo, SendInterrupted, SendResult, read_info
+from tapearc.dicomnet.sender import Failure, SendInterrupted, SendResult
 from tapearc.errors import UnavailableError
 from tapearc.support.limits import Limits, RateLimiter
 from tapearc.support.retry import retry
 
 log = logging.getLogger(__name__)
 
-#: Per batch. Measured into Orthanc (200 CT instances, HTTPS, 2 batches in flight): 25 per batch
-#: 248 MB/s, 100 per batch 223 MB/s (the last large batch runs alone); 10 per batch 149 MB/s.
-#: Smaller batches also resend less after a failure and stay under gateways' body limits.
+#: Per request. Measured into Orthanc (200 CT instances, HTTPS, 2 requests in flight): 25 per
+#: request 248 MB/s, 100 per request 223 MB/s (the last large one runs alone); 10 per request
+#: 149 MB/s. Smaller requests also resend less after a failure and stay under gateways' limits.
 BATCH_INSTANCES = 25
 BATCH_BYTES = 32 << 20
 #: STOW-RS answers that carry a per-instance response to read (PS3.18 10.5.3): all stored,
@@ -57,7 +61,7 @@ SOP_INSTANCE = "00081155"
 
 def batches(infos: Sequence[FileInfo], *, max_instances: int = BATCH_INSTANCES,
             max_bytes: int = BATCH_BYTES) -> list[list[FileInfo]]:
-    """``infos`` cut into consecutive batches (a file larger than ``max_bytes`` goes alone)."""
+    """``infos`` cut into consecutive requests (a file larger than ``max_bytes`` goes alone)."""
     out: list[list[FileInfo]] = []
     batch: list[FileInfo] = []
     size = 0
@@ -72,8 +76,23 @@ def batches(infos: Sequence[FileInfo], *, max_instances: int = BATCH_INSTANCES,
     return out
 
 
+@dataclass
+class _Study:
+    """Files submitted together; ``done`` once every request of it was answered or given up."""
+
+    key: str
+    result: SendResult
+    left: int
+    report: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class StowSender:
-    """Sends files to one DICOMweb service; ``close()`` closes its connections."""
+    """Sends files to one DICOMweb service; ``close()`` stops the workers and the connections."""
+
+    #: Studies in the queue or in flight before ``submit`` waits (bounds the data held).
+    MAX_BATCHES = 2
 
     def __init__(
         self,
@@ -95,6 +114,11 @@ class StowSender:
         self._sleep = sleep
         self._max_instances, self._max_bytes = max_instances, max_bytes
         self._lock = threading.Lock()
+        self._work: queue.Queue[tuple[_Study, list[FileInfo]] | None] = queue.Queue()
+        self._finished: queue.Queue[_Study] = queue.Queue()
+        self._slots = threading.Semaphore(self.MAX_BATCHES)
+        self._threads: list[threading.Thread] = []
+        self._fatal: BaseException | None = None
 
     def __enter__(self) -> StowSender:
         return self
@@ -103,6 +127,12 @@ class StowSender:
         self.close()
 
     def close(self) -> None:
+        """Stop the workers and close the kept-alive connections."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
         self.http.close()
 
     def send(self, files: Sequence[Path], *, stop: threading.Event | None = None) -> SendResult:
@@ -121,55 +151,92 @@ class StowSender:
 
     def send_infos(self, infos: Sequence[FileInfo], *,
                    stop: threading.Event | None = None) -> SendResult:
-        """Like ``send`` for files whose meta header was read (``read_info``)."""
-        result = SendResult()
-        work: queue.SimpleQueue[list[FileInfo]] = queue.SimpleQueue()
-        todo = batches(infos, max_instances=self._max_instances, max_bytes=self._max_bytes)
-        for batch in todo:
-            work.put(batch)
-        halt = stop or threading.Event()
-        fatal: list[BaseException] = []
+        """Like ``send`` for files whose meta header was read (``read_info``); ``stop`` is
+        accepted for the C-STORE sender's interface (a request in flight always completes)."""
+        study = self._enqueue("", infos, report=False)
+        study.done.wait()
+        if study.error is not None:
+            if isinstance(study.error, UnavailableError):
+                raise SendInterrupted(study.error.message, study.result,
+                                      hint=study.error.hint) from study.error
+            raise study.error
+        return study.result
 
-        def run() -> None:
-            while not halt.is_set():
+    def submit(self, key: str, infos: Sequence[FileInfo]) -> None:
+        """Queue ``infos`` as one study and return; its outcome comes out of ``finished``.
+        Waits while ``MAX_BATCHES`` studies are unfinished."""
+        self._enqueue(key, infos, report=True)
+
+    def finished(self, *, block: bool = False) -> list[tuple[str, SendResult, BaseException | None]]:
+        """The studies done since the last call: (key, result, the error that stopped the
+        sender or None); with ``block``, at least one (when one was submitted)."""
+        out: list[tuple[str, SendResult, BaseException | None]] = []
+        while True:
+            try:
+                study = self._finished.get(block=block and not out)
+            except queue.Empty:
+                return out
+            out.append((study.key, study.result, study.error))
+
+    def _enqueue(self, key: str, infos: Sequence[FileInfo], *, report: bool) -> _Study:
+        self._slots.acquire()
+        requests = batches(infos, max_instances=self._max_instances, max_bytes=self._max_bytes)
+        study = _Study(key, SendResult(), len(requests), report)
+        self._start_workers()
+        if not requests or self._fatal is not None:  # nothing to send, or nothing can be
+            study.result.failed += [Failure(i.path, i.sop_instance, None, "not sent: stopped")
+                                    for i in infos]
+            self._close(study)
+            return study
+        for request in requests:
+            self._work.put((study, request))
+        return study
+
+    def _close(self, study: _Study) -> None:
+        study.error = study.error or self._fatal
+        self._slots.release()
+        study.done.set()
+        if study.report:
+            self._finished.put(study)
+
+    def _start_workers(self) -> None:
+        """One worker per request in flight the setting in force allows (more if it grew)."""
+        wanted = self.limiter.setting().concurrency
+        while len(self._threads) < wanted:
+            thread = threading.Thread(target=self._run, args=(len(self._threads),),
+                                      name=f"stow-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, index: int) -> None:
+        while (job := self._work.get()) is not None:
+            study, request = job
+            if index >= self.limiter.setting().concurrency:  # a quieter window began
+                self._work.put(job)
+                self._sleep(0.2)
+                continue
+            if self._fatal is not None:
+                with self._lock:
+                    study.result.failed += [Failure(i.path, i.sop_instance, None,
+                                                    "not sent: stopped") for i in request]
+            else:
                 try:
-                    batch = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    self._send_batch(batch, result)
+                    self._send_request(request, study.result)
                 except Exception as exc:
                     with self._lock:
-                        fatal.append(exc)
-                        result.failed += [Failure(i.path, i.sop_instance, None, str(exc))
-                                          for i in batch]
-                    halt.set()
-                    return
+                        self._fatal = self._fatal or exc
+                        study.result.failed += [Failure(i.path, i.sop_instance, None, str(exc))
+                                                for i in request]
+            with self._lock:
+                study.left -= 1
+                last = study.left == 0
+            if last:
+                self._close(study)
 
-        threads = [threading.Thread(target=run, name=f"stow-{n}", daemon=True)
-                   for n in range(min(self.limiter.setting().concurrency, len(todo)))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        while True:  # what was never tried (stopped early) is reported too
-            try:
-                batch = work.get_nowait()
-            except queue.Empty:
-                break
-            result.failed += [Failure(i.path, i.sop_instance, None, "not sent: stopped")
-                              for i in batch]
-        if fatal:
-            err = fatal[0]
-            if isinstance(err, UnavailableError):
-                raise SendInterrupted(err.message, result, hint=err.hint) from err
-            raise err
-        return result
-
-    def _send_batch(self, batch: list[FileInfo], result: SendResult) -> None:
+    def _send_request(self, batch: list[FileInfo], result: SendResult) -> None:
         boundary = uuid.uuid4().hex
-        body, length = multipart_body([(i.path, i.size) for i in batch], boundary,
-                                      before_file=self.limiter.acquire)
+        body, length = multipart_body([(i.path, i.size, i.data) for i in batch], boundary,
+                                      limiter=self.limiter)
         headers = {
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Content-Length": str(length),

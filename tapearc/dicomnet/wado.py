@@ -26,9 +26,9 @@ from tapearc.dicomnet.dicomweb import (
     boundary_of,
     segment,
 )
+from tapearc.dicomnet.fileinfo import read_info
 from tapearc.dicomnet.pull import PullReport, StudyPull, Wanted
 from tapearc.dicomnet.receiver import StagingWriter
-from tapearc.dicomnet.sender import read_info
 from tapearc.errors import PeerRefused, TapearcError
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,12 @@ for files already in a folder), in reading order. Three threads keep the PACS li
 
 * the reader runs ``fetch``: the next study is read and decrypted while this one is sent
   (``tapearc.jobs.pipeline``);
-* this thread sends each study's instances (``tapearc.dicomnet.sender``; its associations and
-  the rate limiter stay open across studies) and journals every instance's state;
+* this thread sends each study's instances (C-STORE, ``tapearc.dicomnet.sender``, or STOW-RS to
+  a DICOMweb PACS, ``tapearc.dicomnet.stow``; its connections and the rate limiter stay open
+  across studies) and journals every instance's state;
 * the confirmer asks the PACS which of them it holds, by SOP Instance UID (C-FIND, SERIES then
-  IMAGE level; or Storage Commitment with ``commitment=(host, port)`` where the PACS knows our
-  AE, falling back to C-FIND if it refuses), while the next study goes out.
+  IMAGE level, or QIDO-RS; or Storage Commitment with ``commitment=(host, port)`` where the PACS
+  knows our AE, falling back to C-FIND if it refuses), while the next study goes out.
 
 Instance states (``tapearc.catalog.journal.INSTANCE_STATES``): pending, sent, confirmed,
 refused, unreadable (no copy could be read), missing (sent, yet the PACS lacks it). A study's
@@ -47,10 +48,12 @@ from typing import TYPE_CHECKING, Any
 from tapearc import __version__
 from tapearc.catalog.base import actor
 from tapearc.catalog.journal import InstanceRef, Journal, StudyRef
-from tapearc.dicomnet.peer import Peer
+from tapearc.dicomnet.address import PacsAddress, holdings_client, store_sender
+from tapearc.dicomnet.dicomweb import WebPeer
 from tapearc.errors import (
     ConfigError,
     OperatorActionNeeded,
+    PeerRefused,
     TapearcError,
     UnavailableError,
     UsageError,
@@ -61,7 +64,9 @@ from tapearc.support.limits import Limits, RateLimiter
 if TYPE_CHECKING:
     from tapearc.dicomnet.fileinfo import FileInfo
     from tapearc.dicomnet.holdings import HoldingsClient
+    from tapearc.dicomnet.qido import WebQueryClient
     from tapearc.dicomnet.sender import StoreSender
+    from tapearc.dicomnet.stow import StowSender
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ class RestoreReport:
 def run_restore(
     studies: Sequence[StudyRef],
     fetch: Fetch,
-    peer: Peer,
+    peer: PacsAddress,
     journal: Journal,
     options: SendOptions | None = None,
     *,
@@ -182,10 +187,10 @@ def run_restore(
     ``instances`` is the expected set of studies new to the job (the journal keeps the set of
     studies it already has). ``stop`` ends the run after the study being sent (resumable).
     """
-    from tapearc.dicomnet.holdings import HoldingsClient
-    from tapearc.dicomnet.sender import StoreSender
-
     options = options or SendOptions()
+    if options.commitment is not None and isinstance(peer, WebPeer):
+        raise UsageError("Storage Commitment is DIMSE: a DICOMweb PACS is asked by QIDO-RS",
+                         hint="drop the commitment address for an https:// PACS")
     t0 = time.monotonic()
     report = RestoreReport(job_id=journal.job_id, peer=str(peer))
     wanted = {s.study_uid for s in studies}
@@ -201,11 +206,11 @@ def run_restore(
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
     try:
-        with HoldingsClient(peer, local_aet=options.local_aet,
-                            timeout=options.timeout) as client, \
-                StoreSender(peer, local_aet=options.local_aet, limits=options.limits,
-                            limiter=RateLimiter(options.limits),
-                            timeout=options.timeout) as sender, \
+        with holdings_client(peer, local_aet=options.local_aet,
+                             timeout=options.timeout) as client, \
+                store_sender(peer, local_aet=options.local_aet, limits=options.limits,
+                             limiter=RateLimiter(options.limits),
+                             timeout=options.timeout) as sender, \
                 Confirmer(peer, options.local_aet, options.timeout,
                           options.commitment) as confirmer, \
                 Prefetch(lambda: fetch(todo)) as reader:
@@ -224,8 +229,8 @@ def run_restore(
                 engine.settle(block=True)
     except UnavailableError as exc:
         report.aborted = report.aborted or str(exc)
-    except (ConfigError, UsageError):
-        raise  # nothing will work until the user fixes the command or the configuration
+    except (ConfigError, UsageError, PeerRefused):
+        raise  # nothing will work until the user fixes the command, configuration or credentials
     except TapearcError as exc:  # from fetch: a read or key error, ...
         report.aborted = str(exc)
     finally:
@@ -244,8 +249,8 @@ class _Engine:
     def __init__(self, journal: Journal, report: RestoreReport) -> None:
         self.journal = journal
         self.report = report
-        self.client: HoldingsClient | None = None
-        self.sender: StoreSender | None = None
+        self.client: HoldingsClient | WebQueryClient | None = None
+        self.sender: StoreSender | StowSender | None = None
         self.confirmer: Confirmer | None = None
         self.sent: Counter[str] = Counter()  # study -> instances sent in this run
         self.sent_bytes: Counter[str] = Counter()
@@ -310,7 +315,7 @@ class _Engine:
                 self._record_send(uid, result)
                 if error is not None:
                     self.journal.update(uid, state="pending", last_error=str(error))
-                    if isinstance(error, (ConfigError, UsageError)):
+                    if isinstance(error, (ConfigError, UsageError, PeerRefused)):
                         fatal = fatal or error
                     else:
                         self.report.aborted = self.report.aborted or (

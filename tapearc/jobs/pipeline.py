@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tapearc.catalog.journal import StudyRef
+from tapearc.dicomnet.address import PacsAddress, holdings_client
 from tapearc.dicomnet.peer import Peer
 from tapearc.errors import TapearcError
 from tapearc.support.retry import retry
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from tapearc.dicomnet.commitment import CommitmentListener
     from tapearc.dicomnet.fileinfo import FileInfo
     from tapearc.dicomnet.holdings import HoldingsClient
+    from tapearc.dicomnet.qido import WebQueryClient
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ Answer = tuple[str, "set[str] | None", "TapearcError | None"]
 class Confirmer:
     """Asks the PACS which instances of each submitted study it holds, in its own thread."""
 
-    def __init__(self, peer: Peer, local_aet: str, timeout: float,
+    def __init__(self, peer: PacsAddress, local_aet: str, timeout: float,
                  commitment: tuple[str, int] | None) -> None:
         self.peer, self.local_aet, self.timeout = peer, local_aet, timeout
         self.commitment = commitment
@@ -175,14 +177,13 @@ class Confirmer:
         import contextlib
 
         from tapearc.dicomnet.commitment import CommitmentListener
-        from tapearc.dicomnet.holdings import HoldingsClient
 
         with contextlib.ExitStack() as stack:
-            client = stack.enter_context(HoldingsClient(self.peer, local_aet=self.local_aet,
-                                                        timeout=self.timeout))
+            client = holdings_client(self.peer, local_aet=self.local_aet, timeout=self.timeout)
+            stack.callback(client.close)
             listener: CommitmentListener | None = None
             try:
-                if self.commitment is not None:
+                if self.commitment is not None and isinstance(self.peer, Peer):
                     host, port = self.commitment
                     listener = stack.enter_context(CommitmentListener(
                         aet=self.local_aet, host=host, port=port, peer=self.peer))
@@ -195,7 +196,7 @@ class Confirmer:
                 except TapearcError as exc:
                     self._done.put((uid, None, exc))
 
-    def _held(self, client: HoldingsClient, listener: CommitmentListener | None, uid: str,
+    def _held(self, client: HoldingsClient | WebQueryClient, listener: CommitmentListener | None, uid: str,
               refs: list[tuple[str, str]]) -> set[str]:
         from tapearc.dicomnet.commitment import CommitmentError
 
@@ -215,7 +216,7 @@ class Confirmer:
 CONFIRM_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 
-def held_after_send(client: HoldingsClient, study_uid: str, ours: set[str]) -> set[str]:
+def held_after_send(client: HoldingsClient | WebQueryClient, study_uid: str, ours: set[str]) -> set[str]:
     """The SOP Instance UIDs of ``study_uid`` the PACS holds, asked again (``CONFIRM_DELAYS``)
     while some of ``ours`` are not among them."""
 

@@ -39,7 +39,7 @@ from tapearc.jobs.restore_plan import Plan, Priority, make_plan
 from tapearc.support import clock
 
 if TYPE_CHECKING:
-    from tapearc.dicomnet.peer import Peer
+    from tapearc.dicomnet.address import PacsAddress
     from tapearc.drivers.base import Driver
     from tapearc.format.keys import Identity
     from tapearc.format.reader import ArchiveReader
@@ -58,7 +58,7 @@ class RestoreRequest:
     beside it); ``source``, the PACS the archive was made from, is reconciled (a full run) for
     the report's list of what it holds that the archive lacks."""
 
-    peer: Peer
+    peer: PacsAddress
     study_uids: Sequence[str] | None
     kind: str = "restore"
     resume: bool = False
@@ -68,7 +68,7 @@ class RestoreRequest:
     identity_files: Sequence[Path] = ()
     identities: Sequence[Identity] | None = None
     report: Path | None = None
-    source: Peer | None = None
+    source: PacsAddress | None = None
 
 
 def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreRequest) -> RestoreReport:
@@ -105,7 +105,7 @@ def restore_to_pacs(settings: Settings, catalog: Catalog, request: RestoreReques
     return report
 
 
-def source_inventory(settings: Settings, catalog: Catalog, source: Peer,
+def source_inventory(settings: Settings, catalog: Catalog, source: PacsAddress,
                      local_aet: str) -> dict[str, Any]:
     """What ``source`` holds that no pool of the archive has (a full reconcile), for the
     report; a source that cannot be asked is said so, the report is written all the same."""

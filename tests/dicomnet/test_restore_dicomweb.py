@@ -74,9 +74,10 @@ from tapearc.support.limits import Limits, RateSetting
 folder, dbpath, url, ca, job = sys.argv[1:6]
 peer = parse_web_peer(url, tls=TlsOptions(ca_file=Path(ca)),
                       credentials=load_credentials("basic", env="PACS_AUTH"))
-refs, fetch = studies_in_folder(Path(folder))
-run_restore(refs, fetch, peer, Journal.open(open_catalog(Path(dbpath)), int(job)),
-            SendOptions(limits=Limits(default=RateSetting(instances_per_s=25))))
+src = studies_in_folder(Path(folder))
+run_restore(src.refs, src.fetch, peer, Journal.open(open_catalog(Path(dbpath)), int(job)),
+            SendOptions(limits=Limits(default=RateSetting(instances_per_s=25))),
+            instances=src.instances)
 """
 
 
@@ -95,7 +96,8 @@ def test_killed_stow_restore_resumes_without_resending(
     import subprocess
     import sys
 
-    refs, fetch = studies_in_folder(synth_studies)
+    src = studies_in_folder(synth_studies)
+    refs = src.refs
     total = sum(r.expected_instances for r in refs)
     journal = Journal.create(db, kind="restore", peer=str(web_peer))
     child = subprocess.Popen(
@@ -117,7 +119,7 @@ def test_killed_stow_restore_resumes_without_resending(
     on_pacs_before = web_orthanc.statistics()["CountInstances"]
     assert on_pacs_before < total
 
-    report = run_restore(refs, fetch, web_peer, Journal.open(db, journal.job_id))
+    report = run_restore(refs, src.fetch, web_peer, Journal.open(db, journal.job_id))
     assert report.complete, report.to_dict()
     assert report.skipped_confirmed == len(confirmed_before)
     # nothing sent twice: the resumed run asked QIDO-RS and sent only what the PACS lacked
@@ -128,14 +130,15 @@ def test_killed_stow_restore_resumes_without_resending(
 
 def test_stow_is_paced_by_the_window_in_force(
         synth_studies: Path, web_orthanc: Orthanc, web_peer: WebPeer, db: Any) -> None:
-    refs, fetch = studies_in_folder(synth_studies)
-    refs = refs[:8]
+    src = studies_in_folder(synth_studies)
+    refs = src.refs[:8]
     total = sum(r.expected_instances for r in refs)
     # a window that covers the whole day (it wraps midnight) overrides the unlimited default
     limits = Limits(default=RateSetting(), windows=(parse_window("00:00-00:00=15/s,c2"),))
     journal = Journal.create(db, kind="restore", peer=str(web_peer))
     t0 = time.monotonic()
-    report = run_restore(refs, fetch, web_peer, journal, SendOptions(limits=limits))
+    report = run_restore(refs, src.fetch, web_peer, journal, SendOptions(limits=limits),
+                         instances=src.instances)
     elapsed = time.monotonic() - t0
     assert report.complete, report.to_dict()
     # 15 instances/s with 0.25 s of credit: the sending alone takes this long at least
@@ -214,3 +217,21 @@ full_weekday = "{other_day}"
                             "B": {"not_archived": 0, "gone_from_pacs": 0}}
     assert rec["pacs"]["studies"] == 3 and rec["pacs"]["instances"] == 9
     assert PASSWORD not in out + err
+
+
+def test_stow_bytes_are_paced_on_the_wire(
+        synth_studies: Path, web_orthanc: Orthanc, web_peer: WebPeer) -> None:
+    from tapearc.dicomnet.stow import StowSender
+
+    files = sorted(synth_studies.rglob("*.dcm"))
+    total = sum(f.stat().st_size for f in files)
+    rate = 0.4  # MB/s: the whole set takes a few seconds
+    limits = Limits(default=RateSetting(mb_per_s=rate, concurrency=2))
+    t0 = time.monotonic()
+    with StowSender(web_peer, limits=limits) as sender:
+        result = sender.send(files)
+    elapsed = time.monotonic() - t0
+    assert len(result.stored) == len(files)
+    expected = total / (rate * 1e6)
+    # charged before each piece leaves (0.1 s of credit): never faster than the limit
+    assert expected - 0.2 <= elapsed <= expected * 1.5 + 1, (expected, elapsed)

@@ -10,7 +10,7 @@ resumes and reports the same way whichever PACS it talks to.
   ``BATCH_INSTANCES`` instances and ``BATCH_BYTES`` bytes, as the files are stored (or as the
   reader holds them in memory): the body is a generator that reads each file while the socket
   sends it, with a Content-Length computed from the sizes (chunked transfer encoding measured
-  30 % slower into Orthanc).
+  7-30 % slower into Orthanc).
 * Pacing is on the wire: the shared ``RateLimiter`` gives each instance its token as its part
   starts, and under a byte limit charges its bytes in pieces as they leave (``multipart_body``).
 * ``concurrency`` (the setting in force) worker threads, each with its kept-alive connection,

@@ -303,8 +303,9 @@ class _Engine:
     def collect(self, *, until_empty: bool = False) -> bool:
         """Journal the studies the sender finished and pass them to the confirmer; False when
         the run must stop (the PACS stopped answering). ``until_empty``: wait for them all.
-        A configuration error (the PACS rejects our AE title) is raised once every finished
-        study is journalled."""
+        A configuration error (the PACS rejects our AE title) or a refusal (a DICOMweb PACS
+        refuses our credentials, we refuse its certificate) is raised once every finished study
+        is journalled."""
         assert self.sender is not None and self.confirmer is not None
         going = True
         fatal: TapearcError | None = None

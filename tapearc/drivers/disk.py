@@ -35,7 +35,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -50,6 +49,8 @@ from tapearc.drivers.base import (
 )
 from tapearc.drivers.disksink import DiskSink, remove_uncommitted, volume_error
 from tapearc.drivers.layout import (
+    ARCHIVE_FILE_RE,
+    LABEL_FILE,
     FolderLock,
     IndexHeader,
     archive_damage,
@@ -74,8 +75,6 @@ from tapearc.errors import (
 
 log = logging.getLogger(__name__)
 
-LABEL_FILE = "label.json"
-_ARCHIVE_RE = re.compile(r"^(\d{6})\.(data|index)$")
 class DiskDriver(Driver):
     """A folder as a cartridge (``driver = "disk"``)."""
 
@@ -219,7 +218,7 @@ class DiskDriver(Driver):
     def _archives(self, vol: Path) -> dict[int, set[str]]:
         found: dict[int, set[str]] = {}
         for entry in os.scandir(vol):
-            m = _ARCHIVE_RE.match(entry.name)
+            m = ARCHIVE_FILE_RE.match(entry.name)
             if m:
                 found.setdefault(int(m.group(1)), set()).add(m.group(2))
         return found

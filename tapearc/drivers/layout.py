@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import struct
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ LAYOUT_VERSION = 1
 
 _DATA = struct.Struct("<4sHHI")  # magic, version, reserved, block size
 _INDEX = struct.Struct("<4sHHQQQQ32s")  # magic, version, reserved, file, start, blocks, len, sha
+
+
+#: The label's file on a file volume (disk, disc, a remote store's volume folder).
+LABEL_FILE = "label.json"
+#: ``archive_file``'s names, read back: archive number and kind.
+ARCHIVE_FILE_RE = re.compile(r"^(\d{6})\.(data|index)$")
 
 
 def archive_file(k: int, kind: str) -> str:

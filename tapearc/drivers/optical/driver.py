@@ -19,8 +19,8 @@ from tapearc.drivers.base import (
     DriveStatus,
     Label,
 )
-from tapearc.drivers.disk import LABEL_FILE
 from tapearc.drivers.layout import (
+    LABEL_FILE,
     FolderLock,
     IndexHeader,
     archive_damage,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -33,7 +32,14 @@ from tapearc.drivers.base import (
     DriveStatus,
     Label,
 )
-from tapearc.drivers.layout import BlockRule, IndexHeader, check_label, complete_archives
+from tapearc.drivers.layout import (
+    ARCHIVE_FILE_RE,
+    LABEL_FILE,
+    BlockRule,
+    IndexHeader,
+    check_label,
+    complete_archives,
+)
 from tapearc.drivers.remote.store import Confirmed, RemoteStore, Upload
 from tapearc.drivers.tape.vdevice import BARCODE_RE
 from tapearc.errors import (
@@ -50,8 +56,6 @@ from tapearc.support.limits import Limits, RateLimiter
 
 log = logging.getLogger(__name__)
 
-LABEL_FILE = "label.json"
-_ARCHIVE_RE = re.compile(r"^(\d{6})\.(data|index)$")
 #: Data is fetched from the store in pieces of this size at most (memory bound of a long read).
 READ_PIECE = 8 << 20
 
@@ -140,7 +144,7 @@ class RemoteDriver(Driver):
         names = self.store.names(vol)
         found: dict[int, set[str]] = {}
         for name in names:
-            m = _ARCHIVE_RE.match(name)
+            m = ARCHIVE_FILE_RE.match(name)
             if m:
                 found.setdefault(int(m.group(1)), set()).add(m.group(2))
         return found, names
